@@ -1,0 +1,11 @@
+//! In-process test doubles that behave like the real services (cargo feature `dev`).
+//!
+//! - [`workload_api`]: a SPIFFE Workload API server on a unix socket.
+//! - [`rolesanywhere`]: an HTTPS IAM Roles Anywhere CreateSession server that verifies every
+//!   SigV4-X509 signature with its own code (it never calls the agent's signer).
+//! - [`pki`]: the committed test PKI from `certs/`, compiled into the binary so
+//!   `spiffe-aws-agent dev` runs from anywhere.
+
+pub mod pki;
+pub mod rolesanywhere;
+pub mod workload_api;

@@ -1,0 +1,1 @@
+//! The test PKI. (being written)

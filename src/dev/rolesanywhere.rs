@@ -1,0 +1,1 @@
+//! The Roles Anywhere double. (being written)

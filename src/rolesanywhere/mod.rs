@@ -1,0 +1,3 @@
+//! IAM Roles Anywhere: the SigV4-X509 [`signer`] (pure) and the CreateSession client.
+
+pub mod signer;

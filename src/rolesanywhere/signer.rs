@@ -1,0 +1,1 @@
+//! SigV4-X509 signer. (being written)
