@@ -1,1 +1,0 @@
-//! The Roles Anywhere double. (being written)
