@@ -173,7 +173,11 @@ fn observe_leaf(headers: &HeaderMap, call: &mut RecordedCall) {
     let Some(der) = headers
         .get(X_AMZ_X509)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
     else {
         return;
     };
@@ -188,15 +192,12 @@ fn observe_leaf(headers: &HeaderMap, call: &mut RecordedCall) {
 /// Records `roleArn` and `durationSeconds` as sent (unvalidated).
 fn observe_params(parts: &Parts, body: &[u8], call: &mut RecordedCall) {
     let json: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
-    call.role_arn = query_param(parts, "roleArn")
-        .ok()
-        .flatten()
-        .or_else(|| {
-            json.as_ref()
-                .and_then(|j| j.get("roleArn"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
+    call.role_arn = query_param(parts, "roleArn").ok().flatten().or_else(|| {
+        json.as_ref()
+            .and_then(|j| j.get("roleArn"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     call.duration_seconds = json
         .as_ref()
         .and_then(|j| j.get("durationSeconds"))
@@ -321,7 +322,9 @@ fn authenticate(
     if let Some(chain) = chain_value {
         for item in chain.split(',') {
             if chain_ders.len() == MAX_CHAIN_CERTS {
-                return Err(ApiError::access_denied("Too many certificates in the chain"));
+                return Err(ApiError::access_denied(
+                    "Too many certificates in the chain",
+                ));
             }
             let der = decode_cert(item)
                 .ok_or_else(|| ApiError::access_denied("Invalid certificate chain"))?;
@@ -405,7 +408,9 @@ fn authz_error(e: AuthHeaderError) -> ApiError {
             format!("Authorization header is malformed: {e}")
         }
         AuthHeaderError::BadSignatureHex => "Invalid signature".to_owned(),
-        AuthHeaderError::BadDate(d) => format!("Invalid X-Amz-Date '{d}': expected YYYYMMDDTHHMMSSZ"),
+        AuthHeaderError::BadDate(d) => {
+            format!("Invalid X-Amz-Date '{d}': expected YYYYMMDDTHHMMSSZ")
+        }
     };
     ApiError::access_denied(message)
 }
@@ -536,7 +541,11 @@ fn parse_params(parts: &Parts, body: &[u8]) -> Result<Params, ApiError> {
     } else {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => m,
-            _ => return Err(ApiError::validation("Could not parse request body into json")),
+            _ => {
+                return Err(ApiError::validation(
+                    "Could not parse request body into json",
+                ))
+            }
         }
     };
     let role_arn = arn_param(parts, &json, "roleArn")?;
@@ -622,7 +631,8 @@ fn stable_chars(seed: &str, alphabet: &[u8], n: usize) -> String {
 }
 
 fn stable_uuid(seed: &str) -> String {
-    let h = hex::encode(&ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref()[..16]);
+    let h =
+        hex::encode(&ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref()[..16]);
     format!(
         "{}-{}-4{}-8{}-{}",
         &h[0..8],
@@ -668,7 +678,8 @@ fn issue(
         .filter(|a| !a.is_empty())
         .unwrap_or(&shared.account)
         .to_owned();
-    let assumed_role_arn = format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}");
+    let assumed_role_arn =
+        format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session_name}");
     let assumed_role_id = format!(
         "AROA{}:{session_name}",
         stable_chars(&params.role_arn, KEY_ID_ALPHABET, 17)

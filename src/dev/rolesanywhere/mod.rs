@@ -313,12 +313,13 @@ impl RolesAnywhereDouble {
             .iter()
             .map(load_anchor)
             .collect::<Result<Vec<_>, _>>()?;
-        let listener = TcpListener::bind(cfg.bind)
-            .await
-            .map_err(|source| RolesAnywhereDoubleError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(cfg.bind)
+                .await
+                .map_err(|source| RolesAnywhereDoubleError::Bind {
+                    addr: cfg.bind,
+                    source,
+                })?;
         let addr = listener
             .local_addr()
             .map_err(|source| RolesAnywhereDoubleError::Bind {

@@ -171,7 +171,8 @@ pub(super) fn parse_amz_date(value: &str) -> Result<OffsetDateTime, AuthHeaderEr
 /// Formats a time as `YYYYMMDDTHHMMSSZ`, for messages.
 pub(super) fn format_amz_date(t: OffsetDateTime) -> String {
     let fmt = format_description!("[year][month][day]T[hour][minute][second]Z");
-    t.format(&fmt).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&fmt)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Why a presented or configured certificate is unusable.
