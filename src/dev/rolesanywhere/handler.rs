@@ -159,7 +159,7 @@ async fn process(
     if !profile.enabled {
         return Err(ApiError::access_denied("Profile is disabled").into());
     }
-    if !profile.role_arns.iter().any(|r| *r == params.role_arn) {
+    if !profile.role_arns.contains(&params.role_arn) {
         return Err(ApiError::access_denied("Role is not in the profile's list of roles").into());
     }
 
@@ -422,7 +422,7 @@ fn check_skew(
     max_skew: Duration,
 ) -> Result<(), ApiError> {
     let skew = time::Duration::try_from(max_skew).unwrap_or(time::Duration::MAX);
-    let what = if max_skew.as_secs() % 60 == 0 {
+    let what = if max_skew.as_secs().is_multiple_of(60) {
         format!("{} min.", max_skew.as_secs() / 60)
     } else {
         format!("{} s", max_skew.as_secs())

@@ -186,7 +186,7 @@ pub(super) enum CertError {
 /// Parses one DER certificate, refusing trailing bytes.
 pub(super) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(CertError::NotX509),
     }
 }
