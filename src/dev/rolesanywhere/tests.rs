@@ -1157,6 +1157,14 @@ async fn untrusted_certificates_are_refused() {
             make_leaf(KeyKind::P256, &pki.intermediate, &[]),
         ),
         (
+            "issuer name of the root, other key",
+            make_leaf(
+                KeyKind::P256,
+                &make_ca(ca_params("Test Root CA"), None),
+                &[],
+            ),
+        ),
+        (
             "expired leaf",
             make_leaf_with(KeyKind::P256, &pki.root, &[], {
                 let mut p = leaf_params("orders");
@@ -1797,6 +1805,23 @@ fn path_validation_reasons() {
         check_path(&leaf, &[&pki.root]),
         Err(ChainError::IssuerKeyUsage(_))
     ));
+
+    // Same issuer names as the real CAs, other keys: names alone must not make a path.
+    let fake_root = make_ca(ca_params("Test Root CA"), None);
+    let forged = make_leaf(KeyKind::P256, &fake_root, &[]);
+    assert_eq!(
+        check_path(&forged, &[&pki.root]),
+        Err(ChainError::NoPathToAnchor)
+    );
+    let fake_inter = make_ca(ca_params("Test Intermediate CA"), Some(&fake_root));
+    let forged = Leaf {
+        chain: vec![pki.intermediate.der.clone()],
+        ..make_leaf(KeyKind::P256, &fake_inter, &[])
+    };
+    assert_eq!(
+        check_path(&forged, &[&pki.root]),
+        Err(ChainError::NoPathToAnchor)
+    );
 
     // An RSA-1024 leaf.
     let spki = rcgen::SubjectPublicKeyInfo::from_pem(RSA_1024_SPKI_PEM).expect("spki");
