@@ -92,11 +92,13 @@ impl SigningKey {
         let kind = spki.kind()?;
         let inner = match (key, kind) {
             (PrivateKeyDer::Pkcs8(der), _) => Self::pkcs8(der.secret_pkcs8_der(), kind)?,
-            (PrivateKeyDer::Pkcs1(der), KeyKind::Rsa { .. }) => Inner::Rsa(
-                RsaKeyPair::from_der(der.secret_pkcs1_der()).map_err(|_| KeyError::Malformed {
-                    format: "PKCS#1 RSA",
-                })?,
-            ),
+            (PrivateKeyDer::Pkcs1(der), KeyKind::Rsa { .. }) => {
+                Inner::Rsa(RsaKeyPair::from_der(der.secret_pkcs1_der()).map_err(|_| {
+                    KeyError::Malformed {
+                        format: "PKCS#1 RSA",
+                    }
+                })?)
+            }
             (PrivateKeyDer::Sec1(der), KeyKind::P256 | KeyKind::P384) => {
                 Self::sec1(der.secret_sec1_der(), kind, &spki.public_key)?
             }
@@ -120,9 +122,13 @@ impl SigningKey {
             other => return Err(KeyError::UnsupportedType(format!("key algorithm {other}"))),
         };
         match (found, kind) {
-            ("RSA", KeyKind::Rsa { .. }) => RsaKeyPair::from_pkcs8(der)
-                .map(Inner::Rsa)
-                .map_err(|_| KeyError::Malformed { format: "PKCS#8 RSA" }),
+            ("RSA", KeyKind::Rsa { .. }) => {
+                RsaKeyPair::from_pkcs8(der)
+                    .map(Inner::Rsa)
+                    .map_err(|_| KeyError::Malformed {
+                        format: "PKCS#8 RSA",
+                    })
+            }
             ("EC", KeyKind::P256) => EcdsaKeyPair::from_pkcs8(
                 &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
                 der,
@@ -316,7 +322,11 @@ fn pkcs8_algorithm(der: &[u8]) -> Result<String, KeyError> {
     let BerObjectContent::Sequence(alg) = &items.get(1).ok_or_else(malformed)?.content else {
         return Err(malformed());
     };
-    let oid = alg.first().ok_or_else(malformed)?.as_oid().map_err(|_| malformed())?;
+    let oid = alg
+        .first()
+        .ok_or_else(malformed)?
+        .as_oid()
+        .map_err(|_| malformed())?;
     Ok(oid.to_id_string())
 }
 

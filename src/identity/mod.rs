@@ -12,9 +12,9 @@ pub mod workload_api;
 
 use std::time::SystemTime;
 
+use ::time::OffsetDateTime;
 use key::{KeyError, SigningKey};
 use rustls_pki_types::PrivateKeyDer;
-use ::time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// Where an identity came from; decides which checks apply and how errors are worded.
@@ -116,11 +116,12 @@ impl X509Identity {
             })?;
         }
 
-        let (_, leaf) =
-            X509Certificate::from_der(&leaf_der).map_err(|e| IdentityError::MalformedCertificate {
+        let (_, leaf) = X509Certificate::from_der(&leaf_der).map_err(|e| {
+            IdentityError::MalformedCertificate {
                 which: "leaf".into(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let subject = display_subject(&leaf);
         check_validity(&leaf, &subject, origin, now)?;
         if leaf.is_ca() {

@@ -26,7 +26,9 @@ pub enum WorkloadApiError {
     NoIdentity { address: String, reason: String },
     #[error("the SPIFFE Workload API at {address} did not answer within {seconds}s")]
     Timeout { address: String, seconds: u64 },
-    #[error("the SPIFFE Workload API at {address} sent an X.509-SVID that is not usable: {reason}")]
+    #[error(
+        "the SPIFFE Workload API at {address} sent an X.509-SVID that is not usable: {reason}"
+    )]
     BadSvid { address: String, reason: String },
     #[error("the SPIFFE Workload API at {address} has no SVID with SPIFFE ID or hint {wanted:?}; it offers: {available}")]
     NoMatchingSvid {
@@ -72,12 +74,13 @@ pub async fn fetch_once(
             .await
             .map_err(|e| classify(address, e))
     };
-    let svids = tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| WorkloadApiError::Timeout {
-            address: address.to_owned(),
-            seconds: timeout.as_secs(),
-        })??;
+    let svids =
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .map_err(|_| WorkloadApiError::Timeout {
+                address: address.to_owned(),
+                seconds: timeout.as_secs(),
+            })??;
     let svid = select(address, &svids, spiffe_id)?;
     identity_from_svid(svid, SystemTime::now())
 }
@@ -154,12 +157,11 @@ pub fn classify(address: &str, e: SpiffeError) -> WorkloadApiError {
             address,
             reason: format!("bad SPIFFE ID: {err}"),
         },
-        SpiffeError::MissingRequiredField { field } | SpiffeError::InvalidResponseField { field } => {
-            WorkloadApiError::BadSvid {
-                address,
-                reason: format!("malformed response field {field}"),
-            }
-        }
+        SpiffeError::MissingRequiredField { field }
+        | SpiffeError::InvalidResponseField { field } => WorkloadApiError::BadSvid {
+            address,
+            reason: format!("malformed response field {field}"),
+        },
         other => WorkloadApiError::Unreachable {
             address,
             reason: error_chain(&other),
