@@ -175,7 +175,9 @@ impl Snapshot {
     /// Fails like SPIRE when the caller has no identity, and ends streams on shutdown.
     fn check_identity(&self) -> Result<(), Status> {
         if self.closing {
-            return Err(Status::unavailable("the Workload API double is shutting down"));
+            return Err(Status::unavailable(
+                "the Workload API double is shutting down",
+            ));
         }
         if self.denied || self.svids.is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY_ISSUED));

@@ -124,7 +124,10 @@ impl SvidIssuer {
 
     /// An issuer backed by any CA certificate and key in PEM. The CA certificate is appended
     /// to every issued chain, so pass an intermediate (a root belongs in the bundle only).
-    pub fn from_ca_pem(ca_cert_pem: &str, ca_key_pem: &str) -> Result<Self, WorkloadApiDoubleError> {
+    pub fn from_ca_pem(
+        ca_cert_pem: &str,
+        ca_key_pem: &str,
+    ) -> Result<Self, WorkloadApiDoubleError> {
         let mut certs = certificates_from_pem(ca_cert_pem)
             .map_err(|reason| WorkloadApiDoubleError::IssuerCa { reason })?;
         if certs.len() != 1 {
@@ -180,7 +183,9 @@ impl SvidIssuer {
         dn.push(DnType::OrganizationName, "SPIRE");
         params.distinguished_name = dn;
         params.subject_alt_names = vec![SanType::URI(
-            spiffe_id.try_into().map_err(|e: rcgen::Error| issue_err(e))?,
+            spiffe_id
+                .try_into()
+                .map_err(|e: rcgen::Error| issue_err(e))?,
         )];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -281,7 +286,11 @@ pub(super) fn sec1_to_pkcs8(sec1_der: &[u8]) -> Result<Zeroizing<Vec<u8>>, &'sta
     );
     let algorithm = der_tlv(
         0x30,
-        &[der_tlv(0x06, OID_EC_PUBLIC_KEY), der_tlv(0x06, curve.as_bytes())].concat(),
+        &[
+            der_tlv(0x06, OID_EC_PUBLIC_KEY),
+            der_tlv(0x06, curve.as_bytes()),
+        ]
+        .concat(),
     );
     Ok(private_key_info(&algorithm, &inner_der))
 }
