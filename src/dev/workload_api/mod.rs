@@ -24,7 +24,7 @@ mod svid;
 mod tests;
 
 use std::collections::HashMap;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -237,6 +237,9 @@ struct Shared {
 pub struct WorkloadApiDouble {
     shared: Arc<Shared>,
     socket_path: PathBuf,
+    /// Device and inode of the socket this double created, so cleanup never removes a socket
+    /// that a newer double (a simulated agent restart) has since bound at the same path.
+    socket_id: Option<(u64, u64)>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -276,6 +279,9 @@ impl WorkloadApiDouble {
                 path: socket_path.clone(),
                 source,
             })?;
+        let socket_id = std::fs::symlink_metadata(&socket_path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
 
         let (state, _) = watch::channel(Snapshot {
             svids: Arc::new(svids),
@@ -303,6 +309,7 @@ impl WorkloadApiDouble {
         Ok(Self {
             shared,
             socket_path,
+            socket_id,
             stop: Some(stop),
             server: Some(server),
         })
@@ -374,7 +381,22 @@ impl WorkloadApiDouble {
                 }
             }
         }
-        remove_socket_quietly(&self.socket_path);
+        self.remove_own_socket();
+    }
+
+    /// Removes the socket file if it is still the one this double bound.
+    fn remove_own_socket(&self) {
+        let path = &self.socket_path;
+        let still_ours = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()))
+            .is_some_and(|id| Some(id) == self.socket_id);
+        if !still_ours {
+            return;
+        }
+        if let Err(error) = std::fs::remove_file(path) {
+            tracing::debug!(%error, socket = %path.display(), "could not remove the socket");
+        }
     }
 }
 
@@ -386,7 +408,7 @@ impl Drop for WorkloadApiDouble {
                 let _ = stop.send(());
             }
             server.abort();
-            remove_socket_quietly(&self.socket_path);
+            self.remove_own_socket();
         }
     }
 }
@@ -409,14 +431,6 @@ fn remove_stale_socket(path: &Path) -> Result<(), WorkloadApiDoubleError> {
             path: path.to_owned(),
             source,
         }),
-    }
-}
-
-fn remove_socket_quietly(path: &Path) {
-    if let Err(error) = std::fs::remove_file(path) {
-        if error.kind() != std::io::ErrorKind::NotFound {
-            tracing::debug!(%error, socket = %path.display(), "could not remove the socket");
-        }
     }
 }
 

@@ -690,10 +690,64 @@ async fn shutdown_ends_open_streams() {
         .unwrap()
         .unwrap();
 
+    let started = std::time::Instant::now();
     within("shutdown", double.shutdown()).await;
+    assert!(
+        started.elapsed() < SHUTDOWN_GRACE,
+        "open streams end at once instead of holding shutdown until the grace period"
+    );
     let end = within("end of stream", stream.next()).await;
     assert!(
         !matches!(end, Some(Ok(_))),
         "no further SVIDs after shutdown"
     );
+}
+
+#[tokio::test]
+async fn x509_source_reconnects_to_a_restarted_double_on_the_same_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = issuer();
+    let first = start(
+        &dir,
+        vec![issuer.issue(pki::ORDERS_SPIFFE_ID, HOUR).unwrap()],
+    )
+    .await;
+    let source = within("source", source(&first).await.build())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    first.shutdown().await;
+    assert!(
+        started.elapsed() < SHUTDOWN_GRACE,
+        "a connected X509Source does not hold shutdown open"
+    );
+
+    // The agent comes back with a rotated SVID, as after a SPIRE agent restart.
+    let rotated = issuer.issue(pki::ORDERS_SPIFFE_ID, HOUR).unwrap();
+    let second = start(&dir, vec![rotated.clone()]).await;
+    eventually("the source to pick up the restarted agent's SVID", || {
+        source
+            .svid()
+            .is_ok_and(|svid| svid.leaf().as_bytes() == rotated.chain_der[0].as_slice())
+    })
+    .await;
+    assert_eq!(second.fetch_x509_svid_calls(), 1);
+    source.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_an_old_double_leaves_a_newer_socket_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = start(&dir, orders_and_reviews()).await;
+    let new = start(&dir, orders_and_reviews()).await;
+    drop(old);
+    assert!(new.socket_path().exists());
+    within(
+        "fetch from the newer double",
+        client(&new).await.fetch_x509_svid(),
+    )
+    .await
+    .unwrap();
+    new.shutdown().await;
 }
