@@ -6,8 +6,10 @@
 //! [`dev`] holds the in-process doubles of SPIRE and Roles Anywhere used by the tests and by
 //! `spiffe-aws-agent dev`.
 
+pub mod cli;
 pub mod identity;
 pub mod rolesanywhere;
+pub mod serve;
 
 #[cfg(feature = "dev")]
 pub mod dev;

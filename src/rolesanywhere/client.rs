@@ -196,9 +196,14 @@ impl RolesAnywhereClient {
                     seconds: self.timeout.as_secs(),
                 }
             } else {
+                // reqwest's own top line repeats the URL; the causes say what went wrong.
+                let reason = match std::error::Error::source(&e) {
+                    Some(cause) => error_chain(cause),
+                    None => error_chain(&e),
+                };
                 CreateSessionError::Unreachable {
                     endpoint: endpoint.clone(),
-                    reason: error_chain(&e),
+                    reason,
                 }
             }
         })?;
