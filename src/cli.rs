@@ -29,7 +29,7 @@ pub enum Command {
     /// {"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"} on stdout and
     /// exits 0. On failure it prints one line on stderr and exits non-zero.
     #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES)]
-    CredentialProcess(CredentialProcessArgs),
+    CredentialProcess(Box<CredentialProcessArgs>),
 
     /// Run the whole flow on this machine against built-in doubles of SPIRE and Roles Anywhere.
     ///
@@ -38,7 +38,7 @@ pub enum Command {
     /// prints them and the `credential_process` stanza to try it with any AWS client, then
     /// keeps the doubles running (rotating the SVID every 30 s) until Ctrl-C.
     #[cfg(feature = "dev")]
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
 }
 
 const CREDENTIAL_PROCESS_EXAMPLES: &str = "\

@@ -7,6 +7,7 @@
 //! `spiffe-aws-agent dev`.
 
 pub mod cli;
+pub mod credentials;
 pub mod identity;
 pub mod rolesanywhere;
 pub mod serve;

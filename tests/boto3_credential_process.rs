@@ -60,7 +60,11 @@ async fn boto3_resolves_the_issued_credentials_through_credential_process() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "boto3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["method"], "custom-process");
     let issued = stack.rolesanywhere.issued();

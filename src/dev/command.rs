@@ -100,17 +100,34 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         &format!("[profile orders]\nregion = us-east-1\ncredential_process = {command_line}\n"),
     )?;
 
-    println!("spiffe-aws-agent dev: SPIRE and Roles Anywhere doubles are running on this machine.\n");
-    println!("  Workload API double   {}  (SVIDs: {}, {})", workload_api.endpoint(), pki::ORDERS_SPIFFE_ID, pki::REVIEWS_SPIFFE_ID);
-    println!("  Roles Anywhere double {}  (TLS CA: {})", rolesanywhere.endpoint(), ca_bundle.display());
+    println!(
+        "spiffe-aws-agent dev: SPIRE and Roles Anywhere doubles are running on this machine.\n"
+    );
+    println!(
+        "  Workload API double   {}  (SVIDs: {}, {})",
+        workload_api.endpoint(),
+        pki::ORDERS_SPIFFE_ID,
+        pki::REVIEWS_SPIFFE_ID
+    );
+    println!(
+        "  Roles Anywhere double {}  (TLS CA: {})",
+        rolesanywhere.endpoint(),
+        ca_bundle.display()
+    );
     println!();
     println!("Exchanged the orders SVID for credentials (CreateSession verified by the double):");
     println!("  {}", process::render(&creds));
     if let Some(s) = &session {
-        println!("  assumed role: {}  (principal tag x509SAN/URI = {})", s.assumed_role_arn, s.spiffe_id.as_deref().unwrap_or("-"));
+        println!(
+            "  assumed role: {}  (principal tag x509SAN/URI = {})",
+            s.assumed_role_arn,
+            s.spiffe_id.as_deref().unwrap_or("-")
+        );
     }
     println!();
-    println!("Try it with any AWS client (the config file below holds the credential_process line):");
+    println!(
+        "Try it with any AWS client (the config file below holds the credential_process line):"
+    );
     println!("  export AWS_CONFIG_FILE={}", aws_config.display());
     println!("  python3 -c 'import boto3; print(boto3.Session(profile_name=\"orders\").get_credentials().access_key)'");
     println!("  aws configure export-credentials --profile orders");
@@ -124,7 +141,10 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         rolesanywhere.shutdown().await;
         return Ok(());
     }
-    println!("\nRotating the SVIDs every {}s; Ctrl-C stops.", args.rotate_every);
+    println!(
+        "\nRotating the SVIDs every {}s; Ctrl-C stops.",
+        args.rotate_every
+    );
     let period = Duration::from_secs(args.rotate_every.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
@@ -181,7 +201,10 @@ impl Drop for TempDir {
 fn tempfile_dir() -> Result<TempDir, DevError> {
     let base = std::env::temp_dir();
     for attempt in 0..100u32 {
-        let path = base.join(format!("spiffe-aws-agent-dev-{}-{attempt}", std::process::id()));
+        let path = base.join(format!(
+            "spiffe-aws-agent-dev-{}-{attempt}",
+            std::process::id()
+        ));
         match std::fs::create_dir(&path) {
             Ok(()) => {
                 use std::os::unix::fs::PermissionsExt;

@@ -8,6 +8,7 @@
 
 pub mod files;
 pub mod key;
+pub mod watch;
 pub mod workload_api;
 
 use std::time::SystemTime;

@@ -97,10 +97,17 @@ pub fn pem_to_der(pem: &str) -> Vec<Vec<u8>> {
 }
 
 /// An SVID from `certs/` files: `leaf` (+ the intermediate when `with_intermediate`).
-pub fn svid_from_files(spiffe_id: &str, leaf: &str, key: &str, with_intermediate: bool) -> SvidEntry {
+pub fn svid_from_files(
+    spiffe_id: &str,
+    leaf: &str,
+    key: &str,
+    with_intermediate: bool,
+) -> SvidEntry {
     let mut chain = std::fs::read_to_string(super::cert(leaf)).expect("leaf");
     if with_intermediate {
-        chain.push_str(&std::fs::read_to_string(super::cert("intermediate-ca.pem")).expect("intermediate"));
+        chain.push_str(
+            &std::fs::read_to_string(super::cert("intermediate-ca.pem")).expect("intermediate"),
+        );
     }
     let key = std::fs::read_to_string(super::cert(key)).expect("key");
     SvidEntry::from_pem(spiffe_id, &chain, &key, "").expect("SvidEntry")
@@ -114,10 +121,14 @@ pub fn parse_process_output(out: &Output) -> serde_json::Value {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(json["Version"], 1);
-    for key in ["AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"] {
+    for key in [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "SessionToken",
+        "Expiration",
+    ] {
         assert!(
             json[key].as_str().is_some_and(|s| !s.is_empty()),
             "{key} missing in {json}"
@@ -130,7 +141,11 @@ pub fn parse_process_output(out: &Output) -> serde_json::Value {
 
 /// The one stderr line of a failed run.
 pub fn failure_line(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got stdout {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(out.stdout.is_empty(), "nothing on stdout on failure");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
