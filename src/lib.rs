@@ -6,8 +6,11 @@
 //! [`dev`] holds the in-process doubles of SPIRE and Roles Anywhere used by the tests and by
 //! `spiffe-aws-agent dev`.
 
+pub mod cli;
+pub mod credentials;
 pub mod identity;
 pub mod rolesanywhere;
+pub mod serve;
 
 #[cfg(feature = "dev")]
 pub mod dev;

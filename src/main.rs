@@ -1,1 +1,70 @@
-fn main() {}
+//! The binary: parse the command line, run the library, turn errors into one line on stderr
+//! and an exit status.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use spiffe_aws_agent::cli::{Cli, Command};
+use spiffe_aws_agent::serve::process;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::CredentialProcess(args) => {
+            // One exchange: a single-threaded runtime starts fastest.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+            };
+            match runtime.block_on(process::fetch(&args)) {
+                Ok(creds) => {
+                    let mut stdout = std::io::stdout().lock();
+                    if writeln!(stdout, "{}", process::render(&creds))
+                        .and_then(|_| stdout.flush())
+                        .is_err()
+                    {
+                        return fail("cannot write to stdout", 1);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string(), e.exit_code()),
+            }
+        }
+        #[cfg(feature = "dev")]
+        Command::Dev(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+            };
+            match runtime.block_on(spiffe_aws_agent::dev::command::run(&args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string(), 1),
+            }
+        }
+    }
+}
+
+/// One line on stderr, the way `credential_process` callers show it to the user.
+fn fail(message: &str, code: u8) -> ExitCode {
+    let line = message.replace('\n', " ");
+    let _ = writeln!(std::io::stderr(), "spiffe-aws-agent: {line}");
+    ExitCode::from(code)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,1 +1,243 @@
-//! X.509 identity sources. (being written)
+//! X.509 identities: a leaf certificate, its intermediates and the matching private key.
+//!
+//! Two sources produce them: [`workload_api`] (SPIRE, through the `spiffe` crate) and
+//! [`files`] (PEM files, the `aws_signing_helper` flags). Both end in [`X509Identity::new`],
+//! which checks up front everything Roles Anywhere would otherwise reject with an opaque
+//! 403 (expired or not-yet-valid leaf, a CA as leaf, a key that does not match, an
+//! unsupported key type), so the user learns what is wrong and what to fix.
+
+pub mod files;
+pub mod key;
+pub mod watch;
+pub mod workload_api;
+
+use std::time::SystemTime;
+
+use ::time::OffsetDateTime;
+use key::{KeyError, SigningKey};
+use rustls_pki_types::PrivateKeyDer;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// Where an identity came from; decides which checks apply and how errors are worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An X.509-SVID from the SPIFFE Workload API: it must carry a SPIFFE ID (URI SAN).
+    WorkloadApi,
+    /// Certificate and key files given on the command line.
+    Files,
+}
+
+/// Why an identity cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read the {what} file {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the {what} file {path} holds no PEM {expected} block")]
+    NoPemBlock {
+        what: &'static str,
+        path: String,
+        expected: &'static str,
+    },
+    #[error("the private key file {path} is encrypted; decrypt it first (openssl pkcs8 -in {path} -out key.pem) and keep the result readable only by the agent")]
+    EncryptedKey { path: String },
+    #[error("the {which} certificate is not valid X.509: {reason}")]
+    MalformedCertificate { which: String, reason: String },
+    #[error("the certificate {subject} expired at {not_after} (now {now}): {hint}")]
+    Expired {
+        subject: String,
+        not_after: String,
+        now: String,
+        hint: &'static str,
+    },
+    #[error("the certificate {subject} is not valid until {not_before} (now {now}): check the system clock")]
+    NotYetValid {
+        subject: String,
+        not_before: String,
+        now: String,
+    },
+    #[error("the leaf certificate {subject} is a CA certificate (basicConstraints CA:TRUE); Roles Anywhere needs an end-entity certificate")]
+    LeafIsCa { subject: String },
+    #[error("the X.509-SVID {subject} has no SPIFFE ID (URI SAN spiffe://…); it is not an SVID Roles Anywhere can map to a principal tag")]
+    MissingSpiffeId { subject: String },
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    WorkloadApi(#[from] workload_api::WorkloadApiError),
+}
+
+/// A usable X.509 identity. Construct it with [`X509Identity::new`], which validates it.
+pub struct X509Identity {
+    leaf_der: Vec<u8>,
+    intermediates_der: Vec<Vec<u8>>,
+    key: SigningKey,
+    spiffe_id: Option<String>,
+    serial_decimal: String,
+    subject: String,
+    not_after: SystemTime,
+    origin: Origin,
+}
+
+impl std::fmt::Debug for X509Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Identity")
+            .field("subject", &self.subject)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("serial", &self.serial_decimal)
+            .field("intermediates", &self.intermediates_der.len())
+            .field("key", &self.key)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl X509Identity {
+    /// Validates a chain (leaf first, then intermediates) and its private key at time `now`.
+    pub fn new(
+        chain_der: Vec<Vec<u8>>,
+        key: &PrivateKeyDer<'_>,
+        origin: Origin,
+        now: SystemTime,
+    ) -> Result<Self, IdentityError> {
+        let mut chain = chain_der.into_iter();
+        let leaf_der = chain
+            .next()
+            .ok_or_else(|| IdentityError::MalformedCertificate {
+                which: "leaf".into(),
+                reason: "no certificate was given".into(),
+            })?;
+        let intermediates_der: Vec<Vec<u8>> = chain.collect();
+        for (i, der) in intermediates_der.iter().enumerate() {
+            X509Certificate::from_der(der).map_err(|e| IdentityError::MalformedCertificate {
+                which: format!("intermediate #{}", i + 1),
+                reason: e.to_string(),
+            })?;
+        }
+
+        let (_, leaf) = X509Certificate::from_der(&leaf_der).map_err(|e| {
+            IdentityError::MalformedCertificate {
+                which: "leaf".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        let subject = display_subject(&leaf);
+        check_validity(&leaf, &subject, origin, now)?;
+        if leaf.is_ca() {
+            return Err(IdentityError::LeafIsCa { subject });
+        }
+        let spiffe_id = spiffe_id_of(&leaf);
+        if origin == Origin::WorkloadApi && spiffe_id.is_none() {
+            return Err(IdentityError::MissingSpiffeId { subject });
+        }
+        let key = SigningKey::from_der(key, leaf.tbs_certificate.subject_pki.raw)?;
+        let serial_decimal = leaf.tbs_certificate.serial.to_str_radix(10);
+        let not_after = SystemTime::from(leaf.validity().not_after.to_datetime());
+        Ok(X509Identity {
+            leaf_der,
+            intermediates_der,
+            key,
+            spiffe_id,
+            serial_decimal,
+            subject,
+            not_after,
+            origin,
+        })
+    }
+
+    /// The leaf certificate, DER.
+    pub fn leaf_der(&self) -> &[u8] {
+        &self.leaf_der
+    }
+    /// The intermediates to send in `X-Amz-X509-Chain`, DER, leaf excluded.
+    pub fn intermediates_der(&self) -> &[Vec<u8>] {
+        &self.intermediates_der
+    }
+    /// The private key that matches the leaf.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+    /// The SPIFFE ID (URI SAN `spiffe://…`), when the leaf has one.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.spiffe_id.as_deref()
+    }
+    /// The leaf's serial number in decimal, as the SigV4-X509 credential scope wants it.
+    pub fn serial_decimal(&self) -> &str {
+        &self.serial_decimal
+    }
+    /// The leaf's subject, for messages.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+    /// When the leaf expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+    /// Where the identity came from.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+}
+
+fn display_subject(cert: &X509Certificate<'_>) -> String {
+    let subject = cert.subject().to_string();
+    if subject.is_empty() {
+        spiffe_id_of(cert).unwrap_or_else(|| "(empty subject)".into())
+    } else {
+        format!("\"{subject}\"")
+    }
+}
+
+fn check_validity(
+    cert: &X509Certificate<'_>,
+    subject: &str,
+    origin: Origin,
+    now: SystemTime,
+) -> Result<(), IdentityError> {
+    let now_dt = OffsetDateTime::from(now);
+    let not_before = cert.validity().not_before.to_datetime();
+    let not_after = cert.validity().not_after.to_datetime();
+    if now_dt < not_before {
+        return Err(IdentityError::NotYetValid {
+            subject: subject.to_owned(),
+            not_before: rfc3339(not_before),
+            now: rfc3339(now_dt),
+        });
+    }
+    if now_dt > not_after {
+        return Err(IdentityError::Expired {
+            subject: subject.to_owned(),
+            not_after: rfc3339(not_after),
+            now: rfc3339(now_dt),
+            hint: match origin {
+                Origin::WorkloadApi => "the SPIRE agent should have rotated it; is it running and can it reach its server?",
+                Origin::Files => "renew the certificate, or check the system clock",
+            },
+        });
+    }
+    Ok(())
+}
+
+fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
+    let san = cert.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),
+        _ => None,
+    })
+}
+
+/// Formats a time the way AWS does in credential documents: `2026-11-24T21:00:00Z`.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(::time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

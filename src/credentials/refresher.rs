@@ -1,0 +1,197 @@
+//! Keeps each role's credentials fresh.
+//!
+//! One task per role is the only thing that calls CreateSession for that role, so there is
+//! never more than one exchange in flight per role (single-flight by construction), however
+//! many clients read. The task exchanges:
+//! - at start, as soon as the identity is available;
+//! - when the SVID it used rotates (the leaf changes), without waiting;
+//! - ahead of expiry, when `refresh_remaining` of the lifetime is left (a third by
+//!   default), minus a random jitter of up to `jitter` of the lifetime, so a fleet started
+//!   together does not refresh in step;
+//! - after a failure, with exponential backoff, while readers keep the old credentials as
+//!   long as they have the minimum lifetime left.
+//!
+//! When the Workload API withdraws the identity, the role's credentials are dropped at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::{CredentialStore, RoleCredentials, Status};
+use crate::identity::watch::{Backoff, Snapshot};
+use crate::identity::X509Identity;
+use crate::rolesanywhere::client::Credentials;
+
+/// One role the agent keeps credentials for.
+#[derive(Debug, Clone)]
+pub struct RoleSpec {
+    /// The name clients ask for (IMDS role name, `/v1/credentials/{name}`).
+    pub name: String,
+    /// Which SVID to exchange (SPIFFE ID or hint); `None` = the default SVID.
+    pub spiffe_id: Option<String>,
+}
+
+/// Performs CreateSession; a trait so the scheduling is tested without a network.
+pub trait Exchanger: Send + Sync + 'static {
+    fn exchange<'a>(
+        &'a self,
+        role: &'a str,
+        identity: &'a X509Identity,
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, String>> + Send + 'a>>;
+}
+
+/// When to refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshPolicy {
+    /// Refresh when this fraction of the lifetime remains.
+    pub refresh_remaining: f64,
+    /// Up to this fraction of the lifetime earlier, at random.
+    pub jitter: f64,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            refresh_remaining: 1.0 / 3.0,
+            jitter: 0.1,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RefreshPolicy {
+    /// When credentials issued at `issued` and expiring at `expiration` should be refreshed;
+    /// `random` in [0, 1) picks the jitter.
+    pub fn refresh_at(
+        &self,
+        issued: SystemTime,
+        expiration: SystemTime,
+        random: f64,
+    ) -> SystemTime {
+        let lifetime = expiration.duration_since(issued).unwrap_or_default();
+        let ahead =
+            lifetime.mul_f64(self.refresh_remaining) + lifetime.mul_f64(self.jitter * random);
+        expiration.checked_sub(ahead).unwrap_or(issued)
+    }
+}
+
+/// Runs the refresh loop for `role` until the identity channel closes.
+pub async fn run_role(
+    store: Arc<CredentialStore>,
+    role: RoleSpec,
+    mut identities: watch::Receiver<Snapshot>,
+    exchanger: Arc<dyn Exchanger>,
+    policy: RefreshPolicy,
+) {
+    let clock = Arc::clone(store.clock());
+    let mut backoff = Backoff::new(policy.min_backoff, policy.max_backoff);
+    let mut next_refresh: Option<SystemTime> = None;
+    loop {
+        let snapshot = identities.borrow_and_update().clone();
+        let wait = match snapshot.select(role.spiffe_id.as_deref()) {
+            Err(reason) => {
+                if snapshot.is_withdrawn() {
+                    if store.peek(&role.name).is_some() {
+                        tracing::warn!(role = %role.name, %reason, "identity withdrawn: dropping its credentials");
+                    }
+                    store.clear(&role.name, Status::Withdrawn(reason));
+                } else if snapshot.problem.is_none() {
+                    // The source works but offers no SVID for this role: the old one is gone.
+                    store.clear(&role.name, Status::Failing(reason));
+                } else {
+                    store.set_status(&role.name, Status::Failing(reason));
+                }
+                None
+            }
+            Ok(identity) => {
+                let leaf = sha256(identity.leaf_der());
+                let current = store.peek(&role.name);
+                let now = clock.now();
+                let rotated = current.as_ref().is_some_and(|c| c.leaf_sha256 != leaf);
+                let due = match (&current, next_refresh) {
+                    (None, _) => true,
+                    (Some(_), Some(at)) => now >= at,
+                    (Some(_), None) => true,
+                };
+                if rotated || due {
+                    if rotated {
+                        tracing::info!(role = %role.name, "SVID rotated: exchanging the new one");
+                    }
+                    match exchanger.exchange(&role.name, &identity).await {
+                        Ok(creds) => {
+                            let now = clock.now();
+                            next_refresh =
+                                Some(policy.refresh_at(now, creds.expiration, fastrand::f64()));
+                            tracing::info!(role = %role.name, access_key_id = %creds.access_key_id, "credentials refreshed");
+                            store.publish(
+                                &role.name,
+                                RoleCredentials::new(
+                                    creds,
+                                    now,
+                                    identity.spiffe_id().map(str::to_owned),
+                                    leaf,
+                                ),
+                            );
+                            backoff.reset();
+                            next_refresh
+                                .map(|at| at.duration_since(clock.now()).unwrap_or_default())
+                        }
+                        Err(reason) => {
+                            tracing::warn!(role = %role.name, %reason, "exchange failed; will retry");
+                            store.set_status(&role.name, Status::Failing(reason));
+                            Some(backoff.next())
+                        }
+                    }
+                } else {
+                    next_refresh.map(|at| at.duration_since(now).unwrap_or_default())
+                }
+            }
+        };
+        let changed = async {
+            match wait {
+                Some(d) => {
+                    tokio::select! {
+                        r = identities.changed() => r.is_ok(),
+                        _ = tokio::time::sleep(d) => true,
+                    }
+                }
+                None => identities.changed().await.is_ok(),
+            }
+        };
+        if !changed.await {
+            return;
+        }
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_is_due_when_a_third_of_the_lifetime_remains_minus_jitter() {
+        let p = RefreshPolicy::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let exp = t0 + Duration::from_secs(3600);
+        assert_eq!(p.refresh_at(t0, exp, 0.0), t0 + Duration::from_secs(2400));
+        let earliest = p.refresh_at(t0, exp, 0.999_999);
+        assert!(
+            earliest < t0 + Duration::from_secs(2400) && earliest >= t0 + Duration::from_secs(2040)
+        );
+        // Already-expired credentials are due at once.
+        assert_eq!(p.refresh_at(exp, t0, 0.5), exp);
+    }
+}

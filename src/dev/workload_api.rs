@@ -1,1 +1,0 @@
-//! The Workload API double. (being written)

@@ -1,0 +1,546 @@
+//! A SPIFFE Workload API double that behaves like a SPIRE agent, for tests and
+//! `spiffe-aws-agent dev`.
+//!
+//! It serves the real gRPC protocol (generated from `proto/workload.proto`) on a unix socket,
+//! so the agent under test talks to it through the same `spiffe` crate client it uses against
+//! SPIRE. What matters for the agent is reproduced as SPIRE does it:
+//!
+//! - every call must carry the metadata `workload.spiffe.io: true`, else it fails with
+//!   `InvalidArgument` "security header missing from request";
+//! - `FetchX509SVID` is a server stream: the full current state first, then a new full state
+//!   on every change ([`WorkloadApiDouble::set_svids`], [`WorkloadApiDouble::set_bundle`]);
+//! - with no identity (an empty SVID list, or after [`WorkloadApiDouble::deny`]) calls fail
+//!   with `PermissionDenied` "no identity issued", and so do streams already open; the
+//!   `spiffe` crate maps that message to `WorkloadApiError::NoIdentityIssued`;
+//! - `FetchX509Bundles` streams the trust bundle under the same rules;
+//! - the JWT RPCs answer `Unimplemented`.
+//!
+//! The double serves what it is given without validating it, so tests can also send broken
+//! material (a key that does not match its certificate, a wrong SPIFFE ID).
+
+mod svid;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status};
+
+pub use svid::{SvidEntry, SvidIssuer};
+
+/// Code generated from `proto/workload.proto` by `build.rs`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    clippy::large_enum_variant
+)]
+pub(crate) mod pb {
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+
+    // `build.rs` skips the derived Debug for this message because it carries a private key.
+    impl std::fmt::Debug for X509svid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("X509svid")
+                .field("spiffe_id", &self.spiffe_id)
+                .field("x509_svid_len", &self.x509_svid.len())
+                .field("x509_svid_key", &"<redacted>")
+                .field("bundle_len", &self.bundle.len())
+                .field("hint", &self.hint)
+                .finish()
+        }
+    }
+}
+
+use pb::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
+
+/// The metadata key every Workload API call must carry with the value `true`; it keeps a
+/// browser or SSRF-style request from reaching the API by accident.
+const SECURITY_HEADER: &str = "workload.spiffe.io";
+/// SPIRE's status message when the security header is absent or wrong.
+const SECURITY_HEADER_MISSING: &str = "security header missing from request";
+/// SPIRE's status message when the caller has no registration entry; the `spiffe` crate
+/// matches on this text to report `NoIdentityIssued`.
+const NO_IDENTITY_ISSUED: &str = "no identity issued";
+/// How long [`WorkloadApiDouble::shutdown`] waits for connections to drain before it stops
+/// the server forcibly.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the double could not be built or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkloadApiDoubleError {
+    /// The certificate chain PEM of an SVID could not be read.
+    #[error("the certificate chain for {spiffe_id} is unusable: {reason}")]
+    CertificatePem {
+        /// The SPIFFE ID the chain was loaded for.
+        spiffe_id: String,
+        /// What was wrong (never contains key material).
+        reason: String,
+    },
+    /// The private key PEM of an SVID could not be read or converted to PKCS#8.
+    #[error("the private key for {spiffe_id} is unusable: {reason}")]
+    KeyPem {
+        /// The SPIFFE ID the key was loaded for.
+        spiffe_id: String,
+        /// What was wrong (a fixed description; the key is never quoted).
+        reason: String,
+    },
+    /// The CA certificate or key given to [`SvidIssuer`] is unusable.
+    #[error("the SVID issuing CA is unusable: {reason}; check the CA certificate and key PEM")]
+    IssuerCa {
+        /// What was wrong (never contains key material).
+        reason: String,
+    },
+    /// The SPIFFE ID to issue an SVID for is not a valid SPIFFE ID.
+    #[error("{spiffe_id:?} is not a valid SPIFFE ID: {reason}")]
+    InvalidSpiffeId {
+        /// The rejected ID.
+        spiffe_id: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The requested SVID lifetime does not fit in a certificate validity period.
+    #[error("an SVID lifetime of {ttl:?} is out of range")]
+    Ttl {
+        /// The requested lifetime.
+        ttl: Duration,
+    },
+    /// The system random number generator failed while drawing a serial number.
+    #[error("the system random number generator failed")]
+    Random,
+    /// rcgen could not build or sign the SVID.
+    #[error("could not issue an X.509-SVID for {spiffe_id}: {source}")]
+    Issue {
+        /// The SPIFFE ID being issued.
+        spiffe_id: String,
+        /// rcgen's error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The trust bundle passed to [`WorkloadApiDouble::start`] has no certificate; the
+    /// Workload API requires one, and clients reject responses without it.
+    #[error("the trust bundle is empty; pass at least one CA certificate (DER)")]
+    EmptyBundle,
+    /// The socket path exists and is not a socket, so it is not a stale socket to replace.
+    #[error("{path} exists and is not a unix socket; refusing to replace it")]
+    SocketPathOccupied {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket path could not be resolved, inspected or cleared.
+    #[error("cannot prepare the Workload API socket path {path}: {source}")]
+    SocketPath {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Listening on the socket failed (missing directory, permissions, path too long).
+    #[error("cannot listen on the Workload API socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every call and stream sees: replaced as a whole on each change and broadcast through
+/// a watch channel, so every open stream re-sends the full state (as the protocol requires).
+#[derive(Clone)]
+struct Snapshot {
+    svids: Arc<Vec<SvidEntry>>,
+    bundle_der: Arc<Vec<Vec<u8>>>,
+    /// Set by [`WorkloadApiDouble::deny`]; cleared by a non-empty `set_svids`.
+    denied: bool,
+    /// Set on shutdown so open streams end instead of holding the server open.
+    closing: bool,
+}
+
+impl Snapshot {
+    /// Fails like SPIRE when the caller has no identity, and ends streams on shutdown.
+    fn check_identity(&self) -> Result<(), Status> {
+        if self.closing {
+            return Err(Status::unavailable(
+                "the Workload API double is shutting down",
+            ));
+        }
+        if self.denied || self.svids.is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY_ISSUED));
+        }
+        Ok(())
+    }
+
+    fn x509_svid_response(&self) -> Result<pb::X509svidResponse, Status> {
+        self.check_identity()?;
+        let bundle = self.bundle_der.concat();
+        let svids = self
+            .svids
+            .iter()
+            .map(|svid| pb::X509svid {
+                spiffe_id: svid.spiffe_id.clone(),
+                x509_svid: svid.concatenated_chain(),
+                x509_svid_key: svid.key_pkcs8_der.clone(),
+                bundle: bundle.clone(),
+                hint: svid.hint.clone(),
+            })
+            .collect();
+        Ok(pb::X509svidResponse {
+            svids,
+            crl: Vec::new(),
+            federated_bundles: HashMap::new(),
+        })
+    }
+
+    /// The bundle keyed by the trust domain ID (`spiffe://example.org`) of every SVID served;
+    /// the double models a single trust domain, so they all share the one bundle.
+    fn x509_bundles_response(&self) -> Result<pb::X509BundlesResponse, Status> {
+        self.check_identity()?;
+        let bundle = self.bundle_der.concat();
+        let bundles = self
+            .svids
+            .iter()
+            .filter_map(|svid| spiffe::SpiffeId::new(&svid.spiffe_id).ok())
+            .map(|id| (id.trust_domain().id_string(), bundle.clone()))
+            .collect();
+        Ok(pb::X509BundlesResponse {
+            crl: Vec::new(),
+            bundles,
+        })
+    }
+}
+
+/// State shared by the handle and the gRPC service.
+struct Shared {
+    state: watch::Sender<Snapshot>,
+    fetch_x509_svid_calls: AtomicUsize,
+}
+
+/// A running Workload API double; see the [module docs](self).
+///
+/// Dropping it stops the server without waiting; [`shutdown`](Self::shutdown) also waits for
+/// it to stop. Either way the socket file is removed.
+pub struct WorkloadApiDouble {
+    shared: Arc<Shared>,
+    socket_path: PathBuf,
+    /// Device and inode of the socket this double created, so cleanup never removes a socket
+    /// that a newer double (a simulated agent restart) has since bound at the same path.
+    socket_id: Option<(u64, u64)>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl std::fmt::Debug for WorkloadApiDouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadApiDouble")
+            .field("socket_path", &self.socket_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadApiDouble {
+    /// Starts serving on `socket_path` (made absolute; a stale socket there is removed) with
+    /// `svids` (the first is the default identity) and the trust domain's CA certificates
+    /// `bundle_der`. An empty `svids` starts in the "no identity issued" state.
+    ///
+    /// Must be called within a tokio runtime; the server runs as a background task.
+    pub async fn start(
+        socket_path: impl Into<PathBuf>,
+        svids: Vec<SvidEntry>,
+        bundle_der: Vec<Vec<u8>>,
+    ) -> Result<Self, WorkloadApiDoubleError> {
+        if bundle_der.is_empty() {
+            return Err(WorkloadApiDoubleError::EmptyBundle);
+        }
+        let requested = socket_path.into();
+        let socket_path = std::path::absolute(&requested).map_err(|source| {
+            WorkloadApiDoubleError::SocketPath {
+                path: requested.clone(),
+                source,
+            }
+        })?;
+        remove_stale_socket(&socket_path)?;
+        let listener =
+            UnixListener::bind(&socket_path).map_err(|source| WorkloadApiDoubleError::Bind {
+                path: socket_path.clone(),
+                source,
+            })?;
+        let socket_id = std::fs::symlink_metadata(&socket_path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+
+        let (state, _) = watch::channel(Snapshot {
+            svids: Arc::new(svids),
+            bundle_der: Arc::new(bundle_der),
+            denied: false,
+            closing: false,
+        });
+        let shared = Arc::new(Shared {
+            state,
+            fetch_x509_svid_calls: AtomicUsize::new(0),
+        });
+        let service = SpiffeWorkloadApiServer::new(Service {
+            shared: Arc::clone(&shared),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+                    // Either an explicit stop or the handle being dropped ends the server.
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::debug!(socket = %socket_path.display(), "Workload API double listening");
+        Ok(Self {
+            shared,
+            socket_path,
+            socket_id,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// The address clients dial: `unix://` followed by the absolute socket path, the form
+    /// `SPIFFE_ENDPOINT_SOCKET` takes.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket_path.display())
+    }
+
+    /// The absolute path of the socket.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// Replaces the served SVIDs and pushes the new full state to every open stream (a
+    /// rotation, or identities added or removed). A non-empty list also lifts
+    /// [`deny`](Self::deny); an empty list means "no identity issued".
+    pub fn set_svids(&self, svids: Vec<SvidEntry>) {
+        self.shared.state.send_modify(|state| {
+            state.denied = state.denied && svids.is_empty();
+            state.svids = Arc::new(svids);
+        });
+    }
+
+    /// Replaces the trust bundle (CA certificates, DER) and pushes the new full state to every
+    /// open stream, as SPIRE does when the trust domain's CA rotates. An empty bundle is
+    /// served as is, which clients reject.
+    pub fn set_bundle(&self, bundle_der: Vec<Vec<u8>>) {
+        self.shared.state.send_modify(|state| {
+            state.bundle_der = Arc::new(bundle_der);
+        });
+    }
+
+    /// Withdraws the caller's identity, as SPIRE does when its registration entry is deleted:
+    /// open streams fail with `PermissionDenied` "no identity issued" and so do new calls,
+    /// until [`set_svids`](Self::set_svids) is called with a non-empty list.
+    pub fn deny(&self) {
+        self.shared.state.send_modify(|state| state.denied = true);
+    }
+
+    /// How many `FetchX509SVID` calls carrying the security header have arrived, including
+    /// those answered with `PermissionDenied`; lets tests check reconnect and caching
+    /// behaviour.
+    pub fn fetch_x509_svid_calls(&self) -> usize {
+        self.shared.fetch_x509_svid_calls.load(Ordering::SeqCst)
+    }
+
+    /// Ends open streams (`Unavailable`), stops the server and removes the socket file. Waits
+    /// up to three seconds for connections to drain before aborting the server task.
+    pub async fn shutdown(mut self) {
+        self.shared.state.send_modify(|state| state.closing = true);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => {
+                    tracing::debug!(%error, "Workload API double stopped with an error");
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "Workload API double task failed");
+                }
+                Err(_) => {
+                    tracing::debug!("Workload API double did not drain in time; aborting");
+                    server.abort();
+                }
+            }
+        }
+        self.remove_own_socket();
+    }
+
+    /// Removes the socket file if it is still the one this double bound.
+    fn remove_own_socket(&self) {
+        let path = &self.socket_path;
+        let still_ours = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()))
+            .is_some_and(|id| Some(id) == self.socket_id);
+        if !still_ours {
+            return;
+        }
+        if let Err(error) = std::fs::remove_file(path) {
+            tracing::debug!(%error, socket = %path.display(), "could not remove the socket");
+        }
+    }
+}
+
+impl Drop for WorkloadApiDouble {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.shared.state.send_modify(|state| state.closing = true);
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            server.abort();
+            self.remove_own_socket();
+        }
+    }
+}
+
+/// Removes a socket left behind by an earlier run (bind fails with `AddrInUse` otherwise), but
+/// never a regular file or directory that happens to sit at the path.
+fn remove_stale_socket(path: &Path) -> Result<(), WorkloadApiDoubleError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|source| WorkloadApiDoubleError::SocketPath {
+                path: path.to_owned(),
+                source,
+            })
+        }
+        Ok(_) => Err(WorkloadApiDoubleError::SocketPathOccupied {
+            path: path.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(WorkloadApiDoubleError::SocketPath {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Rejects calls without exactly one `workload.spiffe.io: true`, as SPIRE does.
+fn check_security_header<T>(request: &Request<T>) -> Result<(), Status> {
+    let mut values = request.metadata().get_all(SECURITY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) if value.as_bytes() == b"true" => Ok(()),
+        _ => Err(Status::invalid_argument(SECURITY_HEADER_MISSING)),
+    }
+}
+
+/// Streams `build(state)` now and after every state change. An error is sent as the stream's
+/// final status, which is how SPIRE ends a stream whose identity was withdrawn.
+///
+/// The first message is built before the call is answered, so a caller without an identity
+/// gets the error as the call's status rather than from an empty stream.
+fn state_stream<T, F>(
+    mut state: watch::Receiver<Snapshot>,
+    build: F,
+) -> Result<ReceiverStream<Result<T, Status>>, Status>
+where
+    T: Send + 'static,
+    F: Fn(&Snapshot) -> Result<T, Status> + Send + 'static,
+{
+    let first = build(&state.borrow_and_update())?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut next = Ok(first);
+        loop {
+            let last = next.is_err();
+            if tx.send(next).await.is_err() || last {
+                return;
+            }
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+            next = build(&state.borrow_and_update());
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+/// The gRPC service; all state lives in [`Shared`].
+struct Service {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for Service {
+    type FetchX509SVIDStream = ReceiverStream<Result<pb::X509svidResponse, Status>>;
+    type FetchX509BundlesStream = ReceiverStream<Result<pb::X509BundlesResponse, Status>>;
+    type FetchJWTBundlesStream = ReceiverStream<Result<pb::JwtBundlesResponse, Status>>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<pb::X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        check_security_header(&request)?;
+        self.shared
+            .fetch_x509_svid_calls
+            .fetch_add(1, Ordering::SeqCst);
+        let stream = state_stream(self.shared.state.subscribe(), Snapshot::x509_svid_response)?;
+        Ok(Response::new(stream))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<pb::X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        check_security_header(&request)?;
+        let stream = state_stream(
+            self.shared.state.subscribe(),
+            Snapshot::x509_bundles_response,
+        )?;
+        Ok(Response::new(stream))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<pb::JwtsvidRequest>,
+    ) -> Result<Response<pb::JwtsvidResponse>, Status> {
+        check_security_header(&request)?;
+        Err(Status::unimplemented(
+            "the Workload API double serves X.509-SVIDs only",
+        ))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<pb::JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_security_header(&request)?;
+        Err(Status::unimplemented(
+            "the Workload API double serves X.509-SVIDs only",
+        ))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<pb::ValidateJwtsvidRequest>,
+    ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
+        check_security_header(&request)?;
+        Err(Status::unimplemented(
+            "the Workload API double serves X.509-SVIDs only",
+        ))
+    }
+}

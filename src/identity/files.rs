@@ -1,0 +1,76 @@
+//! An identity from PEM files, with `aws_signing_helper`'s flags: `--certificate` (the leaf,
+//! optionally followed by its chain), `--private-key` (PKCS#8, PKCS#1 RSA or SEC1 EC) and
+//! `--intermediates` (more chain certificates).
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::key::SecretBytes;
+use super::{IdentityError, Origin, X509Identity};
+
+/// Reads and validates an identity from files.
+pub fn load(
+    certificate: &Path,
+    private_key: &Path,
+    intermediates: Option<&Path>,
+    now: SystemTime,
+) -> Result<X509Identity, IdentityError> {
+    let mut chain = read_certificates(certificate, "certificate")?;
+    if let Some(path) = intermediates {
+        chain.extend(read_certificates(path, "intermediates")?);
+    }
+    let key_pem = SecretBytes::new(read(private_key, "private key")?);
+    let key = parse_private_key(&key_pem, private_key)?;
+    X509Identity::new(chain, &key, Origin::Files, now)
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
+    std::fs::read(path).map_err(|source| IdentityError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Every `CERTIFICATE` block of a PEM file, in order.
+fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<Vec<u8>>, IdentityError> {
+    let pem = read(path, what)?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&pem) {
+        let cert = item.map_err(|e| IdentityError::MalformedCertificate {
+            which: format!("{what} file {}", path.display()),
+            reason: format!("bad PEM: {e}"),
+        })?;
+        certs.push(cert.as_ref().to_vec());
+    }
+    if certs.is_empty() {
+        return Err(IdentityError::NoPemBlock {
+            what,
+            path: path.display().to_string(),
+            expected: "CERTIFICATE",
+        });
+    }
+    Ok(certs)
+}
+
+fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    // rustls-pki-types skips blocks it does not know, so an encrypted key would otherwise
+    // surface as "no key found"; say what it is instead.
+    if contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err(IdentityError::EncryptedKey {
+            path: path.display().to_string(),
+        });
+    }
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| IdentityError::NoPemBlock {
+        what: "private key",
+        path: path.display().to_string(),
+        expected: "PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY",
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,604 @@
+//! The CreateSession client: one signed `POST /sessions` over HTTPS (reqwest + rustls with
+//! ring), and the mapping of every way it can fail to an error that says what to check.
+//!
+//! Proxies come from the standard `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables
+//! (reqwest reads them). Trust comes from the system's roots plus `--ca-bundle`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::arn::SessionArns;
+use super::signer;
+use crate::identity::X509Identity;
+
+/// Shortest and longest session Roles Anywhere issues, in seconds.
+pub const MIN_DURATION_SECONDS: u32 = 900;
+/// See [`MIN_DURATION_SECONDS`].
+pub const MAX_DURATION_SECONDS: u32 = 43_200;
+/// Largest response body read; a real one is about 2 KiB.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// How to reach Roles Anywhere.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Signing region; also picks the default endpoint.
+    pub region: String,
+    /// `https://host[:port]` to use instead of `https://rolesanywhere.{region}.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// Extra PEM roots to trust (private CA, TLS-inspecting proxy, the dev double).
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// Whole-request deadline.
+    pub timeout: Duration,
+}
+
+/// What to ask CreateSession for.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    pub arns: SessionArns,
+    pub duration_seconds: u32,
+    pub role_session_name: Option<String>,
+}
+
+/// Temporary AWS credentials. `Debug` shows only the access key ID.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Zeroizing<String>,
+    pub session_token: Zeroizing<String>,
+    pub expiration: SystemTime,
+    /// The assumed-role ARN (`arn:aws:sts::…:assumed-role/…`), when the service said.
+    pub assumed_role_arn: Option<String>,
+    pub role_arn: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .field("role_arn", &self.role_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid --endpoint {endpoint:?}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("invalid --region {region:?}: {reason}")]
+    Region { region: String, reason: String },
+    #[error("cannot use --ca-bundle {path}: {reason}")]
+    CaBundle { path: String, reason: String },
+    #[error(
+        "no trusted root certificates: install the system CA certificates or pass --ca-bundle"
+    )]
+    NoRoots,
+    #[error("--session-duration {0} is out of range: Roles Anywhere issues sessions of 900 to 43200 seconds")]
+    Duration(u32),
+    #[error("cannot build the HTTPS client: {0}")]
+    Http(String),
+}
+
+/// CreateSession failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateSessionError {
+    #[error("Roles Anywhere denied access (AccessDeniedException: {message}): {hint}")]
+    AccessDenied { message: String, hint: &'static str },
+    #[error("Roles Anywhere rejected the request (ValidationException: {message}): check the ARNs and --session-duration (a profile can cap the duration)")]
+    Validation { message: String },
+    #[error("Roles Anywhere did not find a resource (ResourceNotFoundException: {message}): check that the trust anchor and profile ARNs exist in region {region}")]
+    NotFound { message: String, region: String },
+    #[error("Roles Anywhere is throttling CreateSession ({error_type}: {message}): retry later, or run `spiffe-aws-agent run` so clients share cached credentials")]
+    Throttled { error_type: String, message: String },
+    #[error("Roles Anywhere failed (HTTP {status} {error_type}: {message}): the service had an internal error, retry later")]
+    Server {
+        status: u16,
+        error_type: String,
+        message: String,
+    },
+    #[error("Roles Anywhere answered HTTP {status} ({error_type}: {message})")]
+    Unexpected {
+        status: u16,
+        error_type: String,
+        message: String,
+    },
+    #[error("Roles Anywhere sent an unusable response (HTTP {status}): {reason}")]
+    BadResponse { status: u16, reason: String },
+    #[error("cannot reach Roles Anywhere at {endpoint}: {reason}; check --endpoint, network access, the proxy variables, and --ca-bundle for a private CA")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("Roles Anywhere at {endpoint} did not answer within {seconds}s")]
+    Timeout { endpoint: String, seconds: u64 },
+    #[error("cannot sign the request: {0}")]
+    Signing(#[from] crate::identity::key::KeyError),
+}
+
+/// A CreateSession client for one endpoint and region.
+pub struct RolesAnywhereClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    host: String,
+    region: String,
+    timeout: Duration,
+}
+
+impl RolesAnywhereClient {
+    /// Builds the client; fails on a bad endpoint, region or CA bundle, before any I/O
+    /// beyond reading the bundle.
+    pub fn new(config: &ClientConfig, partition: &str) -> Result<Self, ConfigError> {
+        super::arn::validate_region(&config.region).map_err(|reason| ConfigError::Region {
+            region: config.region.clone(),
+            reason,
+        })?;
+        let url = endpoint_url(config, partition)?;
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let tls = tls_config(config.ca_bundle.as_deref())?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .user_agent(concat!("spiffe-aws-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ConfigError::Http(e.to_string()))?;
+        Ok(RolesAnywhereClient {
+            http,
+            url,
+            host,
+            region: config.region.clone(),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The `/sessions` URL this client posts to.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// Exchanges `identity` for credentials.
+    pub async fn create_session(
+        &self,
+        identity: &X509Identity,
+        request: &SessionRequest,
+    ) -> Result<Credentials, CreateSessionError> {
+        let body = request_body(request);
+        let signed = signer::sign(
+            &signer::Request {
+                method: "POST",
+                host: &self.host,
+                path: self.url.path(),
+                query: &[],
+                content_type: "application/json",
+                body: body.as_bytes(),
+            },
+            &self.region,
+            SystemTime::now(),
+            identity,
+        )?;
+        let mut builder = self.http.post(self.url.clone()).body(body);
+        for (name, value) in &signed.headers {
+            builder = builder.header(*name, value);
+        }
+        let endpoint = self.url.as_str().to_owned();
+        let response = builder.send().await.map_err(|e| {
+            if e.is_timeout() {
+                CreateSessionError::Timeout {
+                    endpoint: endpoint.clone(),
+                    seconds: self.timeout.as_secs(),
+                }
+            } else {
+                // reqwest's own top line repeats the URL; the causes say what went wrong.
+                let reason = match std::error::Error::source(&e) {
+                    Some(cause) => error_chain(cause),
+                    None => error_chain(&e),
+                };
+                CreateSessionError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    reason,
+                }
+            }
+        })?;
+        let status = response.status().as_u16();
+        let error_type_header = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
+        let body = read_limited(response).await.map_err(|reason| {
+            if reason.contains("timed out") {
+                CreateSessionError::Timeout {
+                    endpoint: endpoint.clone(),
+                    seconds: self.timeout.as_secs(),
+                }
+            } else {
+                CreateSessionError::BadResponse { status, reason }
+            }
+        })?;
+        if (200..300).contains(&status) {
+            parse_success(status, &body, &request.arns.role)
+        } else {
+            Err(map_error(status, error_type_header, &body, &self.region))
+        }
+    }
+}
+
+fn endpoint_url(config: &ClientConfig, partition: &str) -> Result<reqwest::Url, ConfigError> {
+    let raw = match &config.endpoint {
+        Some(e) if e.contains("://") => e.clone(),
+        Some(e) => format!("https://{e}"),
+        None => {
+            let domain = if partition == "aws-cn" {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            };
+            format!("https://rolesanywhere.{}.{domain}", config.region)
+        }
+    };
+    let bad = |reason: &str| ConfigError::Endpoint {
+        endpoint: raw.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut url = reqwest::Url::parse(&raw).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "https" {
+        return Err(bad(
+            "only https:// is allowed: the response carries credentials",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("give the base URL only, without query or fragment"));
+    }
+    let base = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{base}/sessions"));
+    Ok(url)
+}
+
+fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A broken system certificate must not stop the agent; skip it.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_bundle {
+        let bad = |reason: String| ConfigError::CaBundle {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| bad(format!("bad PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("it holds no PEM CERTIFICATE block".into()));
+        }
+    }
+    if roots.is_empty() {
+        return Err(ConfigError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Http(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// The JSON body, keys sorted as the AWS SDKs send them.
+fn request_body(request: &SessionRequest) -> String {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "durationSeconds".into(),
+        serde_json::Value::from(request.duration_seconds),
+    );
+    body.insert(
+        "profileArn".into(),
+        serde_json::Value::from(request.arns.profile.clone()),
+    );
+    body.insert(
+        "roleArn".into(),
+        serde_json::Value::from(request.arns.role.clone()),
+    );
+    if let Some(name) = &request.role_session_name {
+        body.insert(
+            "roleSessionName".into(),
+            serde_json::Value::from(name.clone()),
+        );
+    }
+    body.insert(
+        "trustAnchorArn".into(),
+        serde_json::Value::from(request.arns.trust_anchor.clone()),
+    );
+    serde_json::Value::Object(body).to_string()
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "the body is larger than {MAX_RESPONSE_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionResponse {
+    credential_set: Option<Vec<CredentialSetEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CredentialSetEntry {
+    credentials: Option<WireCredentials>,
+    assumed_role_user: Option<AssumedRoleUser>,
+    role_arn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCredentials {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    expiration: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AssumedRoleUser {
+    arn: Option<String>,
+}
+
+fn parse_success(
+    status: u16,
+    body: &[u8],
+    role_arn: &str,
+) -> Result<Credentials, CreateSessionError> {
+    let bad = |reason: String| CreateSessionError::BadResponse { status, reason };
+    let parsed: SessionResponse = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not the CreateSession JSON ({e})")))?;
+    let entry = parsed
+        .credential_set
+        .and_then(|set| set.into_iter().next())
+        .ok_or_else(|| bad("credentialSet is missing or empty".into()))?;
+    let creds = entry
+        .credentials
+        .ok_or_else(|| bad("credentialSet[0].credentials is missing".into()))?;
+    let field = |v: Option<String>, name: &str| {
+        v.filter(|s| !s.is_empty())
+            .ok_or_else(|| bad(format!("credentials.{name} is missing or empty")))
+    };
+    let access_key_id = field(creds.access_key_id, "accessKeyId")?;
+    let secret_access_key = Zeroizing::new(field(creds.secret_access_key, "secretAccessKey")?);
+    let session_token = Zeroizing::new(field(creds.session_token, "sessionToken")?);
+    let expiration_text = field(creds.expiration, "expiration")?;
+    let expiration = time::OffsetDateTime::parse(
+        &expiration_text,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|e| {
+        bad(format!(
+            "credentials.expiration {expiration_text:?} is not RFC 3339 ({e})"
+        ))
+    })?;
+    let expiration = SystemTime::from(expiration);
+    if expiration <= SystemTime::now() {
+        return Err(bad(format!(
+            "the credentials expired already ({expiration_text}); check the system clock"
+        )));
+    }
+    Ok(Credentials {
+        access_key_id,
+        secret_access_key,
+        session_token,
+        expiration,
+        assumed_role_arn: entry.assumed_role_user.and_then(|u| u.arn),
+        role_arn: entry.role_arn.unwrap_or_else(|| role_arn.to_owned()),
+    })
+}
+
+fn map_error(
+    status: u16,
+    header_type: Option<String>,
+    body: &[u8],
+    region: &str,
+) -> CreateSessionError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: Option<String>,
+        #[serde(rename = "Message")]
+        message_upper: Option<String>,
+        #[serde(rename = "__type")]
+        error_type: Option<String>,
+    }
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let body_type = parsed
+        .as_ref()
+        .and_then(|b| b.error_type.clone())
+        .map(|t| t.rsplit('#').next().unwrap_or(&t).to_owned());
+    let error_type = header_type
+        .or(body_type)
+        .unwrap_or_else(|| "UnknownError".into());
+    let message = parsed
+        .and_then(|b| b.message.or(b.message_upper))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                "no message".into()
+            } else {
+                text.chars().take(200).collect()
+            }
+        });
+    match (status, error_type.as_str()) {
+        (403, _) | (_, "AccessDeniedException") => CreateSessionError::AccessDenied {
+            hint: access_denied_hint(&message),
+            message,
+        },
+        (400, "ValidationException") | (_, "ValidationException") => {
+            CreateSessionError::Validation { message }
+        }
+        (404, _) | (_, "ResourceNotFoundException") => CreateSessionError::NotFound {
+            message,
+            region: region.to_owned(),
+        },
+        (429, _) | (_, "ThrottlingException") | (_, "TooManyRequestsException") => {
+            CreateSessionError::Throttled {
+                error_type,
+                message,
+            }
+        }
+        (500..=599, _) => CreateSessionError::Server {
+            status,
+            error_type,
+            message,
+        },
+        _ => CreateSessionError::Unexpected {
+            status,
+            error_type,
+            message,
+        },
+    }
+}
+
+fn access_denied_hint(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if m.contains("untrusted") || m.contains("trust anchor") || m.contains("chain") {
+        "is the certificate's CA (for SPIRE: the SPIRE server's CA) in the trust anchor?"
+    } else if m.contains("expired") || m.contains("skew") || m.contains("date") {
+        "check the system clock and the certificate's validity"
+    } else if m.contains("signature") {
+        "the request signature did not verify: check that the private key matches the certificate"
+    } else {
+        "check that the trust anchor and profile are enabled, the role is in the profile, and the role's trust policy allows rolesanywhere.amazonaws.com for this certificate"
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Checks `--session-duration`.
+pub fn validate_duration(seconds: u32) -> Result<u32, ConfigError> {
+    if (MIN_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(ConfigError::Duration(seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            region: "us-east-1".into(),
+            endpoint: endpoint.map(str::to_owned),
+            ca_bundle: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn default_endpoint_follows_region_and_partition() {
+        let url = endpoint_url(&config(None), "aws").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://rolesanywhere.us-east-1.amazonaws.com/sessions"
+        );
+        let url = endpoint_url(&config(None), "aws-cn").unwrap();
+        assert_eq!(
+            url.host_str(),
+            Some("rolesanywhere.us-east-1.amazonaws.com.cn")
+        );
+    }
+
+    #[test]
+    fn endpoint_override_accepts_host_or_url_and_refuses_plain_http() {
+        let url = endpoint_url(&config(Some("localhost:8443")), "aws").unwrap();
+        assert_eq!(url.as_str(), "https://localhost:8443/sessions");
+        let url = endpoint_url(&config(Some("https://proxy.example/ra/")), "aws").unwrap();
+        assert_eq!(url.path(), "/ra/sessions");
+        assert!(endpoint_url(&config(Some("http://localhost:80")), "aws").is_err());
+    }
+
+    #[test]
+    fn error_type_comes_from_header_or_body() {
+        let e = map_error(
+            403,
+            None,
+            br#"{"message":"Untrusted signing certificate"}"#,
+            "us-east-1",
+        );
+        assert!(matches!(e, CreateSessionError::AccessDenied { .. }), "{e}");
+        assert!(e.to_string().contains("trust anchor"), "{e}");
+        let e = map_error(
+            400,
+            None,
+            br#"{"__type":"com.amazon#ValidationException","message":"bad"}"#,
+            "r",
+        );
+        assert!(matches!(e, CreateSessionError::Validation { .. }), "{e}");
+        let e = map_error(429, Some("ThrottlingException".into()), b"", "r");
+        assert!(matches!(e, CreateSessionError::Throttled { .. }), "{e}");
+        let e = map_error(503, None, b"<html>busy</html>", "r");
+        assert!(e.to_string().contains("<html>busy</html>"), "{e}");
+    }
+
+    #[test]
+    fn success_parsing_rejects_missing_fields_and_garbage() {
+        assert!(parse_success(201, b"not json", "r").is_err());
+        assert!(parse_success(201, br#"{"credentialSet":[]}"#, "r").is_err());
+        let no_token = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","expiration":"2099-01-01T00:00:00Z"}}]}"#;
+        let e = parse_success(201, no_token, "r").unwrap_err();
+        assert!(e.to_string().contains("sessionToken"), "{e}");
+        let ok = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","sessionToken":"T","expiration":"2099-01-01T00:00:00Z"}}]}"#;
+        let creds = parse_success(201, ok, "role").unwrap();
+        assert_eq!(creds.access_key_id, "A");
+        let shown = format!("{creds:?}");
+        assert!(
+            !shown.contains("\"S\"") && !shown.contains("\"T\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn duration_bounds() {
+        assert!(validate_duration(899).is_err());
+        assert!(validate_duration(900).is_ok());
+        assert!(validate_duration(43_200).is_ok());
+        assert!(validate_duration(43_201).is_err());
+    }
+}

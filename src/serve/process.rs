@@ -1,0 +1,189 @@
+//! `credential-process`: one exchange, printed in the format the AWS SDKs read from a
+//! `credential_process` command:
+//! `{"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"}`.
+//!
+//! Every flag is checked before any I/O, so a typo fails fast with exit status 2 and
+//! never reaches SPIRE or Roles Anywhere.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::cli::{CredentialProcessArgs, IdentityArgs, SessionArgs};
+use crate::identity::{self, files, workload_api, IdentityError, X509Identity};
+use crate::rolesanywhere::arn::{ArnError, SessionArns};
+use crate::rolesanywhere::client::{
+    self, ClientConfig, ConfigError, CreateSessionError, Credentials, RolesAnywhereClient,
+    SessionRequest,
+};
+
+/// Why `credential-process` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0}")]
+    Arn(#[from] ArnError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("invalid --role-session-name {0:?}: use 2 to 64 letters, digits and +=,.@_-")]
+    RoleSessionName(String),
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    CreateSession(#[from] CreateSessionError),
+}
+
+impl ProcessError {
+    /// 2 for invalid flags (nothing was attempted), 1 for failures while fetching.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ProcessError::Arn(_) | ProcessError::Config(_) | ProcessError::RoleSessionName(_) => 2,
+            ProcessError::Identity(IdentityError::WorkloadApi(
+                workload_api::WorkloadApiError::NoAddress
+                | workload_api::WorkloadApiError::BadAddress { .. },
+            )) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The `credential_process` document. Field order is the documented one.
+#[derive(Serialize)]
+pub struct ProcessOutput<'a> {
+    #[serde(rename = "Version")]
+    pub version: u8,
+    #[serde(rename = "AccessKeyId")]
+    pub access_key_id: &'a str,
+    #[serde(rename = "SecretAccessKey")]
+    pub secret_access_key: &'a str,
+    #[serde(rename = "SessionToken")]
+    pub session_token: &'a str,
+    #[serde(rename = "Expiration")]
+    pub expiration: String,
+}
+
+/// Renders credentials as the `credential_process` JSON.
+pub fn render(creds: &Credentials) -> String {
+    let out = ProcessOutput {
+        version: 1,
+        access_key_id: &creds.access_key_id,
+        secret_access_key: &creds.secret_access_key,
+        session_token: &creds.session_token,
+        expiration: identity::rfc3339(creds.expiration.into()),
+    };
+    // Serializing a struct of strings cannot fail.
+    serde_json::to_string(&out).unwrap_or_default()
+}
+
+/// A validated plan for one exchange: everything that can be checked without I/O.
+pub struct Exchange {
+    client: RolesAnywhereClient,
+    request: SessionRequest,
+}
+
+impl Exchange {
+    /// Validates the Roles Anywhere flags and builds the client.
+    pub fn new(args: &SessionArgs) -> Result<Self, ProcessError> {
+        let arns = SessionArns::parse(&args.trust_anchor_arn, &args.profile_arn, &args.role_arn)?;
+        let duration_seconds = client::validate_duration(args.session_duration)?;
+        if let Some(name) = &args.role_session_name {
+            let ok_char = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+            if !(2..=64).contains(&name.len()) || !name.chars().all(ok_char) {
+                return Err(ProcessError::RoleSessionName(name.clone()));
+            }
+        }
+        let config = ClientConfig {
+            region: args
+                .region
+                .clone()
+                .unwrap_or_else(|| arns.trust_anchor_region.clone()),
+            endpoint: args.endpoint.clone(),
+            ca_bundle: args.ca_bundle.clone(),
+            timeout: Duration::from_secs(args.timeout),
+        };
+        let client = RolesAnywhereClient::new(&config, &arns.partition)?;
+        Ok(Exchange {
+            client,
+            request: SessionRequest {
+                arns,
+                duration_seconds,
+                role_session_name: args.role_session_name.clone(),
+            },
+        })
+    }
+
+    /// Calls CreateSession with `identity`.
+    pub async fn run(&self, identity: &X509Identity) -> Result<Credentials, ProcessError> {
+        Ok(self.client.create_session(identity, &self.request).await?)
+    }
+}
+
+/// Where the identity will come from, resolved (but not yet fetched).
+pub enum IdentityPlan {
+    Files {
+        certificate: std::path::PathBuf,
+        private_key: std::path::PathBuf,
+        intermediates: Option<std::path::PathBuf>,
+    },
+    WorkloadApi {
+        address: String,
+        spiffe_id: Option<String>,
+        timeout: Duration,
+    },
+}
+
+impl IdentityPlan {
+    /// Picks the source: files when --certificate is given, else the Workload API.
+    pub fn new(args: &IdentityArgs) -> Result<Self, ProcessError> {
+        match (&args.certificate, &args.private_key) {
+            (Some(certificate), Some(private_key)) => Ok(IdentityPlan::Files {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                intermediates: args.intermediates.clone(),
+            }),
+            _ => {
+                let address = workload_api::resolve_address(args.workload_api_socket.as_deref())
+                    .map_err(IdentityError::from)?;
+                Ok(IdentityPlan::WorkloadApi {
+                    address,
+                    spiffe_id: args.spiffe_id.clone(),
+                    timeout: Duration::from_secs(args.workload_api_timeout),
+                })
+            }
+        }
+    }
+
+    /// Fetches and validates the identity.
+    pub async fn fetch(&self) -> Result<X509Identity, IdentityError> {
+        match self {
+            IdentityPlan::Files {
+                certificate,
+                private_key,
+                intermediates,
+            } => files::load(
+                certificate,
+                private_key,
+                intermediates.as_deref(),
+                SystemTime::now(),
+            ),
+            IdentityPlan::WorkloadApi {
+                address,
+                spiffe_id,
+                timeout,
+            } => workload_api::fetch_once(address, spiffe_id.as_deref(), *timeout).await,
+        }
+    }
+}
+
+/// The whole `credential-process` command: validate, fetch the identity, exchange.
+pub async fn fetch(args: &CredentialProcessArgs) -> Result<Credentials, ProcessError> {
+    let exchange = Exchange::new(&args.session)?;
+    let plan = IdentityPlan::new(&args.identity)?;
+    let identity = plan.fetch().await?;
+    tracing::debug!(
+        subject = identity.subject(),
+        spiffe_id = identity.spiffe_id(),
+        serial = identity.serial_decimal(),
+        "exchanging identity"
+    );
+    exchange.run(&identity).await
+}

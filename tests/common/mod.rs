@@ -1,0 +1,31 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod stack;
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file under `certs/`.
+pub fn cert(name: &str) -> PathBuf {
+    root().join("certs").join(name)
+}
+
+/// The Python with the test tools (boto3, cryptography): `SPIFFE_AWS_AGENT_TEST_PYTHON`,
+/// else the repository's `.venv` made by `scripts/test.sh`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SPIFFE_AWS_AGENT_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/test.sh (it creates the venv with boto3 and cryptography)",
+        venv.display()
+    );
+    venv
+}

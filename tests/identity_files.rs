@@ -1,0 +1,180 @@
+//! Identities from PEM files: every supported encoding loads, every bad input is refused
+//! with a message that names the problem.
+
+mod common;
+
+use std::time::SystemTime;
+
+use spiffe_aws_agent::identity::key::{KeyError, KeyKind};
+use spiffe_aws_agent::identity::{files, IdentityError, X509Identity};
+
+fn load(cert: &str, key: &str, intermediates: Option<&str>) -> Result<X509Identity, IdentityError> {
+    files::load(
+        &common::cert(cert),
+        &common::cert(key),
+        intermediates.map(common::cert).as_deref(),
+        SystemTime::now(),
+    )
+}
+
+#[test]
+fn loads_each_key_type_and_encoding() {
+    for (cert, key, kind) in [
+        (
+            "orders-rsa2048.pem",
+            "orders-rsa2048.key",
+            KeyKind::Rsa { bits: 2048 },
+        ),
+        (
+            "orders-rsa2048.pem",
+            "orders-rsa2048.pkcs1.key",
+            KeyKind::Rsa { bits: 2048 },
+        ),
+        ("orders-p256.pem", "orders-p256.key", KeyKind::P256),
+        ("orders-p256.pem", "orders-p256.sec1.key", KeyKind::P256),
+        ("orders-p384.pem", "orders-p384.key", KeyKind::P384),
+    ] {
+        let id =
+            load(cert, key, Some("intermediate-ca.pem")).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(id.key().kind(), kind, "{key}");
+        assert_eq!(id.spiffe_id(), Some("spiffe://example.org/service/orders"));
+        assert_eq!(id.intermediates_der().len(), 1);
+    }
+}
+
+#[test]
+fn a_certificate_file_may_hold_the_whole_chain() {
+    let id = load("orders-p256-fullchain.pem", "orders-p256.key", None).unwrap();
+    assert_eq!(id.intermediates_der().len(), 1);
+    let direct = load("orders-p256-direct.pem", "orders-p256-direct.key", None).unwrap();
+    assert!(direct.intermediates_der().is_empty());
+}
+
+fn err(cert: &str, key: &str) -> String {
+    load(cert, key, None)
+        .expect_err("must be refused")
+        .to_string()
+}
+
+#[test]
+fn refuses_bad_inputs_with_a_message_naming_the_problem() {
+    let cases = [
+        (
+            "bad-expired.pem",
+            "bad-expired.key",
+            "expired at 2020-01-01T00:00:00Z",
+        ),
+        (
+            "bad-not-yet-valid.pem",
+            "bad-not-yet-valid.key",
+            "not valid until 2099-01-01T00:00:00Z",
+        ),
+        ("bad-ca-leaf.pem", "bad-ca-leaf.key", "is a CA certificate"),
+        (
+            "orders-p256.pem",
+            "bad-mismatched.key",
+            "does not match the certificate",
+        ),
+        (
+            "orders-p256.pem",
+            "orders-rsa2048.key",
+            "does not match the certificate",
+        ),
+        (
+            "orders-rsa2048.pem",
+            "orders-p256.key",
+            "does not match the certificate",
+        ),
+        (
+            "orders-p256.pem",
+            "orders-p384.key",
+            "does not match the certificate",
+        ),
+        ("bad-rsa1024.pem", "bad-rsa1024.key", "RSA key is 1024 bits"),
+        (
+            "bad-ed25519.pem",
+            "bad-ed25519.key",
+            "Ed25519 keys are not supported",
+        ),
+        (
+            "bad-p521.pem",
+            "bad-p521.key",
+            "ECDSA P-521 keys are not supported",
+        ),
+        (
+            "orders-p256.pem",
+            "orders-p256.encrypted.key",
+            "is encrypted",
+        ),
+        (
+            "orders-p256.key",
+            "orders-p256.key",
+            "no PEM CERTIFICATE block",
+        ),
+        ("orders-p256.pem", "orders-p256.pem", "no PEM PRIVATE KEY"),
+        (
+            "does-not-exist.pem",
+            "orders-p256.key",
+            "cannot read the certificate file",
+        ),
+    ];
+    for (cert, key, expected) in cases {
+        let message = err(cert, key);
+        assert!(
+            message.contains(expected),
+            "{cert} + {key}: {message:?} lacks {expected:?}"
+        );
+        assert!(!message.contains('\n'), "one line: {message:?}");
+    }
+}
+
+#[test]
+fn a_file_identity_needs_no_spiffe_id_but_a_workload_api_one_does() {
+    let id = load("bad-no-uri-san.pem", "bad-no-uri-san.key", None).unwrap();
+    assert_eq!(id.spiffe_id(), None);
+}
+
+#[test]
+fn garbage_files_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = files::load(
+        &garbage,
+        &common::cert("orders-p256.key"),
+        None,
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not valid X.509"), "{e}");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let e = files::load(
+        &common::cert("orders-p256.pem"),
+        &garbage,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, IdentityError::Key(KeyError::Malformed { .. })),
+        "{e}"
+    );
+}
+
+#[test]
+fn debug_output_never_shows_key_material() {
+    let id = load("orders-p256.pem", "orders-p256.sec1.key", None).unwrap();
+    let shown = format!("{id:?}");
+    assert!(shown.contains("P256"), "{shown}");
+    let key_pem = std::fs::read_to_string(common::cert("orders-p256.sec1.key")).unwrap();
+    let b64_line = key_pem.lines().nth(1).unwrap();
+    assert!(!shown.contains(b64_line));
+}
