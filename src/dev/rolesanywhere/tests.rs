@@ -1926,3 +1926,219 @@ fn tls_identity_is_loadable() {
     let key = PrivateKeyDer::from_pem_slice(pki::TLS_SERVER_KEY_PEM.as_bytes());
     assert!(key.is_ok());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The committed test PKI (certs/) and the agent's own signer
+// ---------------------------------------------------------------------------------------------
+
+/// A request signed by the agent's signer (`crate::rolesanywhere::signer`): the double must
+/// accept what the real client sends, verified by the double's independent code.
+fn agent_signed(
+    double: &RolesAnywhereDouble,
+    identity: &crate::identity::X509Identity,
+    query: &[(String, String)],
+    body: &serde_json::Value,
+) -> TestRequest {
+    let host = format!("localhost:{}", double.local_addr().port());
+    let body = body.to_string().into_bytes();
+    let signed = crate::rolesanywhere::signer::sign(
+        &crate::rolesanywhere::signer::Request {
+            method: "POST",
+            host: &host,
+            path: "/sessions",
+            query,
+            content_type: "application/json",
+            body: &body,
+        },
+        DEV_REGION,
+        SystemTime::now(),
+        identity,
+    )
+    .expect("agent signer");
+    TestRequest {
+        method: "POST".to_owned(),
+        path: "/sessions".to_owned(),
+        query: query.to_vec(),
+        headers: signed
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect(),
+        body,
+    }
+}
+
+fn committed_identity(leaf: &str, with_intermediate: bool) -> crate::identity::X509Identity {
+    let dir = pki::certs_dir();
+    let intermediate = dir.join("intermediate-ca.pem");
+    crate::identity::files::load(
+        &dir.join(format!("{leaf}.pem")),
+        &dir.join(format!("{leaf}.key")),
+        with_intermediate.then_some(intermediate.as_path()),
+        SystemTime::now(),
+    )
+    .expect("committed identity")
+}
+
+#[tokio::test]
+async fn agent_signer_with_committed_svids_is_accepted_by_the_dev_config() {
+    let double = RolesAnywhereDouble::start(RolesAnywhereDoubleConfig::default())
+        .await
+        .expect("start");
+    let cases = [
+        ("orders-rsa2048", true),
+        ("orders-p256", true),
+        ("orders-p384", true),
+        ("reviews-p256", true),
+        ("orders-rsa2048-direct", false),
+        ("orders-p256-direct", false),
+        ("orders-p384-direct", false),
+    ];
+    for (leaf, with_intermediate) in cases {
+        let identity = committed_identity(leaf, with_intermediate);
+        let resp = send(
+            &double,
+            &agent_signed(&double, &identity, &[], &dev_body(Some(900))),
+        )
+        .await;
+        assert_eq!(resp.status, 201, "{leaf}: {}", resp.body);
+        let s = double.issued().pop().expect("issued");
+        assert_eq!(s.leaf_serial_decimal, identity.serial_decimal(), "{leaf}");
+        assert_eq!(s.spiffe_id.as_deref(), identity.spiffe_id(), "{leaf}");
+    }
+    assert_eq!(double.issued().len(), cases.len());
+
+    // ARNs as query parameters, through the agent's canonical query.
+    let identity = committed_identity("orders-p256", true);
+    let query = vec![
+        ("roleArn".to_owned(), DEV_ROLE_ARN_REVIEWS.to_owned()),
+        ("profileArn".to_owned(), DEV_PROFILE_ARN.to_owned()),
+        ("trustAnchorArn".to_owned(), DEV_TRUST_ANCHOR_ARN.to_owned()),
+    ];
+    let resp = send(
+        &double,
+        &agent_signed(&double, &identity, &query, &serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(resp.status, 201, "body: {}", resp.body);
+
+    // Tampering with what the agent signed is caught.
+    let mut req = agent_signed(&double, &identity, &[], &dev_body(None));
+    req.body = dev_body(Some(1200)).to_string().into_bytes();
+    send(&double, &req)
+        .await
+        .assert_error(403, "AccessDeniedException", "Invalid signature");
+    double.shutdown().await;
+}
+
+/// A committed leaf with its PKCS#8 key, for certificates the agent itself refuses to load.
+fn committed_leaf(name: &str, kind: KeyKind, chain: &[&str]) -> Leaf {
+    let dir = pki::certs_dir();
+    let read = |f: &str| std::fs::read(dir.join(f)).expect("read committed PKI");
+    let der = CertificateDer::from_pem_slice(&read(&format!("{name}.pem")))
+        .expect("leaf PEM")
+        .to_vec();
+    let key_der = PrivateKeyDer::from_pem_slice(&read(&format!("{name}.key")))
+        .expect("key PEM")
+        .secret_der()
+        .to_vec();
+    let key = match kind {
+        KeyKind::P256 => LeafKey::P256(key_der),
+        KeyKind::P384 => LeafKey::P384(key_der),
+        KeyKind::Rsa2048 => LeafKey::Rsa(key_der),
+    };
+    let (_, parsed) =
+        x509_parser::certificate::X509Certificate::from_der(&der).expect("parse leaf");
+    Leaf {
+        serial_decimal: parsed.tbs_certificate.serial.to_str_radix(10),
+        serial_hex: parsed.tbs_certificate.serial.to_str_radix(16),
+        chain: chain
+            .iter()
+            .map(|c| {
+                CertificateDer::from_pem_slice(&read(c))
+                    .expect("chain PEM")
+                    .to_vec()
+            })
+            .collect(),
+        key,
+        der,
+    }
+}
+
+#[tokio::test]
+async fn committed_bad_certificates_are_refused() {
+    let double = RolesAnywhereDouble::start(RolesAnywhereDoubleConfig::default())
+        .await
+        .expect("start");
+    let inter = "intermediate-ca.pem";
+    for (name, chain) in [
+        ("bad-expired", vec![inter]),
+        ("bad-not-yet-valid", vec![inter]),
+        ("bad-ca-leaf", vec![inter]),
+        ("untrusted-orders-p256", vec![]),
+        // The leaf alone: the intermediate is needed to reach the root.
+        ("orders-p256", vec![]),
+    ] {
+        let leaf = committed_leaf(name, KeyKind::P256, &chain);
+        let resp = send(&double, &signed(&double, &leaf, &dev_body(None))).await;
+        assert_eq!(resp.status, 403, "{name}: {}", resp.body);
+        assert_eq!(resp.message(), "Untrusted signing certificate", "{name}");
+    }
+
+    // Key types the service does not accept: a syntactically valid signature is not enough.
+    for (name, alg, want) in [
+        (
+            "bad-p521",
+            "AWS4-X509-ECDSA-SHA256",
+            "Unsupported signing certificate key type",
+        ),
+        (
+            "bad-ed25519",
+            "AWS4-X509-ECDSA-SHA256",
+            "Unsupported signing certificate key type",
+        ),
+        (
+            "bad-rsa1024",
+            "AWS4-X509-RSA-SHA256",
+            "Unsupported signing certificate key type",
+        ),
+    ] {
+        let dir = pki::certs_dir();
+        let der = CertificateDer::from_pem_slice(
+            &std::fs::read(dir.join(format!("{name}.pem"))).expect("read"),
+        )
+        .expect("PEM")
+        .to_vec();
+        let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&der).expect("parse");
+        let serial = parsed.tbs_certificate.serial.to_str_radix(10);
+        let mut req = TestRequest {
+            method: "POST".to_owned(),
+            path: "/sessions".to_owned(),
+            query: vec![],
+            headers: vec![
+                (
+                    "Host".to_owned(),
+                    format!("localhost:{}", double.local_addr().port()),
+                ),
+                ("X-Amz-Date".to_owned(), amz_date(OffsetDateTime::now_utc())),
+                ("X-Amz-X509".to_owned(), b64(&der)),
+            ],
+            body: dev_body(None).to_string().into_bytes(),
+        };
+        let date = amz_date(OffsetDateTime::now_utc());
+        req.set_header(
+            "Authorization",
+            &format!(
+                "{alg} Credential={serial}/{}/{DEV_REGION}/rolesanywhere/aws4_request, \
+                 SignedHeaders=host;x-amz-date;x-amz-x509, Signature={}",
+                &date[..8],
+                "30".repeat(64)
+            ),
+        );
+        send(&double, &req)
+            .await
+            .assert_error(403, "AccessDeniedException", want);
+    }
+    assert!(double.issued().is_empty());
+    double.shutdown().await;
+}

@@ -238,7 +238,7 @@ pub(super) enum SignatureError {
         alg: &'static str,
         key: &'static str,
     },
-    /// The leaf's key is neither RSA nor EC P-256/P-384.
+    /// The leaf's key is neither RSA (2048 bits or more) nor EC P-256/P-384.
     #[error("unsupported signing key")]
     UnsupportedKey,
     /// The signature does not verify.
@@ -263,6 +263,11 @@ pub(super) fn verify_request_signature(
                 alg: alg.name(),
                 key: "RSA",
             });
+        }
+        // ring refuses short keys too, but naming the reason helps whoever reads the error.
+        match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => {}
+            _ => return Err(SignatureError::UnsupportedKey),
         }
         &signature::RSA_PKCS1_2048_8192_SHA256
     } else if *key_oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
