@@ -24,47 +24,10 @@ use x509_parser::prelude::FromDer;
 use super::verify::{self, ChainError};
 use super::*;
 
-/// A 2048-bit RSA key for RSA leaves (ring cannot generate RSA keys).
-const RSA_2048_PKCS8_PEM: &str = "\
------BEGIN PRIVATE KEY-----\n\
-MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCkO4xrFVcxANkD\n\
-9MQx/RRdJkNwCieIWA/j4h1h0qm1PNndntjJi954e2T0coqBSVa3dJl2BLJT7GDQ\n\
-ridB5bS3GMp+o/7QY0DL0gMjH4/lNHk32T/gFvaJHj4HVZbOB4il6SQgDfD9TQfX\n\
-kaQBg6rNeTVKNF44csoXSKoEcAXN30jmBsVkOSW/+TOtY4bLm7x0SH6aNUO0rw5e\n\
-eYnYSWF9+t+Ss1zTpt0fvUfq+NNFNnGvrNQgTEtU/FEQUMrE+H9sA2e+PWQnleU4\n\
-2u+co3zbdf/xpp0FZsWPXnhFMlUq/2C51YqFdFlQ2cfhpzTrRh2v1YWPnwo0GSzO\n\
-rr/jSy9VAgMBAAECggEAJ89ogxed9lq4gFE/kseAfXD2RW0stov0NB7+VNViPnTU\n\
-8fgcoER3pdhxeSDfyqWqr9dDkNxkFtxUfplMmlhydTS89zRNIxoAHbgXexbeRGbz\n\
-IFLY/TrLwaKzUgdRAjnIycDpORzwBxK6XSqoaRaP23VvccCee0v2CW1biy5Vddjv\n\
-2RQOuuyuNL6njZDN46ZRQHR2CqD6yL5sPj3XuRRmblsiHh829XSSRNVYivlRxmrI\n\
-9biKp9WBkcIQDzY0qk6/HhdpS8Xp/v/o8dnC8suBlr0v3+qU2zYWS8V9GzDq70YY\n\
-wgFUlzUPkPTAFFJ27lK5t709qeOMBdkF7k7HL82vqQKBgQDbf9mCezNcNNAJmRz5\n\
-tG12o+cc1hp+BBQjSgoO/mkukfwNkaPrji2cWVzhbeMayRXTUmTvlMjIGS61TOMu\n\
-SmxW4fywG4UWHD7j4EL86ZcV6qu26KhmZtRxVi3+hCpDUeVHwRmC/S99ldQ1aMDi\n\
-ejjlmMobm8kaiDH5rJOu0pM4XQKBgQC/ivnWvtw72GygkfBzpXoiNFf6psmuXU01\n\
-xKen5H1AVD5WGFtL5BKcmew1UWNt2sFUxemlChttGqMjLoZ7ZjlzmXGBnuOsQWXO\n\
-sJRsFNo9Rb3hGDKkSEl9tWZdW3YGgiSqBnVp8oamUY0FxluQQaf7k4znbjPH4ubB\n\
-kYz6AQmDWQKBgCq1pc0Ny+CVJiW39TthMCt1mPKzdlQu1vxG284vEqhNH45EWHDt\n\
-KVLS0I/MofQETIrh7WHwwWCuBbihTVMkiBAfyNs7f5ndxR7x9BbiHNPW5bKhcqL6\n\
-PzwOWMS9Urvmo4ZivGQQf70f+jqqN13aClgicrEMjwTqm07JlbLepmbBAoGAPfmk\n\
-rwQgVEjJlQbDa1fOdcTD9rkCpqVPtycDLEK0+ByJ8ud8msiX8Q2orPPBnSjbxycm\n\
-Wx0zFJE62cZTAxhnXGz4mf0kI3chjsf5riLtHkgzkOJ4eElfZgpMrcZLIP35CP5/\n\
-/SDYynW2kHjG5Z0o0jDCtZslq/ZRva3vlHDDeDkCgYEAmA/qJU2v4U15Gr3Itcbf\n\
-6e4cJYBCejT27Nw8OMCp/tTIYgKAxci1OvG4vg8BCUcyI0DIwG4ybQK/rDmfF9yS\n\
-Vv8sC6YErhc7GunbM5iztneeOaHUt9rTM1+vTDfmKTsHJReaH7WWi+sOXJJPul6n\n\
-zRPls28whoQ0uJPnvQGKDIo=\n\
------END PRIVATE KEY-----\n\
-";
-
-/// The public half of a 1024-bit RSA key, for a leaf that must be refused as too weak.
-const RSA_1024_SPKI_PEM: &str = "\
------BEGIN PUBLIC KEY-----\n\
-MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDPglaPDov+tfqbC4a08pFspL1s\n\
-oxE3yfIuQGtzQpVavxAMchisCz6UMvnQbPuX9mfp9fxM/TMg9CBXb5GO+tKG1u+Q\n\
-CcUjAM/0KK7Rz87zk1ZvF+HBTqKtGw5yvu65an376eOsH1DjMJ6U6XQXYBuf/Hof\n\
-h0PRTEI7v5m6Jh0PkQIDAQAB\n\
------END PUBLIC KEY-----\n\
-";
+/// A 2048-bit RSA key for RSA leaves (ring cannot generate RSA keys), from the committed PKI.
+fn rsa_2048_pkcs8_pem() -> String {
+    std::fs::read_to_string(pki::certs_dir().join("orders-rsa2048.key")).expect("read RSA key")
+}
 
 const SPIFFE_ORDERS: &str = "spiffe://example.org/service/orders";
 
@@ -196,7 +159,7 @@ fn make_leaf_with(kind: KeyKind, issuer: &Ca, chain: &[&Ca], params: Certificate
             (kp, LeafKey::P384(der))
         }
         KeyKind::Rsa2048 => {
-            let kp = KeyPair::from_pem(RSA_2048_PKCS8_PEM).expect("RSA key");
+            let kp = KeyPair::from_pem(&rsa_2048_pkcs8_pem()).expect("RSA key");
             let der = kp.serialize_der();
             (kp, LeafKey::Rsa(der))
         }
@@ -1824,7 +1787,11 @@ fn path_validation_reasons() {
     );
 
     // An RSA-1024 leaf.
-    let spki = rcgen::SubjectPublicKeyInfo::from_pem(RSA_1024_SPKI_PEM).expect("spki");
+    let weak_pem = std::fs::read(pki::certs_dir().join("bad-rsa1024.pem")).expect("read");
+    let weak_der = CertificateDer::from_pem_slice(&weak_pem).expect("PEM");
+    let (_, weak_cert) =
+        x509_parser::certificate::X509Certificate::from_der(&weak_der).expect("parse");
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(weak_cert.public_key().raw).expect("spki");
     let cert = leaf_params("weak")
         .signed_by(&spki, &pki.root.issuer())
         .expect("weak leaf");
