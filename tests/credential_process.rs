@@ -204,7 +204,11 @@ async fn bad_svids_from_the_workload_api_are_refused_before_any_exchange() {
             "bad-not-yet-valid.key",
             "not valid until 2099-01-01",
         ),
-        ("bad-ca-leaf.pem", "bad-ca-leaf.key", "CA"),
+        (
+            "bad-ca-leaf.pem",
+            "bad-ca-leaf.key",
+            "leaf certificate must not",
+        ),
         ("bad-no-uri-san.pem", "bad-no-uri-san.key", "SPIFFE ID"),
         (
             "orders-p256.pem",

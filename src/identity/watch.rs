@@ -142,7 +142,7 @@ pub fn spawn_workload_api(
                     };
                     tracing::warn!(error = %problem, "Workload API not usable yet");
                     publisher.publish(Vec::new(), Some(problem));
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
                 Err(_) => {
@@ -152,7 +152,7 @@ pub fn spawn_workload_api(
                             "the SPIFFE Workload API at {address} did not answer within 10s"
                         ))),
                     );
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             }
@@ -165,7 +165,7 @@ pub fn spawn_workload_api(
                 Ok(s) => s,
                 Err(e) => {
                     publisher.publish(Vec::new(), Some(Problem::Unavailable(e.to_string())));
-                    tokio::time::sleep(backoff.next()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
@@ -280,7 +280,7 @@ impl Backoff {
     }
 
     /// The next delay: doubles up to `max`, with up to half of it random.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.current;
         self.current = (self.current * 2).min(self.max);
         let half = base / 2;
@@ -299,11 +299,11 @@ mod tests {
     #[test]
     fn backoff_grows_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
-        let delays: Vec<Duration> = (0..6).map(|_| b.next()).collect();
+        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
         assert!(delays[0] >= Duration::from_millis(500) && delays[0] <= Duration::from_secs(1));
         assert!(delays[5] >= Duration::from_secs(4) && delays[5] <= Duration::from_secs(8));
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.next_delay() <= Duration::from_secs(1));
     }
 
     #[test]

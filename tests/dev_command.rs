@@ -1,0 +1,80 @@
+//! The README's first command, `spiffe-aws-agent dev`: it must come up, exchange, and leave a
+//! working `credential_process` config that a real client (boto3) can use while it runs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[test]
+fn dev_once_exchanges_and_prints_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+        .args(["dev", "--once", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("{\"Version\":1"))
+        .expect("credentials JSON printed");
+    let json: serde_json::Value = serde_json::from_str(json_line.trim()).unwrap();
+    assert!(json["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
+    assert!(
+        stdout.contains("x509SAN/URI = spiffe://example.org/service/orders"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("aws-config").exists());
+}
+
+#[test]
+fn dev_keeps_serving_a_config_that_boto3_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+        .args(["dev", "--rotate-every", "1", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Ctrl-C stops") {
+            break;
+        }
+    }
+    // Wait for at least one rotation so the client uses a rotated SVID.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("rotated the SVIDs") {
+            break;
+        }
+    }
+    let out = Command::new(common::python())
+        .arg("-c")
+        .arg("import boto3; c = boto3.Session(profile_name='orders').get_credentials(); print(c.method, c.access_key)")
+        .env("AWS_CONFIG_FILE", dir.path().join("aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{seen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("custom-process ASIA"), "{text}");
+}
