@@ -99,6 +99,8 @@ pub struct CredentialStore {
     slots: BTreeMap<String, Slot>,
     min_remaining: Duration,
     clock: Arc<dyn Clock>,
+    /// Bumped on every publish or clear, so writers like the credentials file react at once.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl CredentialStore {
@@ -181,11 +183,18 @@ impl CredentialStore {
             .and_then(|s| (**s.current.load()).clone())
     }
 
-    pub(crate) fn publish(&self, role: &str, creds: RoleCredentials) {
+    /// Sets a role's credentials (the refresher's job; public for tests and tools).
+    pub fn publish(&self, role: &str, creds: RoleCredentials) {
         if let Some(slot) = self.slots.get(role) {
             slot.current.store(Arc::new(Some(Arc::new(creds))));
             slot.status.store(Arc::new(Status::Ok));
+            self.changes.send_modify(|v| *v += 1);
         }
+    }
+
+    /// A receiver that wakes up whenever any role's credentials change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub(crate) fn set_status(&self, role: &str, status: Status) {
@@ -197,8 +206,11 @@ impl CredentialStore {
     /// Drops a role's credentials: used when the identity they came from is withdrawn.
     pub(crate) fn clear(&self, role: &str, status: Status) {
         if let Some(slot) = self.slots.get(role) {
-            slot.current.store(Arc::new(None));
+            let had = slot.current.swap(Arc::new(None)).is_some();
             slot.status.store(Arc::new(status));
+            if had {
+                self.changes.send_modify(|v| *v += 1);
+            }
         }
     }
 
