@@ -124,10 +124,12 @@ impl CredentialStore {
                 )
             })
             .collect();
+        let (changes, _) = tokio::sync::watch::channel(0);
         CredentialStore {
             slots,
             min_remaining,
             clock,
+            changes,
         }
     }
 
