@@ -31,6 +31,27 @@ pub enum Command {
     #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES)]
     CredentialProcess(Box<CredentialProcessArgs>),
 
+    /// Run the agent: keep credentials for one or more roles fresh and serve them.
+    ///
+    /// Exchanges at start, refreshes in the background before expiry (and at once when the
+    /// SVID rotates), and serves through the IMDSv2-style endpoint, the container-credentials
+    /// endpoint, a unix socket for `credential-process --agent`, and the credentials file.
+    /// Clients never wait on SPIRE or Roles Anywhere; Roles Anywhere sees one CreateSession
+    /// per role per refresh.
+    #[command(after_long_help = crate::config::RUN_EXAMPLES)]
+    Run(Box<RunArgs>),
+
+    /// Serve credentials on an IMDSv2-style endpoint (drop-in for `aws_signing_helper serve`).
+    ///
+    /// Clients use it with AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9911/.
+    Serve(Box<ServeArgs>),
+
+    /// Keep a profile in the credentials file current (drop-in for `aws_signing_helper update`).
+    ///
+    /// Writes ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE) atomically with mode 0600,
+    /// keeping every other profile and comment.
+    Update(Box<UpdateArgs>),
+
     /// Run the whole flow on this machine against built-in doubles of SPIRE and Roles Anywhere.
     ///
     /// Starts a SPIFFE Workload API double (unix socket) and a Roles Anywhere double (HTTPS on
@@ -96,17 +117,17 @@ pub struct IdentityArgs {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "IAM Roles Anywhere")]
 pub struct SessionArgs {
-    /// Trust anchor ARN (its region is the default --region).
+    /// Trust anchor ARN (its region is the default --region). Required unless --agent or --config.
     #[arg(long, value_name = "ARN")]
-    pub trust_anchor_arn: String,
+    pub trust_anchor_arn: Option<String>,
 
-    /// Profile ARN.
+    /// Profile ARN. Required unless --agent or --config.
     #[arg(long, value_name = "ARN")]
-    pub profile_arn: String,
+    pub profile_arn: Option<String>,
 
-    /// IAM role ARN to assume; it must be in the profile.
+    /// IAM role ARN to assume; it must be in the profile. Required unless --agent or --config.
     #[arg(long, value_name = "ARN")]
-    pub role_arn: String,
+    pub role_arn: Option<String>,
 
     /// Signing region. Default: the trust anchor ARN's region.
     #[arg(long, value_name = "REGION")]
@@ -137,6 +158,95 @@ pub struct SessionArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct CredentialProcessArgs {
+    /// Read the credentials from a running agent's socket (`spiffe-aws-agent run`) instead of
+    /// exchanging: one local round trip, no CreateSession. Needs --role.
+    #[arg(long, value_name = "SOCKET", requires = "role", conflicts_with_all = ["certificate", "workload_api_socket", "spiffe_id"])]
+    pub agent: Option<PathBuf>,
+
+    /// The agent's role name to read (with --agent).
+    #[arg(long, value_name = "NAME", requires = "agent")]
+    pub role: Option<String>,
+
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// Servers and roles of the long-running agent.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// TOML config file with any number of roles and the servers to start (see the docs of
+    /// `spiffe-aws-agent run --help`). Without it, one role comes from the flags.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["trust_anchor_arn", "profile_arn", "role_arn", "certificate"])]
+    pub config: Option<PathBuf>,
+
+    /// Name clients use for the role given by flags. Default: the role ARN's last path part.
+    #[arg(long, value_name = "NAME")]
+    pub role_name: Option<String>,
+
+    /// Start the IMDSv2-style endpoint on this address (repeatable; IPv6 as [::1]:9911).
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9911")]
+    pub imds: Vec<String>,
+
+    /// Start the container-credentials endpoint on this address.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9912")]
+    pub container: Option<String>,
+
+    /// Token file for the container endpoint (read, or created 0600 when missing).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/run/spiffe-aws-agent/container-token"
+    )]
+    pub container_token_file: PathBuf,
+
+    /// Serve credentials on this unix socket (for `credential-process --agent`).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/run/spiffe-aws-agent/agent.sock")]
+    pub agent_socket: Option<PathBuf>,
+
+    /// Keep this profile in the shared credentials file current.
+    #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = "default")]
+    pub credentials_profile: Option<String>,
+
+    /// Never hand out credentials with less than this many seconds left.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub min_remaining: u64,
+
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// `aws_signing_helper serve` compatible flags.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Port of the IMDSv2-style endpoint on 127.0.0.1.
+    #[arg(long, default_value_t = 9911)]
+    pub port: u16,
+
+    /// IP TTL (hop limit) of the endpoint's responses; 1 keeps them on this host.
+    #[arg(long, value_name = "HOPS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub hop_limit: u32,
+
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// `aws_signing_helper update` compatible flags.
+#[derive(Debug, Args, Clone)]
+pub struct UpdateArgs {
+    /// Profile to write in the credentials file.
+    #[arg(long, default_value = "default")]
+    pub profile: String,
+
+    /// Write once and exit instead of keeping the profile current.
+    #[arg(long)]
+    pub once: bool,
+
     #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]

@@ -6,7 +6,9 @@
 //! [`dev`] holds the in-process doubles of SPIRE and Roles Anywhere used by the tests and by
 //! `spiffe-aws-agent dev`.
 
+pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod credentials;
 pub mod identity;
 pub mod rolesanywhere;

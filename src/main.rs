@@ -10,7 +10,11 @@ use spiffe_aws_agent::serve::process;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // credential-process output is read by SDKs: keep stderr quiet unless asked.
+    init_logging(match cli.command {
+        Command::CredentialProcess(_) => "warn",
+        _ => "info",
+    });
     match cli.command {
         Command::CredentialProcess(args) => {
             // One exchange: a single-threaded runtime starts fastest.
@@ -35,6 +39,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string(), e.exit_code()),
             }
         }
+        Command::Run(args) => run_agent(spiffe_aws_agent::agent::plan_run(&args), false),
+        Command::Serve(args) => run_agent(spiffe_aws_agent::agent::plan_serve(&args), false),
+        Command::Update(args) => {
+            let once = args.once;
+            run_agent(spiffe_aws_agent::agent::plan_update(&args), once)
+        }
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -52,6 +62,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the long-lived agent on a multi-threaded runtime.
+fn run_agent(
+    plan: Result<spiffe_aws_agent::config::AgentPlan, spiffe_aws_agent::agent::AgentError>,
+    once: bool,
+) -> ExitCode {
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string(), e.exit_code()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+    };
+    match runtime.block_on(spiffe_aws_agent::agent::run(plan, once)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string(), e.exit_code()),
+    }
+}
+
 /// One line on stderr, the way `credential_process` callers show it to the user.
 fn fail(message: &str, code: u8) -> ExitCode {
     let line = message.replace('\n', " ");
@@ -59,9 +91,9 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -62,6 +62,8 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     write(&ca_bundle, RolesAnywhereDouble::ca_pem())?;
 
     let cp_args = CredentialProcessArgs {
+        agent: None,
+        role: None,
         identity: IdentityArgs {
             workload_api_socket: Some(workload_api.endpoint()),
             spiffe_id: None,
@@ -71,9 +73,9 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             intermediates: None,
         },
         session: SessionArgs {
-            trust_anchor_arn: DEV_TRUST_ANCHOR_ARN.into(),
-            profile_arn: DEV_PROFILE_ARN.into(),
-            role_arn: DEV_ROLE_ARN_ORDERS.into(),
+            trust_anchor_arn: Some(DEV_TRUST_ANCHOR_ARN.into()),
+            profile_arn: Some(DEV_PROFILE_ARN.into()),
+            role_arn: Some(DEV_ROLE_ARN_ORDERS.into()),
             region: None,
             endpoint: Some(rolesanywhere.endpoint()),
             ca_bundle: Some(ca_bundle.clone()),

@@ -26,6 +26,10 @@ pub enum ProcessError {
     Config(#[from] ConfigError),
     #[error("invalid --role-session-name {0:?}: use 2 to 64 letters, digits and +=,.@_-")]
     RoleSessionName(String),
+    #[error("{0} is required (or use --agent SOCKET --role NAME to read from a running agent)")]
+    MissingFlag(&'static str),
+    #[error("{0}")]
+    Agent(String),
     #[error("{0}")]
     Identity(#[from] IdentityError),
     #[error("{0}")]
@@ -36,7 +40,10 @@ impl ProcessError {
     /// 2 for invalid flags (nothing was attempted), 1 for failures while fetching.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ProcessError::Arn(_) | ProcessError::Config(_) | ProcessError::RoleSessionName(_) => 2,
+            ProcessError::Arn(_)
+            | ProcessError::Config(_)
+            | ProcessError::RoleSessionName(_)
+            | ProcessError::MissingFlag(_) => 2,
             ProcessError::Identity(IdentityError::WorkloadApi(
                 workload_api::WorkloadApiError::NoAddress
                 | workload_api::WorkloadApiError::BadAddress { .. },
@@ -80,10 +87,29 @@ pub struct Exchange {
     request: SessionRequest,
 }
 
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("url", &self.client.url())
+            .field("role_arn", &self.request.arns.role)
+            .finish()
+    }
+}
+
 impl Exchange {
     /// Validates the Roles Anywhere flags and builds the client.
     pub fn new(args: &SessionArgs) -> Result<Self, ProcessError> {
-        let arns = SessionArns::parse(&args.trust_anchor_arn, &args.profile_arn, &args.role_arn)?;
+        fn required<'a>(
+            v: &'a Option<String>,
+            flag: &'static str,
+        ) -> Result<&'a str, ProcessError> {
+            v.as_deref().ok_or(ProcessError::MissingFlag(flag))
+        }
+        let arns = SessionArns::parse(
+            required(&args.trust_anchor_arn, "--trust-anchor-arn")?,
+            required(&args.profile_arn, "--profile-arn")?,
+            required(&args.role_arn, "--role-arn")?,
+        )?;
         let duration_seconds = client::validate_duration(args.session_duration)?;
         if let Some(name) = &args.role_session_name {
             let ok_char = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
@@ -118,6 +144,7 @@ impl Exchange {
 }
 
 /// Where the identity will come from, resolved (but not yet fetched).
+#[derive(Debug, Clone)]
 pub enum IdentityPlan {
     Files {
         certificate: std::path::PathBuf,
