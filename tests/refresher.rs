@@ -1,0 +1,263 @@
+//! The refresher's schedule, driven by paused tokio time with a counting fake exchanger:
+//! no test sleeps for real.
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use spiffe_aws_agent::credentials::clock::{Clock, TokioClock};
+use spiffe_aws_agent::credentials::refresher::{run_role, Exchanger, RefreshPolicy, RoleSpec};
+use spiffe_aws_agent::credentials::{CredentialStore, Status, Unavailable};
+use spiffe_aws_agent::identity::watch::{Entry, Problem, Snapshot};
+use spiffe_aws_agent::identity::{files, X509Identity};
+use spiffe_aws_agent::rolesanywhere::client::Credentials;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+const LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Issues credentials valid for `LIFETIME` from the (virtual) now, or fails while told to.
+struct FakeExchanger {
+    clock: Arc<TokioClock>,
+    calls: AtomicUsize,
+    failures_left: AtomicUsize,
+    seen_leaves: Mutex<Vec<String>>,
+}
+
+impl Exchanger for FakeExchanger {
+    fn exchange<'a>(
+        &'a self,
+        _role: &'a str,
+        identity: &'a X509Identity,
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.seen_leaves
+                .lock()
+                .unwrap()
+                .push(identity.serial_decimal().to_owned());
+            // Simulate a network round trip.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self
+                .failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+                .is_ok()
+            {
+                return Err("Roles Anywhere failed (HTTP 500)".into());
+            }
+            Ok(Credentials {
+                access_key_id: format!("ASIAFAKE{n:08}"),
+                secret_access_key: Zeroizing::new("secret".into()),
+                session_token: Zeroizing::new("token".into()),
+                expiration: self.clock.now() + LIFETIME,
+                assumed_role_arn: None,
+                role_arn: "arn:aws:iam::123456789012:role/orders".into(),
+            })
+        })
+    }
+}
+
+fn identity(name: &str) -> Arc<X509Identity> {
+    Arc::new(
+        files::load(
+            &common::cert(&format!("{name}.pem")),
+            &common::cert(&format!("{name}.key")),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap(),
+    )
+}
+
+fn snapshot(revision: u64, ids: &[Arc<X509Identity>]) -> Snapshot {
+    Snapshot {
+        revision,
+        entries: ids
+            .iter()
+            .map(|i| Entry {
+                spiffe_id: i.spiffe_id().map(str::to_owned),
+                hint: None,
+                identity: Ok(Arc::clone(i)),
+            })
+            .collect(),
+        problem: None,
+    }
+}
+
+struct Harness {
+    store: Arc<CredentialStore>,
+    exchanger: Arc<FakeExchanger>,
+    tx: watch::Sender<Snapshot>,
+}
+
+fn start(initial: Snapshot, failures: usize) -> Harness {
+    let clock = Arc::new(TokioClock::new());
+    let store = Arc::new(CredentialStore::new(
+        [(
+            "orders".to_string(),
+            "arn:aws:iam::123456789012:role/orders".to_string(),
+        )],
+        Duration::from_secs(300),
+        clock.clone(),
+    ));
+    let exchanger = Arc::new(FakeExchanger {
+        clock,
+        calls: AtomicUsize::new(0),
+        failures_left: AtomicUsize::new(failures),
+        seen_leaves: Mutex::new(Vec::new()),
+    });
+    let (tx, rx) = watch::channel(initial);
+    tokio::spawn(run_role(
+        Arc::clone(&store),
+        RoleSpec {
+            name: "orders".into(),
+            spiffe_id: None,
+        },
+        rx,
+        exchanger.clone(),
+        RefreshPolicy::default(),
+    ));
+    Harness {
+        store,
+        exchanger,
+        tx,
+    }
+}
+
+impl Harness {
+    fn calls(&self) -> usize {
+        self.exchanger.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Lets the spawned task run and virtual time pass.
+async fn advance(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn exchanges_at_start_then_refreshes_when_a_third_of_the_lifetime_remains() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(h.calls(), 1);
+    let first = h.store.get("orders").unwrap();
+    // Earliest refresh with maximum jitter: 60 - 20 - 6 = 34 minutes after issue.
+    advance(Duration::from_secs(33 * 60)).await;
+    assert_eq!(
+        h.calls(),
+        1,
+        "no refresh before two thirds of the lifetime minus jitter"
+    );
+    // Latest: 40 minutes.
+    advance(Duration::from_secs(7 * 60 + 2)).await;
+    assert_eq!(
+        h.calls(),
+        2,
+        "refreshed by the time a third of the lifetime remains"
+    );
+    let second = h.store.get("orders").unwrap();
+    assert_ne!(first.access_key_id, second.access_key_id);
+    // And again, one exchange per refresh, never more.
+    advance(Duration::from_secs(3 * 3600)).await;
+    let calls = h.calls();
+    assert!((5..=6).contains(&calls), "{calls} exchanges in 3h40m");
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_never_wait_and_there_is_one_exchange_in_flight() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    // While the first exchange is in flight, readers get an immediate answer.
+    let early = h.store.get("orders");
+    assert!(
+        matches!(early, Err(Unavailable::NotReady { .. })),
+        "{early:?}"
+    );
+    advance(Duration::from_secs(1)).await;
+    // Many readers, one exchange.
+    for _ in 0..1000 {
+        h.store.get("orders").unwrap();
+    }
+    assert_eq!(h.calls(), 1);
+    assert!(matches!(
+        h.store.get("billing"),
+        Err(Unavailable::UnknownRole(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotated_svid_is_exchanged_promptly() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    let before = h.store.get("orders").unwrap();
+    h.tx.send_replace(snapshot(2, &[identity("orders-p384")]));
+    advance(Duration::from_millis(200)).await;
+    assert_eq!(h.calls(), 2, "re-exchanged right after the rotation");
+    let after = h.store.get("orders").unwrap();
+    assert_ne!(before.access_key_id, after.access_key_id);
+    assert_ne!(before.leaf_sha256, after.leaf_sha256);
+    let seen = h.exchanger.seen_leaves.lock().unwrap().clone();
+    assert_eq!(seen[1], identity("orders-p384").serial_decimal());
+    // The same SVID again (a bundle-only update) causes no exchange.
+    h.tx.send_replace(snapshot(3, &[identity("orders-p384")]));
+    advance(Duration::from_millis(200)).await;
+    assert_eq!(h.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_identity_stops_the_credentials_at_once() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    assert!(h.store.get("orders").is_ok());
+    h.tx.send_replace(Snapshot {
+        revision: 2,
+        entries: vec![],
+        problem: Some(Problem::Withdrawn("no identity issued".into())),
+    });
+    advance(Duration::from_millis(10)).await;
+    assert!(h.store.get("orders").is_err());
+    assert!(matches!(
+        h.store.status("orders"),
+        Some(Status::Withdrawn(_))
+    ));
+    // Recovery.
+    h.tx.send_replace(snapshot(3, &[identity("orders-p256")]));
+    advance(Duration::from_secs(1)).await;
+    assert!(h.store.get("orders").is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_and_recover() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 3);
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(h.calls(), 1);
+    let e = h.store.get("orders").unwrap_err();
+    assert!(e.to_string().contains("HTTP 500"), "{e}");
+    // Backoff 1s, 2s, 4s (each with up to half of it random): not a hot loop.
+    advance(Duration::from_millis(400)).await;
+    assert_eq!(h.calls(), 1, "no immediate retry");
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(h.calls(), 4);
+    assert!(h.store.get("orders").is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_close_to_expiry_are_not_handed_out() {
+    // Every refresh fails after the first exchange.
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    h.exchanger
+        .failures_left
+        .store(usize::MAX, Ordering::SeqCst);
+    advance(Duration::from_secs(3600 - 301 - 1)).await;
+    assert!(
+        h.store.get("orders").is_ok(),
+        "still more than 5 minutes left"
+    );
+    advance(Duration::from_secs(3)).await;
+    let e = h.store.get("orders").unwrap_err();
+    assert!(matches!(e, Unavailable::ExpiringSoon { .. }), "{e:?}");
+}
