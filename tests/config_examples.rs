@@ -1,0 +1,49 @@
+//! The configuration examples shipped in deploy/ and in `run --help` must parse.
+
+mod common;
+
+use spiffe_aws_agent::config;
+
+#[test]
+fn the_example_agent_toml_parses() {
+    let path = common::root().join("deploy/agent.toml.example");
+    let plan = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.roles.len(), 1);
+    assert_eq!(plan.roles[0].name, "orders");
+    assert_eq!(plan.imds.len(), 1);
+    assert!(plan.agent_socket.is_some());
+}
+
+#[test]
+fn the_daemonset_config_map_parses() {
+    let yaml =
+        std::fs::read_to_string(common::root().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let start = yaml.find("agent.toml: |").expect("config map entry") + "agent.toml: |".len();
+    let toml: String = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    let plan = config::parse(std::path::Path::new("daemonset.yaml"), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(
+        plan.roles[0].spiffe_id.as_deref(),
+        Some("spiffe://example.org/service/orders")
+    );
+}
+
+#[test]
+fn the_run_help_example_parses() {
+    let help = config::RUN_EXAMPLES;
+    let start = help.find("workload_api_socket").unwrap();
+    let toml: String = help[start..]
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let toml = toml.replace("<uuid>", "00000000-0000-4000-8000-000000000001");
+    let plan = config::parse(std::path::Path::new("help"), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(plan.credentials_files.len(), 1);
+    assert!(plan.container.is_some());
+}
