@@ -242,7 +242,12 @@ async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    conns.spawn(serve_connection(tcp, peer, Arc::clone(&shared)));
+                    conns.spawn(serve_connection(
+                        tcp,
+                        peer,
+                        Arc::clone(&shared),
+                        shutdown_rx.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Typically EMFILE; back off briefly instead of spinning.
@@ -253,8 +258,8 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    // Let requests already being answered finish; then abort whatever is left (idle
-    // keep-alive connections included).
+    // Connections close once their in-flight request is answered (idle keep-alive ones at
+    // once); whatever is still running after the grace period is aborted.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while conns.join_next().await.is_some() {}
     })
@@ -262,16 +267,30 @@ async fn accept_loop(
     conns.shutdown().await;
 }
 
-async fn serve_connection(tcp: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// HTTP/1.1 until the client closes or shutdown is signalled; on shutdown the connection
+/// finishes the request in flight and closes.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown_rx: watch::Receiver<bool>,
+) {
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
     });
-    let result = http1::Builder::new()
+    let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(tcp), service)
-        .await;
+        .serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown_rx.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "AWS service doubles: connection ended with an error");
     }

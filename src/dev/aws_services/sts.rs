@@ -305,7 +305,7 @@ fn response(status: u16, content_type: &str, body: String, request_id: &str) -> 
     resp
 }
 
-/// Escapes text for XML element content.
+/// Escapes text for XML element content (quotes need no escaping there).
 pub(super) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -313,8 +313,6 @@ pub(super) fn xml_escape(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
             c => out.push(c),
         }
     }
