@@ -110,19 +110,19 @@ enum PrincipalMatch {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Operator {
-    StringEquals,
-    StringNotEquals,
-    StringLike,
-    StringNotLike,
+    Equals,
+    NotEquals,
+    Like,
+    NotLike,
 }
 
 impl Operator {
     fn parse(name: &str) -> Option<Self> {
         Some(match name {
-            "StringEquals" => Self::StringEquals,
-            "StringNotEquals" => Self::StringNotEquals,
-            "StringLike" => Self::StringLike,
-            "StringNotLike" => Self::StringNotLike,
+            "StringEquals" => Self::Equals,
+            "StringNotEquals" => Self::NotEquals,
+            "StringLike" => Self::Like,
+            "StringNotLike" => Self::NotLike,
             _ => return None,
         })
     }
@@ -142,10 +142,10 @@ impl Condition {
             actual.is_some_and(|a| self.values.iter().any(|v| f(v, a)))
         };
         match self.operator {
-            Operator::StringEquals => any(&|v, a| v == a),
-            Operator::StringNotEquals => !any(&|v, a| v == a),
-            Operator::StringLike => any(&|v, a| glob_match(v, a)),
-            Operator::StringNotLike => !any(&|v, a| glob_match(v, a)),
+            Operator::Equals => any(&|v, a| v == a),
+            Operator::NotEquals => !any(&|v, a| v == a),
+            Operator::Like => any(&|v, a| glob_match(v, a)),
+            Operator::NotLike => !any(&|v, a| glob_match(v, a)),
         }
     }
 }

@@ -524,7 +524,7 @@ impl Fixture {
             Some(ORDERS),
             SystemTime::now() - Duration::from_secs(60),
         );
-        let all = vec![orders.clone(), reviews.clone(), expired.clone()];
+        let all = [orders.clone(), reviews.clone(), expired.clone()];
         let lookup: SessionLookup =
             Arc::new(move |akid: &str| all.iter().find(|s| s.access_key_id == akid).cloned());
         let double = AwsServicesDouble::start(cfg, lookup)
