@@ -89,8 +89,10 @@ pub(super) fn handle(
         None => Caller::Anonymous,
         Some(s) => Caller::Authenticated(s.spiffe_id.as_deref()),
     };
-    // Unsigned requests are never let through (the double accepts only SigV4), whatever the
-    // policy says; see the report in mod.rs docs.
+    // Unsigned requests are never let through, whatever the policy says: the double's
+    // contract is "only SigV4 with issued credentials", so a `Principal: "*"` policy cannot
+    // make a test pass without the agent's credentials. (Real Lattice would admit anonymous
+    // callers under such a policy.)
     let decision = match (session, policies.evaluate_caller(service, caller)) {
         (_, Decision::UnknownService) => Decision::UnknownService,
         (None, _) => Decision::ImplicitDeny,
@@ -126,16 +128,22 @@ pub(super) fn handle(
             "User: {user} is not authorized to perform: {INVOKE_ACTION} on resource: {resource} \
              because no service-based policy allows the {INVOKE_ACTION} action"
         )),
-        Decision::UnknownService => not_found(service),
+        Decision::UnknownService => not_found(Some(service)),
     }
 }
 
-/// 404 for a service the double does not have.
-pub(super) fn not_found(service: &str) -> Response<String> {
+/// 404 for a service the double does not have (`None`: the request names no service).
+pub(super) fn not_found(service: Option<&str>) -> Response<String> {
+    let message = match service {
+        Some(name) => format!("no VPC Lattice service named '{name}' on this endpoint"),
+        None => "the request names no VPC Lattice service: use Host '<service>.<anything>' or, \
+                 on an IP or localhost Host, the path '/<service>/...'"
+            .to_owned(),
+    };
     text_response(
         404,
         "text/plain",
-        format!("NotFoundException: no VPC Lattice service named '{service}' on this endpoint\n"),
+        format!("NotFoundException: {message}\n"),
         Some("NotFoundException"),
     )
 }

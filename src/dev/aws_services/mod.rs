@@ -367,7 +367,7 @@ fn dispatch(
         call.service = ServiceKind::Lattice;
         call.operation = lattice_target.clone();
         let Some(service) = lattice_target.filter(|s| shared.policies.contains(s)) else {
-            return lattice::not_found(call.operation.as_deref().unwrap_or(""));
+            return lattice::not_found(call.operation.as_deref());
         };
         let session = match auth {
             Err(AuthFailure::Missing) => None,

@@ -108,6 +108,7 @@ enum PrincipalMatch {
     Authenticated,
 }
 
+/// The IAM condition operators supported (`String…` in policy text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Operator {
     Equals,

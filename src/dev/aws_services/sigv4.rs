@@ -254,9 +254,16 @@ pub(super) fn verify(
     );
     let expected = signature_hex(&key, &to_sign);
     if !bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
+        // The canonical request is what a developer needs to find a signing bug, but it holds
+        // the session token when that is signed: never log the token itself.
+        let shown = if session.session_token.is_empty() {
+            canonical
+        } else {
+            canonical.replace(&session.session_token, "<redacted>")
+        };
         tracing::debug!(
             access_key_id = %auth.access_key_id,
-            canonical_request = %canonical,
+            canonical_request = %shown,
             "SigV4 signature mismatch"
         );
         return Err(AuthFailure::Mismatch(

@@ -1054,6 +1054,11 @@ async fn lattice_refusals() {
     // Unknown service.
     let (status, _, body) = lattice_call(&fx, &fx.orders, &ip, "GET", "/payments/x", b"").await;
     assert_eq!(status, 404, "{body}");
+    assert!(body.contains("'payments'"), "{body}");
+    // No service named at all.
+    let (status, _, body) = lattice_call(&fx, &fx.orders, &ip, "GET", "/", b"").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("names no VPC Lattice service"), "{body}");
 
     // Unsigned request: anonymous, denied.
     let (status, _, body) = fx
