@@ -6,6 +6,7 @@
 //! - [`pki`]: the committed test PKI from `certs/`, compiled into the binary so
 //!   `spiffe-aws-agent dev` runs from anywhere.
 
+pub mod aws_services;
 pub mod command;
 pub mod pki;
 pub mod rolesanywhere;
