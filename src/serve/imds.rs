@@ -35,7 +35,7 @@ use ring::rand::SecureRandom as _;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::http;
+use super::http::{self, Accept as _};
 use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
 
 /// The default listen address, as `aws_signing_helper serve`.
@@ -95,7 +95,51 @@ pub async fn serve(
     store: Arc<CredentialStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, router(store), shutdown, "imds").await
+    serve_with_hop_limit(listener, store, None, shutdown).await
+}
+
+/// [`serve`], with the IP TTL of every response set to `hop_limit` (`serve --hop-limit`,
+/// as EC2's `HttpPutResponseHopLimit`): with 1, responses cannot leave the host, so a
+/// container behind a NAT hop cannot use the endpoint. Applies to IPv4 connections; on IPv6
+/// the system default hop limit stays.
+pub async fn serve_with_hop_limit(
+    listener: tokio::net::TcpListener,
+    store: Arc<CredentialStore>,
+    hop_limit: Option<u32>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match hop_limit {
+        None => http::serve(listener, router(store), shutdown, "imds").await,
+        Some(ttl) => {
+            let listener = HopLimited { listener, ttl };
+            http::serve(listener, router(store), shutdown, "imds").await
+        }
+    }
+}
+
+/// A listener whose connections send with a fixed IP TTL.
+struct HopLimited {
+    listener: tokio::net::TcpListener,
+    ttl: u32,
+}
+
+impl http::Accept for HopLimited {
+    type Io = tokio::net::TcpStream;
+    async fn accept_io(&self) -> std::io::Result<Self::Io> {
+        let stream = self.listener.accept_io().await?;
+        if stream.local_addr().is_ok_and(|a| a.is_ipv4()) {
+            if let Err(e) = stream.set_ttl(self.ttl) {
+                // Serving with the default TTL would silently drop the protection the
+                // operator asked for: refuse the connection instead.
+                tracing::warn!(error = %e, "cannot set the IMDS hop limit; closing the connection");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    e,
+                ));
+            }
+        }
+        Ok(stream)
+    }
 }
 
 #[derive(Clone)]
@@ -636,6 +680,17 @@ mod tests {
             );
             assert!(table.check(fresh.as_bytes()));
         });
+    }
+
+    #[tokio::test]
+    async fn hop_limit_is_applied() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limited = HopLimited { listener, ttl: 1 };
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = limited.accept_io().await.unwrap();
+        assert_eq!(server_side.ttl().unwrap(), 1);
+        drop(client);
     }
 
     #[test]
