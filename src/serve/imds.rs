@@ -35,7 +35,7 @@ use ring::rand::SecureRandom as _;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::http::{self, Accept as _};
+use super::http;
 use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
 
 /// The default listen address, as `aws_signing_helper serve`.
@@ -341,7 +341,7 @@ pub(crate) fn unavailable(e: &Unavailable) -> Response {
 mod tests {
     use super::*;
     use crate::serve::http::testing::{creds, store, tcp};
-    use crate::serve::http::RawResponse;
+    use crate::serve::http::{Accept as _, RawResponse};
     use std::net::SocketAddr;
 
     const HOUR: Duration = Duration::from_secs(3600);
