@@ -12,10 +12,13 @@
 //! - Any request with `X-Forwarded-For` gets 403, as real IMDS refuses proxied requests:
 //!   it keeps a misconfigured reverse proxy on the host from handing credentials out.
 //! - `GET /latest/meta-data/iam/security-credentials/` lists the roles, one per line;
-//!   `GET …/{role}` returns the credentials document. Current SDKs (botocore and so the AWS
-//!   CLI, JS v3, Java v2, Ruby, PHP) first try `…/security-credentials-extended/`, which adds
-//!   `AccountId`, and fall back to the legacy path on 404; serving the extended path too
-//!   saves them that round trip, and the Rust SDK uses the legacy path.
+//!   `GET …/{role}` returns the credentials document. botocore (so boto3 and the AWS CLI, as
+//!   of 1.44) and the Rust SDK use this legacy path only. The JS v3, Java v2, Ruby and PHP
+//!   SDKs first try `…/security-credentials-extended/`, which adds `AccountId`, and fall back
+//!   to the legacy path on 404; serving the extended path too saves them that round trip.
+//! - Real IMDS lists exactly one role, and botocore uses the whole listing as the role name,
+//!   so with several roles configured botocore only works against an endpoint that lists one:
+//!   [`ImdsConfig::roles`] picks which roles an endpoint serves (the rest are 404 there).
 //! - A role without usable credentials gets 503 and a short reason, never an empty
 //!   "Success" document (the failure `aws_signing_helper serve` used to have).
 
@@ -51,10 +54,18 @@ pub const MAX_TOKEN_TTL: u64 = 21600;
 /// (its client gets a 401 and asks for a new one).
 const MAX_TOKENS: usize = 4096;
 
-/// Builds the IMDS router over `store`.
+/// Builds the IMDS router over `store`, serving every role in it.
 pub fn router(store: Arc<CredentialStore>) -> Router {
+    router_for(store, None)
+}
+
+/// Builds the IMDS router over `store`, serving only `roles` when given (every role in the
+/// store otherwise).
+pub fn router_for(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Router {
+    let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
     let state = Imds {
         store,
+        roles: Arc::new(roles),
         tokens: Arc::new(TokenTable::new(MAX_TOKENS)),
     };
     Router::new()
@@ -89,30 +100,39 @@ pub fn router(store: Arc<CredentialStore>) -> Router {
         .with_state(state)
 }
 
+/// How one IMDS endpoint behaves beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ImdsConfig {
+    /// IP TTL of every response (`serve --hop-limit`, as EC2's `HttpPutResponseHopLimit`):
+    /// with 1, responses cannot leave the host, so a container behind a NAT hop cannot use
+    /// the endpoint. Applies to IPv4 connections; on IPv6 the system default stays.
+    pub hop_limit: Option<u32>,
+    /// The roles this endpoint lists and serves; `None` for every role in the store.
+    pub roles: Option<Vec<String>>,
+}
+
 /// Serves IMDS on an already-bound listener (IPv4 or IPv6) until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<CredentialStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with_hop_limit(listener, store, None, shutdown).await
+    serve_with(listener, store, ImdsConfig::default(), shutdown).await
 }
 
-/// [`serve`], with the IP TTL of every response set to `hop_limit` (`serve --hop-limit`,
-/// as EC2's `HttpPutResponseHopLimit`): with 1, responses cannot leave the host, so a
-/// container behind a NAT hop cannot use the endpoint. Applies to IPv4 connections; on IPv6
-/// the system default hop limit stays.
-pub async fn serve_with_hop_limit(
+/// [`serve`] with an [`ImdsConfig`].
+pub async fn serve_with(
     listener: tokio::net::TcpListener,
     store: Arc<CredentialStore>,
-    hop_limit: Option<u32>,
+    config: ImdsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match hop_limit {
-        None => http::serve(listener, router(store), shutdown, "imds").await,
+    let router = router_for(store, config.roles);
+    match config.hop_limit {
+        None => http::serve(listener, router, shutdown, "imds").await,
         Some(ttl) => {
             let listener = HopLimited { listener, ttl };
-            http::serve(listener, router(store), shutdown, "imds").await
+            http::serve(listener, router, shutdown, "imds").await
         }
     }
 }
@@ -145,6 +165,8 @@ impl http::Accept for HopLimited {
 #[derive(Clone)]
 struct Imds {
     store: Arc<CredentialStore>,
+    /// The roles served here, in listing order.
+    roles: Arc<Vec<String>>,
     tokens: Arc<TokenTable>,
 }
 
@@ -259,21 +281,20 @@ async fn issue_token(State(imds): State<Imds>, headers: HeaderMap) -> Response {
 }
 
 async fn list_roles(State(imds): State<Imds>) -> Response {
-    let names: Vec<&str> = imds.store.role_names().collect();
-    if names.is_empty() {
+    if imds.roles.is_empty() {
         return http::text(StatusCode::NOT_FOUND, "no roles are configured");
     }
     let mut resp = http::text(StatusCode::OK, "");
-    *resp.body_mut() = names.join("\n").into();
+    *resp.body_mut() = imds.roles.join("\n").into();
     resp
 }
 
 async fn legacy_document(State(imds): State<Imds>, Path(role): Path<String>) -> Response {
-    document(&imds.store, &role, false)
+    document(&imds, &role, false)
 }
 
 async fn extended_document(State(imds): State<Imds>, Path(role): Path<String>) -> Response {
-    document(&imds.store, &role, true)
+    document(&imds, &role, true)
 }
 
 /// The credentials document, in IMDS's field order.
@@ -292,8 +313,11 @@ struct Document<'a> {
     account_id: Option<&'a str>,
 }
 
-fn document(store: &CredentialStore, role: &str, extended: bool) -> Response {
-    match store.get(role) {
+fn document(imds: &Imds, role: &str, extended: bool) -> Response {
+    if !imds.roles.iter().any(|r| r == role) {
+        return unavailable(&Unavailable::UnknownRole(role.to_owned()));
+    }
+    match imds.store.get(role) {
         Ok(creds) => {
             let account_id = extended.then(|| account_id(&creds.role_arn)).flatten();
             http::json("text/plain", render(&creds, account_id))
@@ -602,6 +626,40 @@ mod tests {
             );
             assert!(text.contains(role), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_can_serve_a_subset_of_roles() {
+        let s = store(&["alpha", "beta"]);
+        s.publish("alpha", creds(&s, "alpha", "AKIAA", HOUR));
+        s.publish("beta", creds(&s, "beta", "AKIAB", HOUR));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ImdsConfig {
+            roles: Some(vec!["beta".into()]),
+            ..ImdsConfig::default()
+        };
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(listener, s, config, async {
+            let _ = rx.await;
+        }));
+        let t = fresh_token(addr).await;
+        let base = "/latest/meta-data/iam/security-credentials";
+        assert_eq!(body(&get_with(addr, &format!("{base}/"), &t).await), "beta");
+        assert_eq!(
+            get_with(addr, &format!("{base}/beta"), &t).await.status,
+            200
+        );
+        assert_eq!(
+            get_with(addr, &format!("{base}/alpha"), &t).await.status,
+            404
+        );
+        assert_eq!(
+            get_with(addr, &format!("{base}-extended/alpha"), &t)
+                .await
+                .status,
+            404
+        );
     }
 
     #[tokio::test]
