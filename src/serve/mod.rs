@@ -16,5 +16,3 @@ pub mod credentials_file;
 mod http;
 pub mod imds;
 pub mod process;
-
-pub use http::ParseError;
