@@ -148,6 +148,7 @@ pub fn plan_run(args: &RunArgs) -> Result<AgentPlan, AgentError> {
         credentials_files,
         min_remaining: Duration::from_secs(args.min_remaining),
         hop_limit: None,
+        imds_roles: None,
     };
     if plan.imds.is_empty()
         && plan.container.is_none()
@@ -171,6 +172,7 @@ pub fn plan_serve(args: &ServeArgs) -> Result<AgentPlan, AgentError> {
         credentials_files: vec![],
         min_remaining: config::DEFAULT_MIN_REMAINING,
         hop_limit: Some(args.hop_limit),
+        imds_roles: None,
     })
 }
 
@@ -197,6 +199,7 @@ pub fn plan_update(args: &UpdateArgs) -> Result<AgentPlan, AgentError> {
         agent_socket: None,
         min_remaining: config::DEFAULT_MIN_REMAINING,
         hop_limit: None,
+        imds_roles: None,
     })
 }
 
@@ -241,7 +244,7 @@ impl RunningAgent {
 }
 
 /// A future that completes when `rx` turns true.
-async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 

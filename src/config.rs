@@ -18,6 +18,7 @@
 //!
 //! [imds]                          # IMDSv2-style endpoint
 //! listen = ["127.0.0.1:9911"]
+//! # roles = ["orders"]            # the role it lists and serves (default: the first role)
 //! [container]                     # container-credentials endpoint
 //! listen = "127.0.0.1:9912"
 //! token_file = "/run/spiffe-aws-agent/container-token"
@@ -128,6 +129,9 @@ pub struct AgentPlan {
     pub min_remaining: Duration,
     /// IP TTL of the IMDS responses (`serve --hop-limit`); `None` leaves the system default.
     pub hop_limit: Option<u32>,
+    /// The roles the IMDS endpoint lists and serves; `None`: the first role. (SDKs read the
+    /// listing as one instance-profile name, so listing several breaks them.)
+    pub imds_roles: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +174,7 @@ struct RoleToml {
 #[serde(deny_unknown_fields)]
 struct ImdsToml {
     listen: Option<Spanned<OneOrMany>>,
+    roles: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -387,6 +392,24 @@ pub fn parse(path: &Path, text: &str) -> Result<AgentPlan, ConfigError> {
             imds.push(parse_listen(&addr).map_err(|m| loc.err(span, format!("imds.listen: {m}")))?);
         }
     }
+    let imds_roles = match config
+        .imds
+        .as_ref()
+        .and_then(|s| s.get_ref().roles.as_ref())
+    {
+        None => None,
+        Some(r) => {
+            for name in r.get_ref() {
+                if !names.contains(name) {
+                    return Err(loc.err(
+                        r.span(),
+                        format!("imds.roles: {name:?} is not a configured [[role]] name"),
+                    ));
+                }
+            }
+            Some(r.get_ref().clone())
+        }
+    };
     let container = match &config.container {
         None => None,
         Some(section) => {
@@ -467,6 +490,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AgentPlan, ConfigError> {
         credentials_files,
         min_remaining,
         hop_limit: None,
+        imds_roles,
     };
     if plan.imds.is_empty()
         && plan.container.is_none()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use spiffe_aws_agent::cli::{Cli, Command};
-use spiffe_aws_agent::serve::process;
+use spiffe_aws_agent::serve::{agent_socket, process};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,17 +25,16 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
             };
+            if let Some(socket) = &args.agent {
+                // The fast path: one local round trip to a running agent.
+                let role = args.role.as_deref().unwrap_or_default();
+                return match runtime.block_on(agent_socket::fetch(socket, role)) {
+                    Ok(json) => print_line(json.trim_end()),
+                    Err(e) => fail(&e.to_string(), 1),
+                };
+            }
             match runtime.block_on(process::fetch(&args)) {
-                Ok(creds) => {
-                    let mut stdout = std::io::stdout().lock();
-                    if writeln!(stdout, "{}", process::render(&creds))
-                        .and_then(|_| stdout.flush())
-                        .is_err()
-                    {
-                        return fail("cannot write to stdout", 1);
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(creds) => print_line(&process::render(&creds)),
                 Err(e) => fail(&e.to_string(), e.exit_code()),
             }
         }
@@ -60,6 +59,18 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Prints the credentials document and exits 0.
+fn print_line(line: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}")
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
+        return fail("cannot write to stdout", 1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs the long-lived agent on a multi-threaded runtime.

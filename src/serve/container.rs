@@ -1,0 +1,463 @@
+//! The container-credentials endpoint, as ECS and EKS Pod Identity offer it: clients set
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:PORT/v1/credentials/ROLE` and
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or `…_TOKEN_FILE`), and send the token verbatim in
+//! `Authorization`. The response is
+//! `{"AccessKeyId","SecretAccessKey","Token","Expiration","RoleArn"}`.
+//!
+//! The token is the only thing between any local process and the credentials, so it is
+//! compared in constant time, kept in a file only its owner can read, and never logged.
+
+use std::fs;
+use std::future::Future;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use base64::Engine as _;
+use ring::rand::SecureRandom as _;
+use serde::Serialize;
+use subtle::ConstantTimeEq as _;
+use zeroize::Zeroizing;
+
+use super::http;
+use crate::credentials::{CredentialStore, RoleCredentials};
+
+/// Tokens longer than this are not tokens anyone meant to write.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// Why the token file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerTokenError {
+    #[error("cannot read the container authorization token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the container authorization token file {path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("the container authorization token file {path} has mode {mode:04o}: it must not be readable or writable by group or others (chmod 600 it)")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("the container authorization token file {path} is empty: put a token in it, or delete it to have one generated")]
+    Empty { path: PathBuf },
+    #[error("the container authorization token file {path} is larger than {MAX_TOKEN_FILE} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("the container authorization token in {path} must be printable ASCII (it is sent as an HTTP header)")]
+    NotPrintable { path: PathBuf },
+    #[error("cannot create the container authorization token file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the system random number generator failed; cannot generate a container authorization token")]
+    Random,
+}
+
+/// Reads the token from `path`, or generates one and writes it there (mode 0600) when the
+/// file does not exist.
+///
+/// An existing file is refused when group or others may read or write it (the token would
+/// not be a secret), when it is empty after trimming, or when it holds anything but
+/// printable ASCII. A new token is 32 random bytes in base64url; it is written to a
+/// temporary file created exclusively with mode 0600, synced, then renamed into place, so a
+/// reader never sees a partial token.
+pub fn load_or_create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
+    match fs::File::open(path) {
+        Ok(file) => read_token(path, file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_token(path),
+        Err(source) => Err(ContainerTokenError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_token(path: &Path, file: fs::File) -> Result<Zeroizing<String>, ContainerTokenError> {
+    let read_err = |source| ContainerTokenError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    // Checked on the open handle, so the file judged is the file read.
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ContainerTokenError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ContainerTokenError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut raw = Zeroizing::new(Vec::new());
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut raw)
+        .map_err(read_err)?;
+    if raw.len() as u64 > MAX_TOKEN_FILE {
+        return Err(ContainerTokenError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    let text = std::str::from_utf8(&raw).map_err(|_| ContainerTokenError::NotPrintable {
+        path: path.to_owned(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ContainerTokenError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if !token.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(ContainerTokenError::NotPrintable {
+            path: path.to_owned(),
+        });
+    }
+    Ok(Zeroizing::new(token.to_owned()))
+}
+
+fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw[..])
+        .map_err(|_| ContainerTokenError::Random)?;
+    let token = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]));
+    write_private_file(path, token.as_bytes()).map_err(|source| ContainerTokenError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "generated a container authorization token");
+    Ok(token)
+}
+
+/// Writes `contents` to `path` through a 0600 temporary file in the same directory, then
+/// renames it into place. The parent directory is created (0755) when missing.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)?;
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut suffix = [0u8; 6];
+    let _ = ring::rand::SystemRandom::new().fill(&mut suffix);
+    let tmp = dir.join(format!(
+        ".{name}.{}.tmp",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(suffix)
+    ));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // The umask cannot widen 0600, but a 0600 request may be narrowed; make it exact.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable; not every filesystem can sync a directory.
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Builds the container-credentials router over `store`, accepting `token`.
+pub fn router(store: Arc<CredentialStore>, token: Zeroizing<String>) -> Router {
+    let state = Container {
+        store,
+        token: Arc::new(token),
+    };
+    Router::new()
+        .route("/v1/credentials/{role}", get(credentials))
+        .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn(http::limit_body))
+        .with_state(state)
+}
+
+/// Serves container credentials on an already-bound listener until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<CredentialStore>,
+    token: Zeroizing<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    http::serve(listener, router(store, token), shutdown, "container").await
+}
+
+#[derive(Clone)]
+struct Container {
+    store: Arc<CredentialStore>,
+    token: Arc<Zeroizing<String>>,
+}
+
+/// Whether `headers` carry exactly the token, compared in constant time (the length of the
+/// token is not a secret; its bytes are).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => bool::from(v.as_bytes().ct_eq(token.as_bytes())),
+        // None, or several: a request with two Authorization headers is not one we trust.
+        _ => false,
+    }
+}
+
+/// The container credentials document.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Document<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: String,
+    role_arn: &'a str,
+}
+
+fn render(creds: &RoleCredentials) -> String {
+    let doc = Document {
+        access_key_id: &creds.access_key_id,
+        secret_access_key: &creds.secret_access_key,
+        token: &creds.session_token,
+        expiration: http::aws_time(creds.expiration),
+        role_arn: &creds.role_arn,
+    };
+    serde_json::to_string(&doc).unwrap_or_default()
+}
+
+async fn credentials(
+    State(state): State<Container>,
+    headers: HeaderMap,
+    UrlPath(role): UrlPath<String>,
+) -> Response {
+    // 401, not 403: the request did not prove who it is (there is one principal, the
+    // token holder), which is what 401 means. The SDKs treat both as a failed fetch, and
+    // no WWW-Authenticate challenge is sent because no scheme would help.
+    if !authorized(&headers, &state.token) {
+        return http::text(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong Authorization: set AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE) to the agent's container token",
+        );
+    }
+    match state.store.get(&role) {
+        Ok(creds) => http::json("application/json", render(&creds)),
+        Err(e) => super::imds::unavailable(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::http::testing::{creds, store, tcp};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn start(
+        store: Arc<CredentialStore>,
+        token: &str,
+    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            store,
+            Zeroizing::new(token.to_owned()),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        (addr, tx)
+    }
+
+    #[tokio::test]
+    async fn serves_the_published_credentials_with_the_token() {
+        let s = store(&["app"]);
+        let c = creds(&s, "app", "ASIACONT", HOUR);
+        let expiration = http::aws_time(c.expiration);
+        s.publish("app", c);
+        let (addr, _stop) = start(s, "sekrit-token").await;
+        let r = tcp(
+            addr,
+            "GET",
+            "/v1/credentials/app",
+            &[("Authorization", "sekrit-token")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(doc["AccessKeyId"], "ASIACONT");
+        assert_eq!(doc["SecretAccessKey"], "secret-ASIACONT");
+        assert_eq!(doc["Token"], "token-ASIACONT");
+        assert_eq!(doc["Expiration"], expiration.as_str());
+        assert_eq!(doc["RoleArn"], "arn:aws:iam::123456789012:role/app");
+        assert_eq!(doc.as_object().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn refuses_missing_or_wrong_tokens() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "ASIACONT", HOUR));
+        let (addr, _stop) = start(s, "sekrit-token").await;
+        let path = "/v1/credentials/app";
+        assert_eq!(tcp(addr, "GET", path, &[]).await.status, 401);
+        for wrong in [
+            "sekrit-toke",
+            "sekrit-token2",
+            "SEKRIT-TOKEN",
+            "Bearer sekrit-token",
+            "",
+        ] {
+            let r = tcp(addr, "GET", path, &[("Authorization", wrong)]).await;
+            assert_eq!(r.status, 401, "{wrong:?}");
+            assert!(!String::from_utf8_lossy(&r.body).contains("ASIACONT"));
+        }
+        let twice = tcp(
+            addr,
+            "GET",
+            path,
+            &[("Authorization", "sekrit-token"), ("Authorization", "x")],
+        )
+        .await;
+        assert_eq!(twice.status, 401);
+        // The token is checked before the role is looked up: no role enumeration.
+        assert_eq!(
+            tcp(addr, "GET", "/v1/credentials/nope", &[]).await.status,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_role_404_unavailable_503() {
+        let s = store(&["app", "stale"]);
+        s.publish(
+            "stale",
+            creds(&s, "stale", "ASIASTALE", Duration::from_secs(60)),
+        );
+        let (addr, _stop) = start(s, "t").await;
+        let auth = [("Authorization", "t")];
+        assert_eq!(
+            tcp(addr, "GET", "/v1/credentials/nope", &auth).await.status,
+            404
+        );
+        assert_eq!(
+            tcp(addr, "GET", "/v1/credentials/app", &auth).await.status,
+            503
+        );
+        let r = tcp(addr, "GET", "/v1/credentials/stale", &auth).await;
+        assert_eq!(r.status, 503);
+        assert!(!String::from_utf8_lossy(&r.body).contains("ASIASTALE"));
+        assert_eq!(tcp(addr, "GET", "/other", &auth).await.status, 404);
+        assert_eq!(
+            tcp(
+                addr,
+                "GET",
+                "/v1/credentials/app",
+                &[("Authorization", "t"), ("Content-Length", "5000")]
+            )
+            .await
+            .status,
+            413
+        );
+    }
+
+    #[test]
+    fn constant_time_check_accepts_only_the_exact_token() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "abc"));
+        h.insert(header::AUTHORIZATION, "abc".parse().unwrap());
+        assert!(authorized(&h, "abc"));
+        assert!(!authorized(&h, "abcd"));
+        assert!(!authorized(&h, "ab"));
+        assert!(!authorized(&h, "abC"));
+    }
+
+    #[test]
+    fn creates_a_private_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("container-token");
+        let token = load_or_create_token(&path).unwrap();
+        assert!(token.len() >= 43);
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&path).unwrap(), *token);
+        // Read back, the same token.
+        assert_eq!(*load_or_create_token(&path).unwrap(), *token);
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn reads_and_trims_an_existing_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        fs::write(&path, "  my-token \n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(*load_or_create_token(&path).unwrap(), "my-token");
+    }
+
+    #[test]
+    fn refuses_unsafe_or_useless_token_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        fs::write(&path, "my-token").unwrap();
+        for mode in [0o644, 0o604, 0o640, 0o620] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_or_create_token(&path).unwrap_err();
+            assert!(
+                matches!(err, ContainerTokenError::Permissions { .. }),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"));
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, " \n").unwrap();
+        assert!(matches!(
+            load_or_create_token(&path),
+            Err(ContainerTokenError::Empty { .. })
+        ));
+        fs::write(&path, "a\u{1}b").unwrap();
+        assert!(matches!(
+            load_or_create_token(&path),
+            Err(ContainerTokenError::NotPrintable { .. })
+        ));
+        fs::write(&path, vec![b'a'; 5000]).unwrap();
+        assert!(matches!(
+            load_or_create_token(&path),
+            Err(ContainerTokenError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            load_or_create_token(dir.path()),
+            Err(ContainerTokenError::NotAFile { .. })
+        ));
+    }
+}

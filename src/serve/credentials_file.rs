@@ -1,0 +1,703 @@
+//! Keeps one profile of the shared credentials file (`~/.aws/credentials`, or
+//! `AWS_SHARED_CREDENTIALS_FILE`) current, for tools that read nothing else.
+//!
+//! The file is the user's: every other profile, comment, blank line and line ending stays
+//! byte-for-byte. Inside our profile only `aws_access_key_id`, `aws_secret_access_key` and
+//! `aws_session_token` are replaced (other keys such as `region` stay), plus one comment
+//! line of our own, `# expires … (written by spiffe-aws-agent)`, so a person reading the file
+//! knows when the keys go stale. A comment rather than a key because every INI parser the
+//! SDKs use skips comments, while unknown keys are only ignored by most.
+//!
+//! Writes are atomic (a 0600 temporary file in the same directory, fsync, rename), so a
+//! client never reads half a file, and the result is always mode 0600. A symlinked file is
+//! updated at its target. Nothing is written while the role has no usable credentials.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
+
+const KEYS: [&str; 3] = [
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+];
+const MARKER_PREFIX: &str = "# expires ";
+const MARKER_SUFFIX: &str = " (written by spiffe-aws-agent)";
+/// First retry delay after a failed write; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// Why the credentials file could not be updated.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsFileError {
+    #[error("invalid credentials-file profile name {profile:?}: it must be non-empty, without surrounding spaces, and must not contain '[', ']', or control characters such as newlines")]
+    InvalidProfile { profile: String },
+    #[error("the {what} contains a line break and cannot be written to an INI file")]
+    InvalidValue { what: &'static str },
+    #[error("no role named {role:?} is configured for the credentials file")]
+    UnknownRole { role: String },
+    #[error("cannot read the credentials file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the credentials file {path} is not UTF-8 text; fix or move it")]
+    NotUtf8 { path: PathBuf },
+    #[error("cannot write the credentials file {path}: {source} (check the directory exists and is writable)")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the credentials-file writer task failed: {0}")]
+    Task(String),
+}
+
+/// `AWS_SHARED_CREDENTIALS_FILE` when set (a leading `~/` is expanded, as the SDKs do), else
+/// `$HOME/.aws/credentials`; `None` when neither can be determined.
+pub fn default_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    if let Some(p) = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if let (Ok(rest), Some(home)) = (p.strip_prefix("~"), home.as_ref()) {
+            return Some(home.join(rest));
+        }
+        return Some(p);
+    }
+    home.map(|h| h.join(".aws").join("credentials"))
+}
+
+/// Checks that `profile` can be written as `[profile]` and read back as the same name.
+pub fn validate_profile(profile: &str) -> Result<(), CredentialsFileError> {
+    let bad = profile.is_empty()
+        || profile.trim() != profile
+        || profile
+            .chars()
+            .any(|c| c == '[' || c == ']' || c.is_control());
+    if bad {
+        return Err(CredentialsFileError::InvalidProfile {
+            profile: profile.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes `creds` into `[profile]` of the credentials file at `path`, atomically, keeping
+/// everything else in the file as it was. Creates the file (and its directory) if missing.
+pub fn write_profile(
+    path: &Path,
+    profile: &str,
+    creds: &RoleCredentials,
+) -> Result<(), CredentialsFileError> {
+    validate_profile(profile)?;
+    let values = [
+        ("access key id", creds.access_key_id.as_str()),
+        ("secret access key", creds.secret_access_key.as_str()),
+        ("session token", creds.session_token.as_str()),
+    ];
+    for (what, v) in values {
+        if v.contains(['\n', '\r']) {
+            return Err(CredentialsFileError::InvalidValue { what });
+        }
+    }
+    // Rename would replace a symlink with a file; update what it points to instead.
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).map_err(|source| CredentialsFileError::Read {
+                path: path.to_owned(),
+                source,
+            })?
+        }
+        _ => path.to_owned(),
+    };
+    let existing = match std::fs::read(&target) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| CredentialsFileError::NotUtf8 {
+            path: target.clone(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(CredentialsFileError::Read {
+                path: target,
+                source,
+            })
+        }
+    };
+    let existing = zeroize::Zeroizing::new(existing);
+    let marker = format!(
+        "{MARKER_PREFIX}{}{MARKER_SUFFIX}",
+        super::http::aws_time(creds.expiration)
+    );
+    let updated = zeroize::Zeroizing::new(update_profile(
+        &existing,
+        profile,
+        [values[0].1, values[1].1, values[2].1],
+        &marker,
+    ));
+    super::container::write_private_file(&target, updated.as_bytes()).map_err(|source| {
+        CredentialsFileError::Write {
+            path: target.clone(),
+            source,
+        }
+    })
+}
+
+/// What one line of an INI file is, as far as this module cares.
+#[derive(Debug, PartialEq)]
+enum Line<'a> {
+    Section(&'a str),
+    Key(String),
+    Continuation,
+    Comment,
+    Blank,
+    Other,
+}
+
+fn classify(line: &str) -> Line<'_> {
+    let body = line.trim_end_matches(['\n', '\r']);
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return Line::Blank;
+    }
+    if trimmed.starts_with('#') || trimmed.starts_with(';') {
+        return Line::Comment;
+    }
+    if body.starts_with([' ', '\t']) {
+        return Line::Continuation;
+    }
+    if let Some(rest) = trimmed.strip_prefix('[') {
+        if let Some(end) = rest.rfind(']') {
+            return Line::Section(rest[..end].trim());
+        }
+    }
+    match trimmed.find(['=', ':']) {
+        Some(i) => Line::Key(trimmed[..i].trim().to_ascii_lowercase()),
+        None => Line::Other,
+    }
+}
+
+/// The line ending `line` has ("" for a last line without one).
+fn ending(line: &str) -> &str {
+    if line.ends_with("\r\n") {
+        "\r\n"
+    } else if line.ends_with('\n') {
+        "\n"
+    } else {
+        ""
+    }
+}
+
+/// `text` with `[profile]`'s three credential keys set to `values` and its expiry comment
+/// set to `marker`; all other bytes unchanged. Pure, so it is tested exhaustively.
+fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) -> String {
+    let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let kinds: Vec<Line<'_>> = lines.iter().map(|l| classify(l)).collect();
+
+    // Which lines belong to the profile, which keys and marker it already has, and where
+    // the missing ones go: after the last key of its first occurrence.
+    let mut in_target = Vec::with_capacity(lines.len());
+    let mut current = false;
+    let mut first_section: Option<usize> = None;
+    let mut insert_after: Option<usize> = None;
+    let mut seen_first = false;
+    let mut present = [false; 3];
+    let mut has_marker = false;
+    for (i, kind) in kinds.iter().enumerate() {
+        if let Line::Section(name) = kind {
+            let was_first_target = current && !seen_first && first_section.is_some();
+            if was_first_target {
+                seen_first = true;
+            }
+            current = *name == profile;
+            if current && first_section.is_none() {
+                first_section = Some(i);
+                insert_after = Some(i);
+            }
+            in_target.push(false);
+            continue;
+        }
+        in_target.push(current);
+        if !current {
+            continue;
+        }
+        match kind {
+            Line::Key(k) => {
+                if let Some(n) = KEYS.iter().position(|m| m == k) {
+                    present[n] = true;
+                }
+                if !seen_first {
+                    insert_after = Some(i);
+                }
+            }
+            Line::Continuation if !seen_first => insert_after = Some(i),
+            Line::Comment if is_marker(lines[i]) => has_marker = true,
+            _ => {}
+        }
+    }
+
+    let mut additions = String::new();
+    if !has_marker {
+        additions.push_str(marker);
+        additions.push_str(nl);
+    }
+    for (n, key) in KEYS.iter().enumerate() {
+        if !present[n] {
+            additions.push_str(&format!("{key} = {}{nl}", values[n]));
+        }
+    }
+
+    let mut out = String::with_capacity(text.len() + 2048);
+    let mut dropping_continuation = false;
+    for (i, line) in lines.iter().enumerate() {
+        let managed = match &kinds[i] {
+            Line::Key(k) if in_target[i] => KEYS.iter().position(|m| m == k),
+            _ => None,
+        };
+        if let Some(n) = managed {
+            out.push_str(&format!("{} = {}{}", KEYS[n], values[n], ending(line)));
+            dropping_continuation = true;
+        } else if dropping_continuation && kinds[i] == Line::Continuation {
+            // The rest of an old multi-line value of a key we replaced.
+        } else if in_target[i] && kinds[i] == Line::Comment && is_marker(line) {
+            dropping_continuation = false;
+            out.push_str(marker);
+            out.push_str(ending(line));
+        } else {
+            dropping_continuation = false;
+            out.push_str(line);
+        }
+        if Some(i) == insert_after && !additions.is_empty() {
+            if !out.ends_with('\n') {
+                out.push_str(nl);
+            }
+            out.push_str(&additions);
+        }
+    }
+    if first_section.is_none() {
+        if !out.is_empty() {
+            if !out.ends_with('\n') {
+                out.push_str(nl);
+            }
+            if !out.ends_with(&format!("{nl}{nl}")) && out != nl {
+                out.push_str(nl);
+            }
+        }
+        out.push('[');
+        out.push_str(profile);
+        out.push(']');
+        out.push_str(nl);
+        out.push_str(&additions);
+    }
+    out
+}
+
+fn is_marker(line: &str) -> bool {
+    let t = line.trim();
+    t.starts_with(MARKER_PREFIX) && t.ends_with(MARKER_SUFFIX)
+}
+
+/// Keeps `[profile]` in the file at `path` current with `role`'s credentials until
+/// `shutdown` completes.
+///
+/// Writes at once when usable credentials exist, then whenever the store reports a change
+/// and the role's credentials are new. Never writes while they are unavailable (the file
+/// keeps the last good ones, which clients will see expire). A failed write is logged and
+/// retried with backoff (1 s doubling to 60 s). Returns an error only for a bad profile
+/// name or an unknown role, before anything is written.
+pub async fn run(
+    store: Arc<CredentialStore>,
+    role: String,
+    path: PathBuf,
+    profile: String,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), CredentialsFileError> {
+    validate_profile(&profile)?;
+    if store.role_arn(&role).is_none() {
+        return Err(CredentialsFileError::UnknownRole { role });
+    }
+    let mut changes = store.subscribe();
+    let mut written: Option<Arc<RoleCredentials>> = None;
+    let mut retry: Option<Duration> = None;
+    tokio::pin!(shutdown);
+    loop {
+        changes.mark_unchanged();
+        let wait = match store.get(&role) {
+            Ok(creds) if !written.as_ref().is_some_and(|w| Arc::ptr_eq(w, &creds)) => {
+                let (p, prof, c) = (path.clone(), profile.clone(), Arc::clone(&creds));
+                let result = tokio::task::spawn_blocking(move || write_profile(&p, &prof, &c))
+                    .await
+                    .unwrap_or_else(|e| Err(CredentialsFileError::Task(e.to_string())));
+                match result {
+                    Ok(()) => {
+                        tracing::info!(
+                            path = %path.display(),
+                            profile = %profile,
+                            access_key_id = %creds.access_key_id,
+                            "updated the credentials file"
+                        );
+                        written = Some(creds);
+                        retry = None;
+                        None
+                    }
+                    Err(e) => {
+                        let delay = retry.map_or(FIRST_RETRY, |d| (d * 2).min(MAX_RETRY));
+                        tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot update the credentials file");
+                        retry = Some(delay);
+                        Some(delay)
+                    }
+                }
+            }
+            Ok(_) => None,
+            Err(Unavailable::UnknownRole(_)) => {
+                return Err(CredentialsFileError::UnknownRole { role });
+            }
+            Err(e) => {
+                tracing::debug!(reason = %e, "not updating the credentials file");
+                None
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    // The store is gone: nothing will change any more.
+                    return Ok(());
+                }
+            }
+            () = sleep_opt(wait) => {}
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::http::testing::{creds, store};
+    use std::os::unix::fs::PermissionsExt as _;
+
+    const V: [&str; 3] = ["AKNEW", "SKNEW", "TKNEW"];
+    const M: &str = "# expires 2026-11-24T21:00:00Z (written by spiffe-aws-agent)";
+
+    #[test]
+    fn replaces_only_our_keys_and_keeps_everything_else() {
+        let before = "\
+# my credentials, do not lose this comment
+[default]
+aws_access_key_id = AKDEFAULT
+aws_secret_access_key=SKDEFAULT
+
+; another comment
+[spiffe]
+region = eu-west-1
+AWS_ACCESS_KEY_ID = AKOLD
+# expires 2020-01-01T00:00:00Z (written by spiffe-aws-agent)
+aws_secret_access_key = SKOLD
+aws_session_token = TKOLD
+    continued-old-token
+# a comment of the user's in our section
+
+[other]
+aws_session_token = TKOTHER
+  not ours
+";
+        let after = update_profile(before, "spiffe", V, M);
+        let expected = "\
+# my credentials, do not lose this comment
+[default]
+aws_access_key_id = AKDEFAULT
+aws_secret_access_key=SKDEFAULT
+
+; another comment
+[spiffe]
+region = eu-west-1
+aws_access_key_id = AKNEW
+# expires 2026-11-24T21:00:00Z (written by spiffe-aws-agent)
+aws_secret_access_key = SKNEW
+aws_session_token = TKNEW
+# a comment of the user's in our section
+
+[other]
+aws_session_token = TKOTHER
+  not ours
+";
+        assert_eq!(after, expected);
+        // Idempotent.
+        assert_eq!(update_profile(&after, "spiffe", V, M), expected);
+    }
+
+    #[test]
+    fn adds_missing_keys_after_the_last_key_of_the_section() {
+        let before = "[spiffe]\nregion = us-east-1\n\n[x]\na = b\n";
+        let after = update_profile(before, "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[spiffe]\nregion = us-east-1\n{M}\naws_access_key_id = AKNEW\naws_secret_access_key = SKNEW\naws_session_token = TKNEW\n\n[x]\na = b\n")
+        );
+    }
+
+    #[test]
+    fn appends_a_missing_section() {
+        let block = format!("[spiffe]\n{M}\naws_access_key_id = AKNEW\naws_secret_access_key = SKNEW\naws_session_token = TKNEW\n");
+        assert_eq!(update_profile("", "spiffe", V, M), block);
+        assert_eq!(
+            update_profile("[a]\nk = v\n", "spiffe", V, M),
+            format!("[a]\nk = v\n\n{block}")
+        );
+        assert_eq!(
+            update_profile("[a]\nk = v", "spiffe", V, M),
+            format!("[a]\nk = v\n\n{block}")
+        );
+        assert_eq!(
+            update_profile("[a]\nk = v\n\n", "spiffe", V, M),
+            format!("[a]\nk = v\n\n{block}")
+        );
+        // A section whose name only starts like ours is another section.
+        assert!(update_profile("[spiffe-dev]\nk = v\n", "spiffe", V, M).ends_with(&block));
+        // A header with no newline at the end of the file.
+        assert_eq!(
+            update_profile("[spiffe]", "spiffe", V, M),
+            format!("[spiffe]\n{M}\naws_access_key_id = AKNEW\naws_secret_access_key = SKNEW\naws_session_token = TKNEW\n")
+        );
+    }
+
+    #[test]
+    fn keeps_crlf_line_endings() {
+        let before = "[a]\r\nk = v\r\n[spiffe]\r\naws_access_key_id = old\r\n";
+        let after = update_profile(before, "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[a]\r\nk = v\r\n[spiffe]\r\naws_access_key_id = AKNEW\r\n{M}\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
+        );
+    }
+
+    #[test]
+    fn refuses_profile_names_that_are_not_section_names() {
+        for bad in ["", "a]b", "a[b", "a\nb", "a\rb", " a", "a ", "a\u{0}"] {
+            assert!(
+                matches!(
+                    validate_profile(bad),
+                    Err(CredentialsFileError::InvalidProfile { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        for good in ["default", "spiffe", "my profile", "a.b-c_d"] {
+            assert!(validate_profile(good).is_ok(), "{good:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&["app"]);
+        let c = creds(&s, "app", "AK", Duration::from_secs(3600));
+        let path = dir.path().join("credentials");
+        assert!(write_profile(&path, "x]\n[default", &c).is_err());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn writes_atomically_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let original = "# keep\n[default]\naws_access_key_id = AKD\n";
+        std::fs::write(&path, original).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = store(&["app"]);
+        let c = creds(&s, "app", "ASIAFILE", Duration::from_secs(3600));
+        write_profile(&path, "spiffe", &c).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(original), "{text}");
+        assert!(text.contains("aws_access_key_id = ASIAFILE\n"));
+        assert!(text.contains("aws_secret_access_key = secret-ASIAFILE\n"));
+        assert!(text.contains("aws_session_token = token-ASIAFILE\n"));
+        assert!(text.contains(&format!(
+            "# expires {} (written",
+            crate::serve::http::aws_time(c.expiration)
+        )));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("credentials")],
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn creates_a_missing_file_and_directory_and_follows_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&["app"]);
+        let c = creds(&s, "app", "ASIANEW", Duration::from_secs(3600));
+        let path = dir.path().join(".aws").join("credentials");
+        write_profile(&path, "spiffe", &c).unwrap();
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("[spiffe]\n"));
+
+        let real = dir.path().join("real-credentials");
+        std::fs::write(&real, "[a]\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_profile(&link, "spiffe", &c).unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(std::fs::read_to_string(&real).unwrap().contains("ASIANEW"));
+    }
+
+    #[test]
+    fn refuses_values_that_would_break_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&["app"]);
+        let mut c = creds(&s, "app", "AK", Duration::from_secs(3600));
+        c.session_token = zeroize::Zeroizing::new("SECRETVALUE\n[default]".to_owned());
+        let err = write_profile(&dir.path().join("c"), "spiffe", &c).unwrap_err();
+        assert!(matches!(err, CredentialsFileError::InvalidValue { .. }));
+        assert!(!err.to_string().contains("SECRETVALUE"));
+    }
+
+    async fn wait_for_file(path: &Path, needle: &str) -> String {
+        for _ in 0..500 {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if text.contains(needle) {
+                    return text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{} never contained {needle}", path.display());
+    }
+
+    #[tokio::test]
+    async fn run_rewrites_on_change_and_not_while_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let s = store(&["app", "other"]);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            Arc::clone(&s),
+            "app".into(),
+            path.clone(),
+            "spiffe".into(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!path.exists(), "written before credentials existed");
+
+        // Credentials under the minimum lifetime are not written either.
+        s.publish(
+            "app",
+            creds(&s, "app", "ASIASHORT", Duration::from_secs(60)),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!path.exists(), "wrote credentials about to expire");
+
+        s.publish(
+            "app",
+            creds(&s, "app", "ASIAONE", Duration::from_secs(3600)),
+        );
+        wait_for_file(&path, "ASIAONE").await;
+        s.publish(
+            "app",
+            creds(&s, "app", "ASIATWO", Duration::from_secs(3600)),
+        );
+        let text = wait_for_file(&path, "ASIATWO").await;
+        assert!(!text.contains("ASIAONE"));
+        // Another role's change does not touch the file's content.
+        s.publish(
+            "other",
+            creds(&s, "other", "ASIAOTHER", Duration::from_secs(3600)),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("ASIAOTHER"));
+
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn run_retries_after_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        // The parent "directory" is a file: the first writes fail.
+        let blocker = dir.path().join("aws");
+        std::fs::write(&blocker, "").unwrap();
+        let path = blocker.join("credentials");
+        let s = store(&["app"]);
+        s.publish(
+            "app",
+            creds(&s, "app", "ASIARETRY", Duration::from_secs(3600)),
+        );
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let _task = tokio::spawn(run(
+            Arc::clone(&s),
+            "app".into(),
+            path.clone(),
+            "spiffe".into(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::remove_file(&blocker).unwrap();
+        wait_for_file(&path, "ASIARETRY").await;
+    }
+
+    #[tokio::test]
+    async fn run_refuses_bad_arguments() {
+        let s = store(&["app"]);
+        let path = PathBuf::from("/nonexistent/credentials");
+        let err = run(
+            Arc::clone(&s),
+            "nope".into(),
+            path.clone(),
+            "p".into(),
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(err, Err(CredentialsFileError::UnknownRole { .. })));
+        let err = run(s, "app".into(), path, "a]".into(), std::future::pending()).await;
+        assert!(matches!(
+            err,
+            Err(CredentialsFileError::InvalidProfile { .. })
+        ));
+    }
+
+    #[test]
+    fn default_path_honours_the_environment() {
+        // Read-only check of the current environment (tests run in parallel; no set_var).
+        match (
+            std::env::var_os("AWS_SHARED_CREDENTIALS_FILE"),
+            std::env::var_os("HOME"),
+        ) {
+            (Some(p), _) if !p.is_empty() && !p.to_string_lossy().starts_with('~') => {
+                assert_eq!(default_path(), Some(PathBuf::from(p)))
+            }
+            (None, Some(h)) if !h.is_empty() => {
+                assert_eq!(
+                    default_path(),
+                    Some(PathBuf::from(h).join(".aws/credentials"))
+                )
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! What every HTTP endpoint of the agent shares: one hardened accept loop, a body limit, the
+//! time format of credential documents, and the strict HTTP/1.1 response parser the
+//! agent-socket client uses.
+//!
+//! The endpoints are local and answer tiny requests, so the loop is deliberately small:
+//! HTTP/1.1 only, a header-read timeout so a client that never finishes its request does not
+//! hold a connection forever, a cap on header size and on open connections, and a graceful
+//! shutdown that lets in-flight requests finish for a bounded time.
+
+use std::future::Future;
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+
+/// Largest request body any endpoint accepts. No endpoint reads a body; a client sending a
+/// large one is not an AWS SDK.
+pub(crate) const MAX_BODY: u64 = 1024;
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's read buffer, and so the largest request head (its minimum allowed value).
+const MAX_HEAD: usize = 8192;
+/// Connections beyond this are closed at once instead of queuing.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A listening socket the accept loop can take connections from (TCP or unix).
+pub(crate) trait Accept: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_io(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept_io(&self) -> io::Result<Self::Io> {
+        let (stream, _) = self.accept().await?;
+        // Responses are one small write; do not let Nagle delay them.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept_io(&self) -> io::Result<Self::Io> {
+        Ok(self.accept().await?.0)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains connections.
+///
+/// Returns an error only when the listener itself fails in a way retrying cannot fix;
+/// per-connection errors are logged at debug level and never end the server.
+pub(crate) async fn serve<L: Accept>(
+    listener: L,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> io::Result<()> {
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept_io() => match accepted {
+                Ok(io) => {
+                    if conns.len() >= MAX_CONNECTIONS {
+                        tracing::warn!(endpoint = what, "too many open connections; refusing one");
+                        drop(io);
+                        continue;
+                    }
+                    let router = router.clone();
+                    let mut closing = closing_rx.clone();
+                    conns.spawn(async move {
+                        let mut builder = hyper::server::conn::http1::Builder::new();
+                        builder
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .max_buf_size(MAX_HEAD);
+                        let conn = builder
+                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+                        tokio::pin!(conn);
+                        let result = tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = result {
+                            tracing::debug!(endpoint = what, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => match accept_error_kind(&e) {
+                    AcceptError::Ignore => {}
+                    AcceptError::Backoff => {
+                        tracing::warn!(endpoint = what, error = %e, "accept failed; retrying shortly");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    AcceptError::Fatal => return Err(e),
+                },
+            },
+        }
+    }
+    let _ = closing_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            endpoint = what,
+            "connections still open at shutdown; closing them"
+        );
+    }
+    // Dropping the JoinSet aborts whatever is left.
+    Ok(())
+}
+
+enum AcceptError {
+    Ignore,
+    Backoff,
+    Fatal,
+}
+
+fn accept_error_kind(e: &io::Error) -> AcceptError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock => AcceptError::Ignore,
+        _ => match e.raw_os_error() {
+            // EMFILE, ENFILE, ENOBUFS, ENOMEM: resources run out, and come back.
+            Some(24 | 23 | 105 | 12) => AcceptError::Backoff,
+            _ => AcceptError::Fatal,
+        },
+    }
+}
+
+/// Middleware: refuses request bodies over [`MAX_BODY`] (413) and bodies of unknown length
+/// (411), before any handler runs.
+pub(crate) async fn limit_body(req: Request, next: Next) -> Response {
+    if let Some(refusal) = body_refusal(req.headers()) {
+        return refusal;
+    }
+    next.run(req).await
+}
+
+fn body_refusal(headers: &HeaderMap) -> Option<Response> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Some(text(
+            StatusCode::LENGTH_REQUIRED,
+            "request bodies must have a Content-Length",
+        ));
+    }
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let ok = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n <= MAX_BODY);
+        if !ok {
+            return Some(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
+    }
+    None
+}
+
+/// A plain-text response. Messages never contain secrets.
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut body = message.into();
+    body.push('\n');
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A JSON response carrying credentials: never cached by anything in between.
+pub(crate) fn json(content_type: &'static str, body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// Formats a time as AWS credential documents do (`2026-11-24T21:00:00Z`), without the
+/// panic `OffsetDateTime::from(SystemTime)` has for out-of-range times.
+pub(crate) fn aws_time(t: SystemTime) -> String {
+    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(if secs < 0 {
+        time::OffsetDateTime::UNIX_EPOCH
+    } else {
+        // 9999-12-31T23:59:59Z, the largest time the format can carry.
+        time::macros::datetime!(9999-12-31 23:59:59 UTC)
+    });
+    crate::identity::rfc3339(dt)
+}
+
+/// A response read by [`parse_response`].
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a response could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("the response ended before its header did")]
+    Truncated,
+    #[error("malformed status line")]
+    StatusLine,
+    #[error("malformed header line")]
+    Header,
+    #[error("missing or invalid Content-Length")]
+    ContentLength,
+    #[error("the body is {got} bytes, Content-Length said {want}")]
+    BodyLength { got: usize, want: usize },
+}
+
+/// Parses a complete HTTP/1.1 response (the connection was closed after it), strictly:
+/// `HTTP/1.x NNN reason`, CRLF-terminated headers, a `Content-Length` that matches the body
+/// exactly, no chunked encoding.
+pub(crate) fn parse_response(bytes: &[u8]) -> Result<RawResponse, ParseError> {
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(ParseError::Truncated)?;
+    let head = std::str::from_utf8(&bytes[..head_end]).map_err(|_| ParseError::Header)?;
+    let body = &bytes[head_end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or(ParseError::StatusLine)?;
+    let rest = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
+        .ok_or(ParseError::StatusLine)?;
+    let code = rest.get(..3).ok_or(ParseError::StatusLine)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) || !(rest.len() == 3 || rest[3..].starts_with(' '))
+    {
+        return Err(ParseError::StatusLine);
+    }
+    let status: u16 = code.parse().map_err(|_| ParseError::StatusLine)?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(ParseError::Header)?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ParseError::Header);
+        }
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    let resp = RawResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if resp.header("transfer-encoding").is_some() {
+        return Err(ParseError::ContentLength);
+    }
+    let want: usize = resp
+        .header("content-length")
+        .ok_or(ParseError::ContentLength)?
+        .parse()
+        .map_err(|_| ParseError::ContentLength)?;
+    if body.len() != want {
+        return Err(ParseError::BodyLength {
+            got: body.len(),
+            want,
+        });
+    }
+    Ok(RawResponse {
+        body: body.to_vec(),
+        ..resp
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A raw HTTP client for tests: sends exactly the bytes given, so tests can send what a
+    //! polite client never would.
+
+    use super::{parse_response, RawResponse};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends `request` (a full request head, `Connection: close` is added) and reads the
+    /// response until the server closes the connection.
+    pub async fn send<S>(
+        mut stream: S,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawResponse
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.unwrap();
+        parse_response(&buf).unwrap()
+    }
+
+    /// A store with `roles` (named after themselves, ARN in account 123456789012) that
+    /// refuses credentials with less than 5 minutes left, on tokio's clock.
+    pub fn store(roles: &[&str]) -> std::sync::Arc<crate::credentials::CredentialStore> {
+        std::sync::Arc::new(crate::credentials::CredentialStore::new(
+            roles
+                .iter()
+                .map(|r| (r.to_string(), format!("arn:aws:iam::123456789012:role/{r}"))),
+            std::time::Duration::from_secs(300),
+            std::sync::Arc::new(crate::credentials::clock::TokioClock::new()),
+        ))
+    }
+
+    /// Credentials for `role` in `store`, valid for `valid_for` from the store's now.
+    pub fn creds(
+        store: &crate::credentials::CredentialStore,
+        role: &str,
+        key_id: &str,
+        valid_for: std::time::Duration,
+    ) -> crate::credentials::RoleCredentials {
+        let now = store.clock().now();
+        crate::credentials::RoleCredentials {
+            access_key_id: key_id.to_owned(),
+            secret_access_key: zeroize::Zeroizing::new(format!("secret-{key_id}")),
+            session_token: zeroize::Zeroizing::new(format!("token-{key_id}")),
+            expiration: now + valid_for,
+            last_updated: now,
+            role_arn: store.role_arn(role).unwrap_or_default().to_owned(),
+            spiffe_id: Some("spiffe://example.org/w".to_owned()),
+            leaf_sha256: [7; 32],
+        }
+    }
+
+    pub async fn tcp(
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawResponse {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        send(stream, method, path, headers).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_strict_response() {
+        let r =
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-A: b\r\n\r\nhi").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("X-a"), Some("b"));
+        assert_eq!(r.body, b"hi");
+    }
+
+    #[test]
+    fn refuses_sloppy_responses() {
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\n"),
+            Err(ParseError::Truncated)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/2 200\r\n\r\n"),
+            Err(ParseError::StatusLine)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n"),
+            Err(ParseError::StatusLine)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\n\r\nbody"),
+            Err(ParseError::ContentLength)
+        ));
+        assert!(matches!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 0\r\n\r\n"
+            ),
+            Err(ParseError::ContentLength)
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhi"),
+            Err(ParseError::BodyLength { got: 2, want: 5 })
+        ));
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"),
+            Err(ParseError::Header)
+        ));
+    }
+
+    #[test]
+    fn formats_times_like_aws() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_554_000);
+        assert_eq!(aws_time(t), "2026-11-24T21:00:00Z");
+        assert_eq!(
+            aws_time(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 2)),
+            "9999-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn body_limits() {
+        let mut h = HeaderMap::new();
+        assert!(body_refusal(&h).is_none());
+        h.insert(header::CONTENT_LENGTH, "1024".parse().unwrap());
+        assert!(body_refusal(&h).is_none());
+        h.insert(header::CONTENT_LENGTH, "1025".parse().unwrap());
+        assert_eq!(
+            body_refusal(&h).unwrap().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        h.insert(header::CONTENT_LENGTH, "junk".parse().unwrap());
+        assert_eq!(
+            body_refusal(&h).unwrap().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert_eq!(
+            body_refusal(&h).unwrap().status(),
+            StatusCode::LENGTH_REQUIRED
+        );
+    }
+}

@@ -1,0 +1,767 @@
+//! An IMDSv2-compatible endpoint: what EC2's instance metadata service offers for
+//! credentials, and nothing else. AWS SDKs find it through `AWS_EC2_METADATA_SERVICE_ENDPOINT`
+//! (`http://127.0.0.1:9911`, like `aws_signing_helper serve`).
+//!
+//! The protocol, as the SDKs speak it:
+//! - `PUT /latest/api/token` with `X-aws-ec2-metadata-token-ttl-seconds: 1..=21600` returns a
+//!   session token, and echoes the TTL in the same response header (the Rust SDK refuses a
+//!   token response without it).
+//! - Every other request carries `X-aws-ec2-metadata-token`; without a valid, unexpired one
+//!   it gets 401. Tokens are remembered only as their SHA-256, with their expiry on tokio's
+//!   monotonic clock, so a wall-clock jump cannot extend or cut short a token.
+//! - Any request with `X-Forwarded-For` gets 403, as real IMDS refuses proxied requests:
+//!   it keeps a misconfigured reverse proxy on the host from handing credentials out.
+//! - `GET /latest/meta-data/iam/security-credentials/` lists the roles, one per line;
+//!   `GET …/{role}` returns the credentials document. botocore (so boto3 and the AWS CLI, as
+//!   of 1.44) and the Rust SDK use this legacy path only. The JS v3, Java v2, Ruby and PHP
+//!   SDKs first try `…/security-credentials-extended/`, which adds `AccountId`, and fall back
+//!   to the legacy path on 404; serving the extended path too saves them that round trip.
+//! - Real IMDS lists exactly one role, and botocore uses the whole listing as the role name,
+//!   so with several roles configured botocore only works against an endpoint that lists one:
+//!   [`ImdsConfig::roles`] picks which roles an endpoint serves (the rest are 404 there).
+//! - A role without usable credentials gets 503 and a short reason, never an empty
+//!   "Success" document (the failure `aws_signing_helper serve` used to have).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use base64::Engine as _;
+use ring::rand::SecureRandom as _;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::http;
+use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
+
+/// The default listen address, as `aws_signing_helper serve`.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9911";
+
+const TOKEN_PATH: &str = "/latest/api/token";
+const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+/// The longest token lifetime IMDS grants: 6 hours.
+pub const MAX_TOKEN_TTL: u64 = 21600;
+/// How many live tokens are remembered. SDKs cache a token for its lifetime, so a few per
+/// client process is normal; beyond the cap the token closest to expiry is forgotten
+/// (its client gets a 401 and asks for a new one).
+const MAX_TOKENS: usize = 4096;
+
+/// Builds the IMDS router over `store`, serving every role in it.
+pub fn router(store: Arc<CredentialStore>) -> Router {
+    router_for(store, None)
+}
+
+/// Builds the IMDS router over `store`, serving only `roles` when given (every role in the
+/// store otherwise).
+pub fn router_for(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Router {
+    let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
+    let state = Imds {
+        store,
+        roles: Arc::new(roles),
+        tokens: Arc::new(TokenTable::new(MAX_TOKENS)),
+    };
+    Router::new()
+        .route(TOKEN_PATH, put(issue_token))
+        .route(
+            "/latest/meta-data/iam/security-credentials",
+            get(list_roles),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials/",
+            get(list_roles),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials/{role}",
+            get(legacy_document),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials-extended",
+            get(list_roles),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials-extended/",
+            get(list_roles),
+        )
+        .route(
+            "/latest/meta-data/iam/security-credentials-extended/{role}",
+            get(extended_document),
+        )
+        .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(http::limit_body))
+        .with_state(state)
+}
+
+/// How one IMDS endpoint behaves beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ImdsConfig {
+    /// IP TTL of every response (`serve --hop-limit`, as EC2's `HttpPutResponseHopLimit`):
+    /// with 1, responses cannot leave the host, so a container behind a NAT hop cannot use
+    /// the endpoint. Applies to IPv4 connections; on IPv6 the system default stays.
+    pub hop_limit: Option<u32>,
+    /// The roles this endpoint lists and serves; `None` for every role in the store.
+    pub roles: Option<Vec<String>>,
+}
+
+/// Serves IMDS on an already-bound listener (IPv4 or IPv6) until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<CredentialStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, store, ImdsConfig::default(), shutdown).await
+}
+
+/// [`serve`] with an [`ImdsConfig`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    store: Arc<CredentialStore>,
+    config: ImdsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = router_for(store, config.roles);
+    match config.hop_limit {
+        None => http::serve(listener, router, shutdown, "imds").await,
+        Some(ttl) => {
+            let listener = HopLimited { listener, ttl };
+            http::serve(listener, router, shutdown, "imds").await
+        }
+    }
+}
+
+/// A listener whose connections send with a fixed IP TTL.
+struct HopLimited {
+    listener: tokio::net::TcpListener,
+    ttl: u32,
+}
+
+impl http::Accept for HopLimited {
+    type Io = tokio::net::TcpStream;
+    async fn accept_io(&self) -> std::io::Result<Self::Io> {
+        let stream = self.listener.accept_io().await?;
+        if stream.local_addr().is_ok_and(|a| a.is_ipv4()) {
+            if let Err(e) = stream.set_ttl(self.ttl) {
+                // Serving with the default TTL would silently drop the protection the
+                // operator asked for: refuse the connection instead.
+                tracing::warn!(error = %e, "cannot set the IMDS hop limit; closing the connection");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    e,
+                ));
+            }
+        }
+        Ok(stream)
+    }
+}
+
+#[derive(Clone)]
+struct Imds {
+    store: Arc<CredentialStore>,
+    /// The roles served here, in listing order.
+    roles: Arc<Vec<String>>,
+    tokens: Arc<TokenTable>,
+}
+
+/// Session tokens, remembered as SHA-256 digests with their expiry.
+struct TokenTable {
+    live: Mutex<HashMap<[u8; 32], Instant>>,
+    cap: usize,
+    rng: ring::rand::SystemRandom,
+}
+
+impl TokenTable {
+    fn new(cap: usize) -> Self {
+        TokenTable {
+            live: Mutex::new(HashMap::new()),
+            cap,
+            rng: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    /// A new token valid for `ttl`: 32 random bytes, base64url without padding.
+    fn issue(&self, ttl: Duration) -> Option<String> {
+        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+        self.rng.fill(&mut raw[..]).ok()?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]);
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.len() >= self.cap {
+            live.retain(|_, expiry| *expiry > now);
+        }
+        if live.len() >= self.cap {
+            if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
+                live.remove(&oldest);
+            }
+        }
+        live.insert(digest(token.as_bytes()), now + ttl);
+        Some(token)
+    }
+
+    /// Whether `token` was issued here and has not expired.
+    fn check(&self, token: &[u8]) -> bool {
+        let key = digest(token);
+        let now = Instant::now();
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        match live.get(&key) {
+            Some(expiry) if *expiry > now => true,
+            Some(_) => {
+                live.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Runs before every handler: refuses proxied requests, then requires a session token on
+/// everything but the token request itself (also for unknown paths, as IMDS does).
+async fn guard(State(imds): State<Imds>, req: Request, next: Next) -> Response {
+    if req.headers().contains_key("x-forwarded-for") {
+        return http::text(
+            StatusCode::FORBIDDEN,
+            "requests through a proxy (X-Forwarded-For) are refused",
+        );
+    }
+    if req.uri().path() != TOKEN_PATH {
+        let valid = req
+            .headers()
+            .get(TOKEN_HEADER)
+            .is_some_and(|t| imds.tokens.check(t.as_bytes()));
+        if !valid {
+            return http::text(
+                StatusCode::UNAUTHORIZED,
+                "missing, invalid or expired X-aws-ec2-metadata-token: PUT /latest/api/token first",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Parses the TTL header: ASCII digits only, 1..=21600.
+fn parse_ttl(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(TTL_HEADER)?.to_str().ok()?.trim();
+    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ttl: u64 = value.parse().ok()?;
+    (1..=MAX_TOKEN_TTL).contains(&ttl).then_some(ttl)
+}
+
+async fn issue_token(State(imds): State<Imds>, headers: HeaderMap) -> Response {
+    let Some(ttl) = parse_ttl(&headers) else {
+        return http::text(
+            StatusCode::BAD_REQUEST,
+            "X-aws-ec2-metadata-token-ttl-seconds must be a number of seconds from 1 to 21600",
+        );
+    };
+    let Some(token) = imds.tokens.issue(Duration::from_secs(ttl)) else {
+        tracing::error!("the system random number generator failed; cannot issue an IMDS token");
+        return http::text(StatusCode::INTERNAL_SERVER_ERROR, "cannot issue a token");
+    };
+    let mut resp = http::text(StatusCode::OK, "");
+    *resp.body_mut() = token.into();
+    resp.headers_mut()
+        .insert(TTL_HEADER, HeaderValue::from(ttl));
+    resp
+}
+
+async fn list_roles(State(imds): State<Imds>) -> Response {
+    if imds.roles.is_empty() {
+        return http::text(StatusCode::NOT_FOUND, "no roles are configured");
+    }
+    let mut resp = http::text(StatusCode::OK, "");
+    *resp.body_mut() = imds.roles.join("\n").into();
+    resp
+}
+
+async fn legacy_document(State(imds): State<Imds>, Path(role): Path<String>) -> Response {
+    document(&imds, &role, false)
+}
+
+async fn extended_document(State(imds): State<Imds>, Path(role): Path<String>) -> Response {
+    document(&imds, &role, true)
+}
+
+/// The credentials document, in IMDS's field order.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Document<'a> {
+    code: &'static str,
+    last_updated: String,
+    #[serde(rename = "Type")]
+    kind: &'static str,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+}
+
+fn document(imds: &Imds, role: &str, extended: bool) -> Response {
+    if !imds.roles.iter().any(|r| r == role) {
+        return unavailable(&Unavailable::UnknownRole(role.to_owned()));
+    }
+    match imds.store.get(role) {
+        Ok(creds) => {
+            let account_id = extended.then(|| account_id(&creds.role_arn)).flatten();
+            http::json("text/plain", render(&creds, account_id))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn render(creds: &RoleCredentials, account_id: Option<&str>) -> String {
+    let doc = Document {
+        code: "Success",
+        last_updated: http::aws_time(creds.last_updated),
+        kind: "AWS-HMAC",
+        access_key_id: &creds.access_key_id,
+        secret_access_key: &creds.secret_access_key,
+        token: &creds.session_token,
+        expiration: http::aws_time(creds.expiration),
+        account_id,
+    };
+    // A struct of strings always serializes.
+    serde_json::to_string(&doc).unwrap_or_default()
+}
+
+/// The account of `arn:PARTITION:iam::ACCOUNT:role/NAME`, if the ARN has that shape.
+fn account_id(role_arn: &str) -> Option<&str> {
+    let account = role_arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
+}
+
+/// 404 for an unknown role, 503 (clients retry) when credentials are not usable yet.
+pub(crate) fn unavailable(e: &Unavailable) -> Response {
+    match e {
+        Unavailable::UnknownRole(_) => http::text(StatusCode::NOT_FOUND, e.to_string()),
+        Unavailable::NotReady { .. } | Unavailable::ExpiringSoon { .. } => {
+            tracing::info!(reason = %e, "refusing a credentials request");
+            let mut resp = http::text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            resp.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::http::testing::{creds, store, tcp};
+    use crate::serve::http::{Accept as _, RawResponse};
+    use std::net::SocketAddr;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn start(
+        store: Arc<CredentialStore>,
+        bind: &str,
+    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, store, async {
+            let _ = rx.await;
+        }));
+        (addr, tx)
+    }
+
+    async fn token(addr: SocketAddr, ttl: &str) -> RawResponse {
+        tcp(
+            addr,
+            "PUT",
+            TOKEN_PATH,
+            &[("X-aws-ec2-metadata-token-ttl-seconds", ttl)],
+        )
+        .await
+    }
+
+    async fn get_with(addr: SocketAddr, path: &str, token: &str) -> RawResponse {
+        tcp(addr, "GET", path, &[("X-aws-ec2-metadata-token", token)]).await
+    }
+
+    fn body(r: &RawResponse) -> String {
+        String::from_utf8(r.body.clone()).unwrap()
+    }
+
+    async fn fresh_token(addr: SocketAddr) -> String {
+        let r = token(addr, "21600").await;
+        assert_eq!(r.status, 200);
+        body(&r)
+    }
+
+    #[tokio::test]
+    async fn token_ttl_bounds() {
+        let (addr, _stop) = start(store(&["app"]), "127.0.0.1:0").await;
+        for bad in [
+            "0",
+            "21601",
+            "junk",
+            "-1",
+            "+5",
+            "1.5",
+            "",
+            "99999999999999999999",
+        ] {
+            assert_eq!(token(addr, bad).await.status, 400, "ttl {bad:?}");
+        }
+        assert_eq!(tcp(addr, "PUT", TOKEN_PATH, &[]).await.status, 400);
+        for good in ["1", "21600", "300"] {
+            let r = token(addr, good).await;
+            assert_eq!(r.status, 200, "ttl {good}");
+            assert_eq!(r.header(TTL_HEADER), Some(good));
+            let t = body(&r);
+            assert!(t.len() >= 43, "{} chars", t.len());
+            assert!(t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+        assert_ne!(fresh_token(addr).await, fresh_token(addr).await);
+        // Only PUT issues tokens.
+        assert_eq!(
+            tcp(addr, "GET", TOKEN_PATH, &[(TTL_HEADER, "60")])
+                .await
+                .status,
+            405
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_expire() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "AKIA1", HOUR * 6));
+        let (addr, _stop) = start(s, "127.0.0.1:0").await;
+        let short = body(&token(addr, "10").await);
+        let long = fresh_token(addr).await;
+        let path = "/latest/meta-data/iam/security-credentials/app";
+        assert_eq!(get_with(addr, path, &short).await.status, 200);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(get_with(addr, path, &short).await.status, 200);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(get_with(addr, path, &short).await.status, 401);
+        assert_eq!(get_with(addr, path, &long).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn gets_need_a_valid_token() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "AKIA1", HOUR));
+        let (addr, _stop) = start(s, "127.0.0.1:0").await;
+        for path in [
+            "/latest/meta-data/iam/security-credentials/",
+            "/latest/meta-data/iam/security-credentials/app",
+            "/latest/meta-data/iam/security-credentials-extended/app",
+            "/latest/meta-data/instance-id",
+        ] {
+            assert_eq!(tcp(addr, "GET", path, &[]).await.status, 401, "{path}");
+            assert_eq!(
+                get_with(addr, path, "not-a-token").await.status,
+                401,
+                "{path}"
+            );
+            assert_eq!(get_with(addr, path, "").await.status, 401, "{path}");
+        }
+        let t = fresh_token(addr).await;
+        assert_eq!(
+            get_with(addr, "/latest/meta-data/iam/security-credentials/app", &t)
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            get_with(addr, "/latest/meta-data/instance-id", &t)
+                .await
+                .status,
+            404
+        );
+        assert_eq!(get_with(addr, "/latest/user-data", &t).await.status, 404);
+        assert_eq!(
+            get_with(addr, "/latest/meta-data/iam/security-credentials/app/x", &t)
+                .await
+                .status,
+            404
+        );
+        // A token from another server instance is not valid here.
+        let (other, _stop2) = start(store(&["app"]), "127.0.0.1:0").await;
+        let foreign = fresh_token(other).await;
+        assert_eq!(
+            get_with(
+                addr,
+                "/latest/meta-data/iam/security-credentials/",
+                &foreign
+            )
+            .await
+            .status,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn forwarded_requests_are_refused() {
+        let (addr, _stop) = start(store(&["app"]), "127.0.0.1:0").await;
+        let r = tcp(
+            addr,
+            "PUT",
+            TOKEN_PATH,
+            &[(TTL_HEADER, "60"), ("X-Forwarded-For", "10.0.0.1")],
+        )
+        .await;
+        assert_eq!(r.status, 403);
+        assert!(body(&r).contains("X-Forwarded-For"));
+        let t = fresh_token(addr).await;
+        let r = tcp(
+            addr,
+            "GET",
+            "/latest/meta-data/iam/security-credentials/",
+            &[
+                ("X-aws-ec2-metadata-token", &t),
+                ("x-forwarded-for", "1.2.3.4"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 403);
+    }
+
+    #[tokio::test]
+    async fn lists_roles_on_both_paths() {
+        let (addr, _stop) = start(store(&["beta", "alpha"]), "127.0.0.1:0").await;
+        let t = fresh_token(addr).await;
+        for path in [
+            "/latest/meta-data/iam/security-credentials/",
+            "/latest/meta-data/iam/security-credentials",
+            "/latest/meta-data/iam/security-credentials-extended/",
+        ] {
+            let r = get_with(addr, path, &t).await;
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(body(&r), "alpha\nbeta", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn documents_carry_the_published_credentials() {
+        let s = store(&["app"]);
+        let c = creds(&s, "app", "ASIAEXAMPLE", HOUR);
+        let (expiration, updated) = (http::aws_time(c.expiration), http::aws_time(c.last_updated));
+        s.publish("app", c);
+        let (addr, _stop) = start(s, "127.0.0.1:0").await;
+        let t = fresh_token(addr).await;
+
+        let r = get_with(addr, "/latest/meta-data/iam/security-credentials/app", &t).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        let text = body(&r);
+        assert!(
+            text.starts_with(r#"{"Code":"Success","LastUpdated":"#),
+            "{text}"
+        );
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["Code"], "Success");
+        assert_eq!(doc["Type"], "AWS-HMAC");
+        assert_eq!(doc["AccessKeyId"], "ASIAEXAMPLE");
+        assert_eq!(doc["SecretAccessKey"], "secret-ASIAEXAMPLE");
+        assert_eq!(doc["Token"], "token-ASIAEXAMPLE");
+        assert_eq!(doc["Expiration"], expiration.as_str());
+        assert_eq!(doc["LastUpdated"], updated.as_str());
+        assert!(doc.get("AccountId").is_none());
+
+        let r = get_with(
+            addr,
+            "/latest/meta-data/iam/security-credentials-extended/app",
+            &t,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let ext: serde_json::Value = serde_json::from_str(&body(&r)).unwrap();
+        assert_eq!(ext["AccountId"], "123456789012");
+        assert_eq!(ext["AccessKeyId"], "ASIAEXAMPLE");
+        assert_eq!(ext["Expiration"], expiration.as_str());
+    }
+
+    #[tokio::test]
+    async fn unknown_role_is_404_and_unusable_credentials_503() {
+        let s = store(&["app", "late", "stale"]);
+        s.publish("app", creds(&s, "app", "AKIA1", HOUR));
+        // Four minutes left: under the store's five-minute minimum.
+        s.publish(
+            "stale",
+            creds(&s, "stale", "AKIA2", Duration::from_secs(240)),
+        );
+        let (addr, _stop) = start(s, "127.0.0.1:0").await;
+        let t = fresh_token(addr).await;
+        let base = "/latest/meta-data/iam/security-credentials";
+        assert_eq!(
+            get_with(addr, &format!("{base}/nope"), &t).await.status,
+            404
+        );
+        assert_eq!(
+            get_with(addr, &format!("{base}-extended/nope"), &t)
+                .await
+                .status,
+            404
+        );
+        for role in ["late", "stale"] {
+            let r = get_with(addr, &format!("{base}/{role}"), &t).await;
+            assert_eq!(r.status, 503, "{role}");
+            let text = body(&r);
+            assert!(
+                !text.contains("Success") && !text.contains("AKIA2"),
+                "{text}"
+            );
+            assert!(text.contains(role), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_can_serve_a_subset_of_roles() {
+        let s = store(&["alpha", "beta"]);
+        s.publish("alpha", creds(&s, "alpha", "AKIAA", HOUR));
+        s.publish("beta", creds(&s, "beta", "AKIAB", HOUR));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ImdsConfig {
+            roles: Some(vec!["beta".into()]),
+            ..ImdsConfig::default()
+        };
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve_with(listener, s, config, async {
+            let _ = rx.await;
+        }));
+        let t = fresh_token(addr).await;
+        let base = "/latest/meta-data/iam/security-credentials";
+        assert_eq!(body(&get_with(addr, &format!("{base}/"), &t).await), "beta");
+        assert_eq!(
+            get_with(addr, &format!("{base}/beta"), &t).await.status,
+            200
+        );
+        assert_eq!(
+            get_with(addr, &format!("{base}/alpha"), &t).await.status,
+            404
+        );
+        assert_eq!(
+            get_with(addr, &format!("{base}-extended/alpha"), &t)
+                .await
+                .status,
+            404
+        );
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_refused() {
+        let (addr, _stop) = start(store(&["app"]), "127.0.0.1:0").await;
+        let r = tcp(
+            addr,
+            "PUT",
+            TOKEN_PATH,
+            &[(TTL_HEADER, "60"), ("Content-Length", "100000")],
+        )
+        .await;
+        assert_eq!(r.status, 413);
+    }
+
+    #[tokio::test]
+    async fn serves_on_ipv6_loopback() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "AKIA6", HOUR));
+        let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(l) => l,
+            // A host without IPv6 at all cannot run this test; say so loudly rather than
+            // pretend it passed for a reason it did not.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                eprintln!("no IPv6 loopback on this host: {e}");
+                return;
+            }
+            Err(e) => panic!("binding [::1]:0: {e}"),
+        };
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.is_ipv6());
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, s, async {
+            let _ = rx.await;
+        }));
+        let t = fresh_token(addr).await;
+        let r = get_with(addr, "/latest/meta-data/iam/security-credentials/app", &t).await;
+        assert_eq!(r.status, 200);
+        assert!(body(&r).contains("AKIA6"));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_serve() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, store(&["app"]), async {
+            let _ = rx.await;
+        }));
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn token_table_is_bounded() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let table = TokenTable::new(3);
+            let first = table.issue(Duration::from_secs(10)).unwrap();
+            let later: Vec<String> = (0..3)
+                .map(|_| table.issue(Duration::from_secs(100)).unwrap())
+                .collect();
+            // The token closest to expiry made room.
+            assert!(!table.check(first.as_bytes()));
+            assert!(later.iter().all(|t| table.check(t.as_bytes())));
+            assert_eq!(table.live.lock().unwrap().len(), 3);
+            tokio::time::advance(Duration::from_secs(101)).await;
+            let fresh = table.issue(Duration::from_secs(5)).unwrap();
+            assert_eq!(
+                table.live.lock().unwrap().len(),
+                1,
+                "expired tokens were evicted"
+            );
+            assert!(table.check(fresh.as_bytes()));
+        });
+    }
+
+    #[tokio::test]
+    async fn hop_limit_is_applied() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limited = HopLimited { listener, ttl: 1 };
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = limited.accept_io().await.unwrap();
+        assert_eq!(server_side.ttl().unwrap(), 1);
+        drop(client);
+    }
+
+    #[test]
+    fn account_ids() {
+        assert_eq!(
+            account_id("arn:aws:iam::123456789012:role/x"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            account_id("arn:aws-us-gov:iam::000000000001:role/a/b"),
+            Some("000000000001")
+        );
+        assert_eq!(account_id("arn:aws:iam::12345:role/x"), None);
+        assert_eq!(account_id("junk"), None);
+    }
+}
