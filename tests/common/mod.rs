@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod agent_stack;
 pub mod stack;
 
 use std::path::PathBuf;

@@ -387,6 +387,18 @@ impl RolesAnywhereDouble {
             .cloned()
     }
 
+    /// A lookup of issued sessions by access key that outlives borrows of the double: what
+    /// the AWS service doubles verify SigV4 against.
+    pub fn session_lookup(&self) -> crate::dev::aws_services::SessionLookup {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |access_key_id: &str| {
+            lock(&shared.issued)
+                .iter()
+                .find(|s| s.access_key_id == access_key_id)
+                .cloned()
+        })
+    }
+
     /// The next `times` CreateSession calls (`POST /sessions`) get `fault` instead of normal
     /// handling. Faults queue up in injection order.
     pub fn inject(&self, fault: Fault, times: usize) {

@@ -1,0 +1,285 @@
+//! The agent binary (`spiffe-aws-agent run --config …`) with every server on, against the
+//! Workload API, Roles Anywhere and AWS service doubles running in the test process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use spiffe_aws_agent::dev::aws_services::{AwsServicesConfig, AwsServicesDouble};
+use spiffe_aws_agent::dev::rolesanywhere::{
+    RolesAnywhereDoubleConfig, DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS, DEV_ROLE_ARN_REVIEWS,
+    DEV_TRUST_ANCHOR_ARN,
+};
+use spiffe_aws_agent::dev::workload_api::SvidEntry;
+
+use super::stack::{svid_from_files, Stack};
+
+pub const ORDERS: &str = "spiffe://example.org/service/orders";
+pub const REVIEWS: &str = "spiffe://example.org/service/reviews";
+
+/// What to start.
+pub struct AgentOptions {
+    pub svids: Vec<SvidEntry>,
+    /// (role name, role ARN, SPIFFE ID selecting the SVID)
+    pub roles: Vec<(String, String, Option<String>)>,
+    pub rolesanywhere: RolesAnywhereDoubleConfig,
+    pub min_remaining_seconds: Option<u64>,
+}
+
+impl AgentOptions {
+    /// The seed: orders and reviews SVIDs, a role for each.
+    pub fn seed() -> Self {
+        AgentOptions {
+            svids: vec![
+                svid_from_files(ORDERS, "orders-p256.pem", "orders-p256.key", true),
+                svid_from_files(REVIEWS, "reviews-p256.pem", "reviews-p256.key", true),
+            ],
+            roles: vec![
+                (
+                    "orders".into(),
+                    DEV_ROLE_ARN_ORDERS.into(),
+                    Some(ORDERS.into()),
+                ),
+                (
+                    "reviews".into(),
+                    DEV_ROLE_ARN_REVIEWS.into(),
+                    Some(REVIEWS.into()),
+                ),
+            ],
+            rolesanywhere: RolesAnywhereDoubleConfig::default(),
+            min_remaining_seconds: None,
+        }
+    }
+}
+
+/// A running agent process and the doubles it talks to.
+pub struct AgentStack {
+    pub stack: Stack,
+    pub aws: AwsServicesDouble,
+    child: Child,
+    pub imds_url: String,
+    pub container_base: String,
+    pub container_token_file: PathBuf,
+    pub agent_socket: PathBuf,
+    /// The shared credentials file the agent keeps (profile `default`, first role).
+    pub credentials_file: PathBuf,
+    /// An AWS config file with one `credential_process … --agent` profile per role.
+    pub aws_config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for AgentStack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl AgentStack {
+    pub async fn start(options: AgentOptions) -> AgentStack {
+        let stack = Stack::start_with(options.svids, options.rolesanywhere).await;
+        let aws = AwsServicesDouble::start(
+            AwsServicesConfig::seed(),
+            stack.rolesanywhere.session_lookup(),
+        )
+        .await
+        .expect("AWS services double");
+        let dir = stack.dir.path().to_path_buf();
+        let (imds_port, container_port) = (free_port(), free_port());
+        let agent_socket = dir.join("spiffe-aws-agent.sock");
+        let container_token_file = dir.join("container-token");
+        let credentials_file = dir.join("credentials");
+        let mut toml = format!(
+            "workload_api_socket = \"{}\"\nendpoint = \"{}\"\nca_bundle = \"{}\"\n",
+            stack.workload_api.endpoint(),
+            stack.rolesanywhere.endpoint(),
+            stack.ca_bundle.display()
+        );
+        if let Some(m) = options.min_remaining_seconds {
+            toml.push_str(&format!("min_remaining_seconds = {m}\n"));
+        }
+        for (name, arn, spiffe_id) in &options.roles {
+            toml.push_str(&format!(
+                "[[role]]\nname = \"{name}\"\ntrust_anchor_arn = \"{DEV_TRUST_ANCHOR_ARN}\"\nprofile_arn = \"{DEV_PROFILE_ARN}\"\nrole_arn = \"{arn}\"\n"
+            ));
+            if let Some(id) = spiffe_id {
+                toml.push_str(&format!("spiffe_id = \"{id}\"\n"));
+            }
+        }
+        let first = options.roles[0].0.clone();
+        toml.push_str(&format!(
+            "[imds]\nlisten = \"127.0.0.1:{imds_port}\"\n[container]\nlisten = \"127.0.0.1:{container_port}\"\ntoken_file = \"{}\"\n[agent_socket]\npath = \"{}\"\n[[credentials_file]]\nrole = \"{first}\"\nprofile = \"default\"\npath = \"{}\"\n",
+            container_token_file.display(),
+            agent_socket.display(),
+            credentials_file.display()
+        ));
+        let config_path = dir.join("agent.toml");
+        std::fs::write(&config_path, toml).expect("write agent.toml");
+
+        let mut aws_config = String::new();
+        for (name, _, _) in &options.roles {
+            aws_config.push_str(&format!(
+                "[profile {name}]\nregion = us-east-1\ncredential_process = {} credential-process --agent {} --role {name}\n",
+                env!("CARGO_BIN_EXE_spiffe-aws-agent"),
+                agent_socket.display()
+            ));
+        }
+        let aws_config_path = dir.join("aws-config");
+        std::fs::write(&aws_config_path, aws_config).expect("write aws config");
+
+        let log = dir.join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "spiffe_aws_agent=debug")
+            .env_remove("SPIFFE_ENDPOINT_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the agent");
+        let agent = AgentStack {
+            stack,
+            aws,
+            child,
+            imds_url: format!("http://127.0.0.1:{imds_port}"),
+            container_base: format!("http://127.0.0.1:{container_port}"),
+            container_token_file,
+            agent_socket,
+            credentials_file,
+            aws_config: aws_config_path,
+            log,
+        };
+        for (name, _, _) in &options.roles {
+            agent.wait_for_role(name).await;
+        }
+        agent
+    }
+
+    /// Waits until the agent serves `role` on its socket.
+    pub async fn wait_for_role(&self, role: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.credential_process(role).await;
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never served {role}: {}\nlog:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `credential-process --agent … --role ROLE`, as a process.
+    pub async fn credential_process(&self, role: &str) -> Output {
+        let socket = self.agent_socket.clone();
+        let role = role.to_owned();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+                .arg("credential-process")
+                .arg("--agent")
+                .arg(&socket)
+                .arg("--role")
+                .arg(&role)
+                .output()
+                .expect("run credential-process")
+        })
+        .await
+        .expect("join")
+    }
+
+    /// The agent's log so far, for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Environment for a client that must find credentials through `via` only.
+    pub fn client_env(&self, via: Via) -> Vec<(String, String)> {
+        let dir = self.stack.dir.path();
+        let mut env = vec![
+            (
+                "AWS_CONFIG_FILE".to_string(),
+                dir.join("no-config").display().to_string(),
+            ),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+                dir.join("no-credentials").display().to_string(),
+            ),
+            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+            ("AWS_REGION".to_string(), "us-east-1".to_string()),
+            ("AWS_DEFAULT_REGION".to_string(), "us-east-1".to_string()),
+        ];
+        let mut set = |k: &str, v: String| {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v));
+        };
+        match via {
+            Via::Imds => {
+                set("AWS_EC2_METADATA_DISABLED", "false".into());
+                set(
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                    format!("{}/", self.imds_url),
+                );
+            }
+            Via::Container(role) => {
+                set(
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    format!("{}/v1/credentials/{role}", self.container_base),
+                );
+                set(
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    self.container_token_file.display().to_string(),
+                );
+            }
+            Via::CredentialProcess(role) => {
+                set("AWS_CONFIG_FILE", self.aws_config.display().to_string());
+                set("AWS_PROFILE", role.to_string());
+            }
+            Via::CredentialsFile => {
+                set(
+                    "AWS_SHARED_CREDENTIALS_FILE",
+                    self.credentials_file.display().to_string(),
+                );
+            }
+        }
+        env
+    }
+}
+
+/// How a client finds its credentials.
+#[derive(Debug, Clone, Copy)]
+pub enum Via {
+    Imds,
+    Container(&'static str),
+    CredentialProcess(&'static str),
+    CredentialsFile,
+}
+
+/// Runs `program args` with only `env` for AWS settings (every inherited AWS_* removed).
+pub async fn run_client(program: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(program);
+        cmd.args(&args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env);
+        cmd.output().expect("run client")
+    })
+    .await
+    .expect("join")
+}
