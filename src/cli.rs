@@ -52,12 +52,16 @@ pub enum Command {
     /// keeping every other profile and comment.
     Update(Box<UpdateArgs>),
 
-    /// Run the whole flow on this machine against built-in doubles of SPIRE and Roles Anywhere.
+    /// Run the whole flow on this machine: doubles of SPIRE, Roles Anywhere, STS and VPC
+    /// Lattice, and the agent with every server on.
     ///
-    /// Starts a SPIFFE Workload API double (unix socket) and a Roles Anywhere double (HTTPS on
-    /// loopback, verifying every signature), exchanges the `orders` SVID for credentials,
-    /// prints them and the `credential_process` stanza to try it with any AWS client, then
-    /// keeps the doubles running (rotating the SVID every 30 s) until Ctrl-C.
+    /// The Workload API double (unix socket) holds `orders` and `reviews` SVIDs; the Roles
+    /// Anywhere double (HTTPS on loopback) verifies every signature; the STS and Lattice
+    /// doubles (one HTTP listener) accept only SigV4 requests signed with credentials it
+    /// issued. The agent keeps a role per SVID fresh and serves them by IMDS, the container
+    /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
+    /// AWS client, and commands that call the `billing` service as orders (allowed) and as
+    /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
 }
@@ -267,4 +271,12 @@ pub struct DevArgs {
     /// Seconds between SVID rotations while running.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub rotate_every: u64,
+
+    /// Address of the agent's IMDSv2-style endpoint (port 0: any free port).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9911")]
+    pub imds: String,
+
+    /// Address of the agent's container-credentials endpoint (port 0: any free port).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9912")]
+    pub container: String,
 }

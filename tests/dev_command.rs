@@ -10,7 +10,15 @@ use std::process::{Command, Stdio};
 fn dev_once_exchanges_and_prints_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
-        .args(["dev", "--once", "--dir"])
+        .args([
+            "dev",
+            "--once",
+            "--imds",
+            "127.0.0.1:0",
+            "--container",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -37,7 +45,16 @@ fn dev_once_exchanges_and_prints_credentials() {
 fn dev_keeps_serving_a_config_that_boto3_resolves() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
-        .args(["dev", "--rotate-every", "1", "--dir"])
+        .args([
+            "dev",
+            "--rotate-every",
+            "1",
+            "--imds",
+            "127.0.0.1:0",
+            "--container",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,21 +1,26 @@
 //! `spiffe-aws-agent dev`: the whole flow on one machine.
 //!
 //! It starts the Workload API double (holding `orders` and `reviews` SVIDs issued from the test
-//! intermediate) and the verifying Roles Anywhere double, exchanges the `orders` SVID through
-//! the same code `credential-process` runs, and prints what a newcomer pastes to try any AWS
-//! client against the doubles. Until Ctrl-C it rotates the SVIDs like a SPIRE agent would.
+//! intermediate), the verifying Roles Anywhere double and the STS + VPC Lattice doubles, then
+//! runs the agent in-process against them with every server on, and prints what a newcomer
+//! pastes to try any AWS client. Until Ctrl-C it rotates the SVIDs like a SPIRE agent would;
+//! the agent notices and re-exchanges on its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{CredentialProcessArgs, DevArgs, IdentityArgs, SessionArgs};
+use crate::agent::{self, AgentError};
+use crate::cli::{DevArgs, IdentityArgs, SessionArgs};
+use crate::config::{AgentPlan, ContainerPlan, CredentialsFilePlan, RolePlan};
+use crate::credentials::refresher::RefreshPolicy;
+use crate::dev::aws_services::{AwsServicesConfig, AwsServicesDouble, AwsServicesError};
 use crate::dev::pki;
 use crate::dev::rolesanywhere::{
     RolesAnywhereDouble, RolesAnywhereDoubleConfig, RolesAnywhereDoubleError, DEV_PROFILE_ARN,
-    DEV_ROLE_ARN_ORDERS, DEV_TRUST_ANCHOR_ARN,
+    DEV_ROLE_ARN_ORDERS, DEV_ROLE_ARN_REVIEWS, DEV_TRUST_ANCHOR_ARN,
 };
 use crate::dev::workload_api::{SvidEntry, SvidIssuer, WorkloadApiDouble, WorkloadApiDoubleError};
-use crate::serve::process::{self, ProcessError};
+use crate::serve::process::{Exchange, IdentityPlan, ProcessError};
 
 /// How long the SVIDs that `dev` issues live; rotation replaces them well before.
 const SVID_TTL: Duration = Duration::from_secs(3600);
@@ -32,11 +37,17 @@ pub enum DevError {
     WorkloadApi(#[from] WorkloadApiDoubleError),
     #[error("the Roles Anywhere double failed: {0}")]
     RolesAnywhere(#[from] RolesAnywhereDoubleError),
-    #[error("the exchange against the doubles failed: {0}")]
+    #[error("the AWS services double failed: {0}")]
+    AwsServices(#[from] AwsServicesError),
+    #[error("invalid dev setting: {0}")]
+    Setting(String),
+    #[error("{0}")]
     Exchange(#[from] ProcessError),
+    #[error("the agent failed: {0}")]
+    Agent(#[from] AgentError),
 }
 
-/// Runs the dev stack; returns after one exchange with `--once`, else at Ctrl-C.
+/// Runs the dev stack; returns after the first exchange with `--once`, else at Ctrl-C.
 pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     let temp;
     let dir: PathBuf = match &args.dir {
@@ -45,81 +56,132 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
                 path: d.display().to_string(),
                 source,
             })?;
-            d.clone()
+            d.canonicalize().unwrap_or_else(|_| d.clone())
         }
         None => {
             temp = tempfile_dir()?;
             temp.0.clone()
         }
     };
+    let imds_addr = crate::config::parse_listen(&args.imds)
+        .map_err(|m| DevError::Setting(format!("--imds: {m}")))?;
+    let container_addr = crate::config::parse_listen(&args.container)
+        .map_err(|m| DevError::Setting(format!("--container: {m}")))?;
 
+    // The doubles.
     let issuer = SvidIssuer::from_test_intermediate()?;
-    let svids = issue_all(&issuer)?;
-    let bundle = pem_certs(pki::ROOT_CA_PEM);
-    let workload_api = WorkloadApiDouble::start(dir.join("agent.sock"), svids, bundle).await?;
+    let workload_api = WorkloadApiDouble::start(
+        dir.join("spire-agent.sock"),
+        issue_all(&issuer)?,
+        pem_certs(pki::ROOT_CA_PEM),
+    )
+    .await?;
     let rolesanywhere = RolesAnywhereDouble::start(RolesAnywhereDoubleConfig::default()).await?;
+    let aws =
+        AwsServicesDouble::start(AwsServicesConfig::seed(), rolesanywhere.session_lookup()).await?;
     let ca_bundle = dir.join("roles-anywhere-ca.pem");
     write(&ca_bundle, RolesAnywhereDouble::ca_pem())?;
 
-    let cp_args = CredentialProcessArgs {
-        agent: None,
-        role: None,
-        identity: IdentityArgs {
-            workload_api_socket: Some(workload_api.endpoint()),
-            spiffe_id: None,
-            workload_api_timeout: 10,
-            certificate: None,
-            private_key: None,
-            intermediates: None,
-        },
-        session: SessionArgs {
+    // The agent, configured as a user would: a role per SVID.
+    let role = |name: &str, arn: &str, spiffe_id: &str| -> Result<RolePlan, DevError> {
+        let session = SessionArgs {
             trust_anchor_arn: Some(DEV_TRUST_ANCHOR_ARN.into()),
             profile_arn: Some(DEV_PROFILE_ARN.into()),
-            role_arn: Some(DEV_ROLE_ARN_ORDERS.into()),
+            role_arn: Some(arn.into()),
             region: None,
             endpoint: Some(rolesanywhere.endpoint()),
             ca_bundle: Some(ca_bundle.clone()),
             session_duration: 3600,
             role_session_name: None,
             timeout: 15,
-        },
+        };
+        Ok(RolePlan {
+            name: name.into(),
+            spiffe_id: Some(spiffe_id.into()),
+            role_arn: arn.into(),
+            exchange: Exchange::new(&session)?,
+        })
     };
-    let creds = process::fetch(&cp_args).await?;
-    let session = rolesanywhere.session_for_access_key(&creds.access_key_id);
+    let agent_socket = dir.join("agent.sock");
+    let credentials_file = dir.join("credentials");
+    let plan = AgentPlan {
+        identity: IdentityPlan::new(&IdentityArgs {
+            workload_api_socket: Some(workload_api.endpoint()),
+            spiffe_id: None,
+            workload_api_timeout: 10,
+            certificate: None,
+            private_key: None,
+            intermediates: None,
+        })?,
+        roles: vec![
+            role("orders", DEV_ROLE_ARN_ORDERS, pki::ORDERS_SPIFFE_ID)?,
+            role("reviews", DEV_ROLE_ARN_REVIEWS, pki::REVIEWS_SPIFFE_ID)?,
+        ],
+        imds: vec![imds_addr],
+        container: Some(ContainerPlan {
+            listen: container_addr,
+            token_file: dir.join("container-token"),
+        }),
+        agent_socket: Some(agent_socket.clone()),
+        credentials_files: vec![CredentialsFilePlan {
+            role: "orders".into(),
+            profile: "default".into(),
+            path: Some(credentials_file.clone()),
+        }],
+        min_remaining: crate::config::DEFAULT_MIN_REMAINING,
+        hop_limit: None,
+        imds_roles: None,
+    };
+    let running = agent::start(plan, RefreshPolicy::default()).await?;
+    wait_ready(&running, &["orders", "reviews"]).await?;
+    let creds = running
+        .store
+        .get("orders")
+        .map_err(|e| DevError::Setting(e.to_string()))?;
 
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "spiffe-aws-agent".into());
-    let command_line = format!(
-        "{exe} credential-process --workload-api-socket {} --trust-anchor-arn {DEV_TRUST_ANCHOR_ARN} --profile-arn {DEV_PROFILE_ARN} --role-arn {DEV_ROLE_ARN_ORDERS} --endpoint {} --ca-bundle {}",
-        workload_api.endpoint(),
-        rolesanywhere.endpoint(),
-        ca_bundle.display()
-    );
     let aws_config = dir.join("aws-config");
-    write(
-        &aws_config,
-        &format!("[profile orders]\nregion = us-east-1\ncredential_process = {command_line}\n"),
-    )?;
+    let mut config_text = String::new();
+    for name in ["orders", "reviews"] {
+        config_text.push_str(&format!(
+            "[profile {name}]\nregion = us-east-1\ncredential_process = {exe} credential-process --agent {} --role {name}\n",
+            agent_socket.display()
+        ));
+    }
+    write(&aws_config, &config_text)?;
 
+    let imds_url = running
+        .imds_addrs
+        .first()
+        .map(|a| format!("http://{a}/"))
+        .unwrap_or_default();
+    let container_url = running
+        .container_addr
+        .map(|a| format!("http://{a}/v1/credentials/orders"))
+        .unwrap_or_default();
+    let aws_endpoint = aws.endpoint();
+    let python = python_for_scripts();
+    let lattice_script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lattice-call.py");
+    let config_env = format!("AWS_CONFIG_FILE={}", aws_config.display());
+
+    println!("spiffe-aws-agent dev: SPIRE, Roles Anywhere, STS and VPC Lattice doubles and the agent are running.\n");
     println!(
-        "spiffe-aws-agent dev: SPIRE and Roles Anywhere doubles are running on this machine.\n"
-    );
-    println!(
-        "  Workload API double   {}  (SVIDs: {}, {})",
+        "  Workload API double    {}  (SVIDs {} and {})",
         workload_api.endpoint(),
         pki::ORDERS_SPIFFE_ID,
         pki::REVIEWS_SPIFFE_ID
     );
     println!(
-        "  Roles Anywhere double {}  (TLS CA: {})",
-        rolesanywhere.endpoint(),
-        ca_bundle.display()
+        "  Roles Anywhere double  {}  (verifies every SigV4-X509 signature)",
+        rolesanywhere.endpoint()
     );
+    println!("  AWS services double    {aws_endpoint}  (STS GetCallerIdentity; VPC Lattice services billing and rates)");
     println!();
-    println!("Exchanged the orders SVID for credentials (CreateSession verified by the double):");
-    println!("  {}", process::render(&creds));
-    if let Some(s) = &session {
+    println!("The agent exchanged each SVID for credentials; role orders:");
+    println!("  {}", crate::serve::agent_socket::render(&creds));
+    if let Some(s) = rolesanywhere.session_for_access_key(&creds.access_key_id) {
         println!(
             "  assumed role: {}  (principal tag x509SAN/URI = {})",
             s.assumed_role_arn,
@@ -127,18 +189,34 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         );
     }
     println!();
+    println!("Point any AWS client at the agent (each line is one way):");
+    println!("  export AWS_EC2_METADATA_SERVICE_ENDPOINT={imds_url}");
+    println!("  export AWS_CONTAINER_CREDENTIALS_FULL_URI={container_url} AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", dir.join("container-token").display());
     println!(
-        "Try it with any AWS client (the config file below holds the credential_process line):"
+        "  export {config_env} AWS_PROFILE=orders      # credential_process via the agent socket"
     );
-    println!("  export AWS_CONFIG_FILE={}", aws_config.display());
-    println!("  python3 -c 'import boto3; print(boto3.Session(profile_name=\"orders\").get_credentials().access_key)'");
-    println!("  aws configure export-credentials --profile orders");
+    println!(
+        "  export AWS_SHARED_CREDENTIALS_FILE={}",
+        credentials_file.display()
+    );
     println!();
-    println!("or paste into ~/.aws/config:");
+    println!("  or paste into ~/.aws/config:");
     println!("  [profile orders]");
-    println!("  credential_process = {command_line}");
+    println!(
+        "  credential_process = {exe} credential-process --agent {} --role orders",
+        agent_socket.display()
+    );
+    println!();
+    println!("Try it:");
+    println!(
+        "  {config_env} aws sts get-caller-identity --profile orders --endpoint-url {aws_endpoint}"
+    );
+    println!("  {config_env} {python} {lattice_script} --profile orders --service billing --endpoint {aws_endpoint}   # 200: allowed");
+    println!("  {config_env} {python} {lattice_script} --profile reviews --service billing --endpoint {aws_endpoint}  # 403: denied");
 
     if args.once {
+        running.shutdown().await;
+        aws.shutdown().await;
         workload_api.shutdown().await;
         rolesanywhere.shutdown().await;
         return Ok(());
@@ -156,7 +234,6 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
                 match issue_all(&issuer) {
                     Ok(svids) => {
                         workload_api.set_svids(svids);
-                        tracing::info!("rotated the SVIDs");
                         println!("rotated the SVIDs");
                     }
                     Err(e) => eprintln!("spiffe-aws-agent dev: rotation failed: {e}"),
@@ -164,9 +241,42 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             }
         }
     }
+    running.shutdown().await;
+    aws.shutdown().await;
     workload_api.shutdown().await;
     rolesanywhere.shutdown().await;
     Ok(())
+}
+
+async fn wait_ready(running: &agent::RunningAgent, roles: &[&str]) -> Result<(), DevError> {
+    let mut changes = running.store.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match roles.iter().find_map(|r| running.store.get(r).err()) {
+            None => return Ok(()),
+            Some(e) => {
+                if tokio::time::timeout_at(deadline, changes.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(DevError::Setting(format!(
+                        "the agent got no credentials: {e}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The Python with botocore that the printed commands use: the repository's venv if
+/// `scripts/test.sh` made one, else `python3`.
+fn python_for_scripts() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    if Path::new(venv).exists() {
+        venv.to_owned()
+    } else {
+        "python3".to_owned()
+    }
 }
 
 fn issue_all(issuer: &SvidIssuer) -> Result<Vec<SvidEntry>, WorkloadApiDoubleError> {
