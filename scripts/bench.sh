@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Measures the agent's serving paths (not a test; numbers go to BENCHMARKS.md):
+#   1. median wall time of a whole `credential-process --agent` process (hyperfine),
+#   2. requests/s and p99 latency of the IMDS credentials GET with 64 connections (wrk),
+#   3. the agent process's peak resident memory (VmHWM) after the load.
+# The doubles run in `spiffe-aws-agent dev`; the measured agent is a separate `run` process
+# so its memory is its own. Everything stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${BENCH_DURATION:-10s}"
+RUNS="${BENCH_RUNS:-1000}"
+IMDS_PORT="${BENCH_IMDS_PORT:-19911}"
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need hyperfine hyperfine
+need curl curl
+
+cargo build --release --quiet
+BIN="$PWD/target/release/spiffe-aws-agent"
+DIR="$(mktemp -d)"
+cleanup() { kill "${AGENT_PID:-}" "${DEV_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+
+# The doubles (and dev's own agent, on free ports; it is not the one measured).
+"$BIN" dev --dir "$DIR" --rotate-every 86400 --imds 127.0.0.1:0 --container 127.0.0.1:0 >"$DIR/dev.out" 2>"$DIR/dev.err" &
+DEV_PID=$!
+for _ in $(seq 100); do grep -q "Ctrl-C stops" "$DIR/dev.out" 2>/dev/null && break; sleep 0.1; done
+RA_ENDPOINT="$(grep -o 'https://localhost:[0-9]*' "$DIR/dev.out" | head -1)"
+[ -n "$RA_ENDPOINT" ] || { cat "$DIR/dev.out" "$DIR/dev.err"; echo "dev did not start" >&2; exit 1; }
+
+cat >"$DIR/bench-agent.toml" <<TOML
+workload_api_socket = "unix://$DIR/spire-agent.sock"
+endpoint = "$RA_ENDPOINT"
+ca_bundle = "$DIR/roles-anywhere-ca.pem"
+[[role]]
+name = "orders"
+trust_anchor_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001"
+profile_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002"
+role_arn = "arn:aws:iam::123456789012:role/orders"
+spiffe_id = "spiffe://example.org/service/orders"
+[imds]
+listen = "127.0.0.1:$IMDS_PORT"
+[agent_socket]
+path = "$DIR/bench-agent.sock"
+TOML
+RUST_LOG=warn "$BIN" run --config "$DIR/bench-agent.toml" 2>"$DIR/agent.err" &
+AGENT_PID=$!
+for _ in $(seq 100); do "$BIN" credential-process --agent "$DIR/bench-agent.sock" --role orders >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN" credential-process --agent "$DIR/bench-agent.sock" --role orders >/dev/null
+
+echo "== credential-process --agent: $RUNS runs"
+hyperfine -N --warmup 50 --runs "$RUNS" --export-json "$DIR/cp.json" \
+    "$BIN credential-process --agent $DIR/bench-agent.sock --role orders" >/dev/null
+CP_MEDIAN_MS="$(python3 -c "import json,statistics; r=json.load(open('$DIR/cp.json'))['results'][0]; print(f\"{statistics.median(r['times'])*1000:.3f}\")")"
+CP_P90_MS="$(python3 -c "import json; r=sorted(json.load(open('$DIR/cp.json'))['results'][0]['times']); print(f'{r[int(len(r)*0.9)]*1000:.3f}')")"
+
+echo "== IMDS credentials GET: 64 connections, $DURATION"
+TOKEN="$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$IMDS_PORT/latest/api/token")"
+URL="http://127.0.0.1:$IMDS_PORT/latest/meta-data/iam/security-credentials/orders"
+curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "$URL" | grep -q '"Code":"Success"'
+wrk -t2 -c64 -d"$DURATION" --latency -H "X-aws-ec2-metadata-token: $TOKEN" "$URL" >"$DIR/wrk.out"
+RPS="$(awk '/^Requests\/sec:/ {print $2}' "$DIR/wrk.out")"
+P99="$(awk '$1 == "99%" {print $2}' "$DIR/wrk.out")"
+P50="$(awk '$1 == "50%" {print $2}' "$DIR/wrk.out")"
+ERRORS="$(grep -E 'Non-2xx|Socket errors' "$DIR/wrk.out" || true)"
+
+HWM_KB="$(awk '/^VmHWM:/ {print $2}' "/proc/$AGENT_PID/status")"
+RSS_KB="$(awk '/^VmRSS:/ {print $2}' "/proc/$AGENT_PID/status")"
+
+cat <<REPORT
+
+| measure | result | target |
+| --- | --- | --- |
+| credential-process --agent, median wall time ($RUNS runs) | ${CP_MEDIAN_MS} ms (p90 ${CP_P90_MS} ms) | <= 2 ms |
+| IMDS credentials GET, 64 connections, $DURATION | ${RPS} req/s | >= 50,000 |
+| IMDS credentials GET latency | p50 ${P50}, p99 ${P99} | p99 <= 2 ms |
+| agent peak resident memory (VmHWM) after the load | $((HWM_KB / 1024)) MiB (${HWM_KB} KiB; now ${RSS_KB} KiB) | <= 20 MiB |
+
+machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load generator and agent share the cores.
+${ERRORS:+wrk reported: $ERRORS}
+REPORT
