@@ -41,6 +41,7 @@ fn store() -> Arc<CredentialStore> {
             role_arn: "arn:aws:iam::123456789012:role/app".into(),
             spiffe_id: None,
             leaf_sha256: [0; 32],
+            rendered: Default::default(),
         },
     );
     store

@@ -18,6 +18,23 @@ use zeroize::Zeroizing;
 use crate::rolesanywhere::client::Credentials;
 use clock::Clock;
 
+/// The documents each channel serves for one credential set, rendered on first use and then
+/// shared by every reader: the hot IMDS path copies a reference count instead of formatting
+/// JSON and timestamps per request.
+#[derive(Clone, Default)]
+pub struct RenderCache {
+    cells: [std::sync::OnceLock<axum::body::Bytes>; 4],
+}
+
+/// Which document a [`RenderCache`] cell holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Rendered {
+    ImdsLegacy = 0,
+    ImdsExtended = 1,
+    Container = 2,
+    CredentialProcess = 3,
+}
+
 /// Credentials for one role, as served. `Debug` hides the secret and the token.
 #[derive(Clone)]
 pub struct RoleCredentials {
@@ -33,6 +50,9 @@ pub struct RoleCredentials {
     /// SHA-256 of the leaf certificate they were exchanged for: how the refresher notices a
     /// rotated SVID.
     pub leaf_sha256: [u8; 32],
+    /// Serialized documents (they hold the secret: never logged, zeroized with the set only
+    /// as far as `Bytes` allows, like any response buffer).
+    pub rendered: RenderCache,
 }
 
 impl std::fmt::Debug for RoleCredentials {
@@ -63,7 +83,19 @@ impl RoleCredentials {
             role_arn: creds.role_arn,
             spiffe_id,
             leaf_sha256,
+            rendered: RenderCache::default(),
         }
+    }
+
+    /// The `which` document, rendered by `render` the first time it is asked for.
+    pub fn rendered(
+        &self,
+        which: Rendered,
+        render: impl FnOnce(&Self) -> String,
+    ) -> axum::body::Bytes {
+        self.rendered.cells[which as usize]
+            .get_or_init(|| axum::body::Bytes::from(render(self)))
+            .clone()
     }
 }
 

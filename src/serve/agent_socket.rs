@@ -198,7 +198,10 @@ async fn credentials(
     UrlPath(role): UrlPath<String>,
 ) -> Response {
     match store.get(&role) {
-        Ok(creds) => http::json("application/json", render(&creds)),
+        Ok(creds) => http::json(
+            "application/json",
+            creds.rendered(crate::credentials::Rendered::CredentialProcess, render),
+        ),
         Err(e) => super::imds::unavailable(&e),
     }
 }

@@ -262,7 +262,10 @@ async fn credentials(
         );
     }
     match state.store.get(&role) {
-        Ok(creds) => http::json("application/json", render(&creds)),
+        Ok(creds) => http::json(
+            "application/json",
+            creds.rendered(crate::credentials::Rendered::Container, render),
+        ),
         Err(e) => super::imds::unavailable(&e),
     }
 }

@@ -196,8 +196,8 @@ pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A JSON response carrying credentials: never cached by anything in between.
-pub(crate) fn json(content_type: &'static str, body: String) -> Response {
-    let mut resp = Response::new(Body::from(body));
+pub(crate) fn json(content_type: &'static str, body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
     let headers = resp.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -374,6 +374,7 @@ pub(crate) mod testing {
             role_arn: store.role_arn(role).unwrap_or_default().to_owned(),
             spiffe_id: Some("spiffe://example.org/w".to_owned()),
             leaf_sha256: [7; 32],
+            rendered: Default::default(),
         }
     }
 

@@ -39,7 +39,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::http;
-use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
+use crate::credentials::{CredentialStore, Rendered, RoleCredentials, Unavailable};
 
 /// The default listen address, as `aws_signing_helper serve`.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9911";
@@ -319,8 +319,14 @@ fn document(imds: &Imds, role: &str, extended: bool) -> Response {
     }
     match imds.store.get(role) {
         Ok(creds) => {
-            let account_id = extended.then(|| account_id(&creds.role_arn)).flatten();
-            http::json("text/plain", render(&creds, account_id))
+            let body = if extended {
+                creds.rendered(Rendered::ImdsExtended, |c| {
+                    render(c, account_id(&c.role_arn))
+                })
+            } else {
+                creds.rendered(Rendered::ImdsLegacy, |c| render(c, None))
+            };
+            http::json("text/plain", body)
         }
         Err(e) => unavailable(&e),
     }
