@@ -82,10 +82,14 @@ fn run_agent(
         Ok(p) => p,
         Err(e) => return fail(&e.to_string(), e.exit_code()),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One worker thread unless TOKIO_WORKER_THREADS says otherwise: the agent shares the host
+    // with the clients it serves, and on two cores one worker gave the best tail latency with
+    // no loss of throughput (BENCHMARKS.md).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
     };
