@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::agent_stack::{run_client, AgentOptions, AgentStack, Via};
 use common::clients::assert_orders_call;
 
@@ -126,4 +128,90 @@ fn cli_method_is_the_last_provider_tried() {
                2024 - MainThread - botocore.credentials - INFO - Found credentials from IAM Role: orders\n";
     assert_eq!(cli_method(log), Some("iam-role"));
     assert_eq!(cli_method("nothing here"), None);
+}
+
+/// The container token file is read by the agent and by its clients
+/// (`AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`), which send its bytes as the `Authorization`
+/// header. botocore refuses a token with a line break, so a file written with `echo` (a
+/// trailing newline) would break every client: the agent refuses it at startup with a message
+/// that says how to write it, instead of trimming it and serving clients that cannot call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_with_a_trailing_newline_is_refused_by_boto3_so_the_agent_refuses_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("container-token");
+    std::fs::write(&token_file, "tok3n\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // botocore reads the file as it is and refuses it before any request.
+    let port = common::agent_stack::free_port();
+    let env = vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_string(),
+            format!("http://127.0.0.1:{port}/v1/credentials/orders"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".to_string(),
+            token_file.display().to_string(),
+        ),
+        (
+            "AWS_CONFIG_FILE".to_string(),
+            dir.path().join("none").display().to_string(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+            dir.path().join("none").display().to_string(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+    ];
+    let script = "import boto3; boto3.Session().get_credentials()";
+    let out = run_client(common::python(), vec!["-c".into(), script.into()], env).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a legal header value"),
+        "{}",
+        text(&out)
+    );
+
+    // The agent stops at startup, before serving anything, and says how to fix the file.
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "workload_api_socket = \"unix://{}\"\n\
+             [[role]]\nname = \"orders\"\n\
+             trust_anchor_arn = \"{}\"\nprofile_arn = \"{}\"\nrole_arn = \"{}\"\n\
+             [container]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+            dir.path().join("no-spire.sock").display(),
+            spiffe_aws_agent::dev::rolesanywhere::DEV_TRUST_ANCHOR_ARN,
+            spiffe_aws_agent::dev::rolesanywhere::DEV_PROFILE_ARN,
+            spiffe_aws_agent::dev::rolesanywhere::DEV_ROLE_ARN_ORDERS,
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("SPIFFE_ENDPOINT_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the agent");
+    let out = tokio::time::timeout(Duration::from_secs(20), agent.wait_with_output())
+        .await
+        .expect("the agent must stop at startup, not serve this token file")
+        .expect("agent output");
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&token_file.display().to_string())
+            && stderr.contains("line break")
+            && stderr.contains("printf '%s'"),
+        "{}",
+        text(&out)
+    );
 }

@@ -11,6 +11,8 @@
 
 mod common;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use aws_config::ecs::EcsCredentialsProvider;
 use aws_config::imds;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
@@ -39,17 +41,23 @@ fn http_client() -> SharedHttpClient {
         .build_https()
 }
 
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
 fn provider_config() -> ProviderConfig {
     ProviderConfig::without_region()
         .with_region(Some(Region::new("us-east-1")))
         .with_http_client(http_client())
 }
 
-/// What one channel gave: the key the provider returned, the sources the SDK recorded on the
-/// credentials (`AwsCredentialFeature`s, what it reports in its user agent), and the ARN
-/// `GetCallerIdentity` answered with credentials from it.
+/// What one channel gave: the key the provider returned, when the SDK thinks it expires
+/// (Unix seconds), the sources the SDK recorded on the credentials (`AwsCredentialFeature`s,
+/// what it reports in its user agent), and the ARN `GetCallerIdentity` answered with
+/// credentials from it.
 struct Outcome {
     access_key_id: String,
+    expiry: Option<u64>,
     features: Vec<String>,
     arn: String,
 }
@@ -73,6 +81,7 @@ async fn sts_via(provider: impl ProvideCredentials + 'static, endpoint: &str) ->
         .unwrap_or_else(|e| panic!("GetCallerIdentity: {e:?}"));
     Outcome {
         access_key_id: creds.access_key_id().to_owned(),
+        expiry: creds.expiry().map(unix_seconds),
         features: creds
             .get_property::<Vec<AwsCredentialFeature>>()
             .map(|v| v.iter().map(|f| format!("{f:?}")).collect())
@@ -103,6 +112,7 @@ async fn container_child(endpoint: &str) {
         "{CHILD_RESULT}{}",
         serde_json::json!({
             "access_key_id": got.access_key_id,
+            "expiry": got.expiry,
             "features": got.features,
             "arn": got.arn,
         })
@@ -140,6 +150,7 @@ async fn container_in_child(stack: &AgentStack) -> Outcome {
     let field = |k: &str| got[k].as_str().expect(k).to_owned();
     Outcome {
         access_key_id: field("access_key_id"),
+        expiry: got["expiry"].as_u64(),
         features: got["features"]
             .as_array()
             .expect("features")
@@ -206,5 +217,13 @@ async fn rust_sdk_signs_get_caller_identity_with_credentials_from_every_channel(
         );
         let session = assert_orders_call(&stack, before, &got.arn, &what);
         assert_eq!(got.access_key_id, session.access_key_id, "{what}");
+        // The shared credentials file has no expiration field the SDK reads: its
+        // credentials are static to it, and the agent must rewrite the file ahead of expiry.
+        let expected_expiry =
+            (channel != "credentials file").then(|| unix_seconds(session.expiration));
+        assert_eq!(
+            got.expiry, expected_expiry,
+            "{what}: the SDK read the expiration Roles Anywhere set"
+        );
     }
 }
