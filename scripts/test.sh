@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh machine: installs what the tests need (a Python venv
-# with boto3 and cryptography from PyPI), checks formatting and lints, then runs every test.
+# with boto3, the AWS CLI and cryptography from PyPI), checks formatting and lints, then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,9 @@ if ! command -v python3 >/dev/null; then
 fi
 
 # The venv lives in .venv (git-ignored); tests find it there (tests/common/mod.rs).
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import boto3, cryptography' 2>/dev/null; then
-    echo "== setting up .venv (boto3, cryptography)"
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
+    || ! .venv/bin/python -c 'import boto3, cryptography' 2>/dev/null; then
+    echo "== setting up .venv (boto3, awscli, cryptography)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -52,6 +52,8 @@ pub enum ContainerTokenError {
     TooLarge { path: PathBuf },
     #[error("the container authorization token in {path} must be printable ASCII (it is sent as an HTTP header)")]
     NotPrintable { path: PathBuf },
+    #[error("the container authorization token file {path} has whitespace or a line break around the token: AWS SDKs and the AWS CLI send the file's contents as the Authorization header byte for byte and refuse a line break, so write the token alone (printf '%s' TOKEN > FILE)")]
+    Whitespace { path: PathBuf },
     #[error("cannot create the container authorization token file {path}: {source}")]
     Write {
         path: PathBuf,
@@ -65,7 +67,9 @@ pub enum ContainerTokenError {
 /// file does not exist.
 ///
 /// An existing file is refused when group or others may read or write it (the token would
-/// not be a secret), when it is empty after trimming, or when it holds anything but
+/// not be a secret), when it is empty or blank, when the token has whitespace around it (a
+/// trailing newline too: clients read the same file and send it verbatim, and botocore and
+/// aws-config refuse a header value with a line break), or when it holds anything but
 /// printable ASCII. A new token is 32 random bytes in base64url; it is written to a
 /// temporary file created exclusively with mode 0600, synced, then renamed into place, so a
 /// reader never sees a partial token.
@@ -114,6 +118,11 @@ fn read_token(path: &Path, file: fs::File) -> Result<Zeroizing<String>, Containe
     let token = text.trim();
     if token.is_empty() {
         return Err(ContainerTokenError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if token.len() != text.len() {
+        return Err(ContainerTokenError::Whitespace {
             path: path.to_owned(),
         });
     }
@@ -420,12 +429,30 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_trims_an_existing_token() {
+    fn reads_an_existing_token() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        fs::write(&path, "  my-token \n").unwrap();
+        fs::write(&path, "my-token").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(*load_or_create_token(&path).unwrap(), "my-token");
+    }
+
+    /// Clients read the same file and send its bytes as the header; botocore and aws-config
+    /// refuse a line break, so a token the agent accepted would fail in every client.
+    #[test]
+    fn refuses_whitespace_around_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        for text in ["my-token\n", "my-token\r\n", "  my-token", "my-token "] {
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let err = load_or_create_token(&path).unwrap_err();
+            assert!(
+                matches!(err, ContainerTokenError::Whitespace { .. }),
+                "{text:?}: {err}"
+            );
+            assert!(err.to_string().contains("printf '%s'"), "{err}");
+        }
     }
 
     #[test]

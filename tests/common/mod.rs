@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agent_stack;
+pub mod clients;
 pub mod stack;
 
 use std::path::PathBuf;
@@ -29,4 +30,15 @@ pub fn python() -> PathBuf {
         venv.display()
     );
     venv
+}
+
+/// The AWS CLI (v1, from PyPI) installed beside [`python`].
+pub fn aws_cli() -> PathBuf {
+    let aws = python().with_file_name("aws");
+    assert!(
+        aws.exists(),
+        "{} is missing: run scripts/test.sh (it installs awscli into the venv)",
+        aws.display()
+    );
+    aws
 }
