@@ -1,0 +1,257 @@
+//! `run`, `serve` and `update` as a user types them: aws_signing_helper's flags, a config
+//! file, and the errors that must stop the agent before it starts.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::agent_stack::free_port;
+use common::stack::{failure_line, run_agent, Stack};
+use spiffe_aws_agent::dev::rolesanywhere::{
+    DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS, DEV_TRUST_ANCHOR_ARN,
+};
+
+/// `--certificate … --trust-anchor-arn …` as aws_signing_helper takes them.
+fn helper_flags(stack: &Stack) -> Vec<String> {
+    let mut args = vec![
+        "--certificate".to_string(),
+        common::cert("orders-p256.pem").display().to_string(),
+        "--private-key".into(),
+        common::cert("orders-p256.key").display().to_string(),
+        "--intermediates".into(),
+        common::cert("intermediate-ca.pem").display().to_string(),
+    ];
+    args.extend(stack.session_args());
+    args
+}
+
+/// A tiny IMDSv2 client: token, then GET.
+async fn imds_get(base: &str, path: &str) -> Result<(u16, String), String> {
+    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let token = client
+        .put(format!("{base}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(format!("{base}{path}"))
+        .header("X-aws-ec2-metadata-token", token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+}
+
+async fn wait_for_imds(base: &str, role: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((200, body)) = imds_get(
+            base,
+            &format!("/latest/meta-data/iam/security-credentials/{role}"),
+        )
+        .await
+        {
+            return serde_json::from_str(&body).expect("IMDS JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "IMDS at {base} never served {role}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: Vec<String>, env: Vec<(&str, String)>) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+            .args(args)
+            .envs(env)
+            .env_remove("SPIFFE_ENDPOINT_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_is_a_drop_in_for_aws_signing_helper_serve() {
+    let stack = Stack::start(vec![]).await;
+    let port = free_port();
+    let mut args = vec!["serve".to_string(), "--port".into(), port.to_string()];
+    args.extend(helper_flags(&stack));
+    let _agent = spawn(args, vec![]);
+    let base = format!("http://127.0.0.1:{port}");
+    let doc = wait_for_imds(&base, "orders").await;
+    assert_eq!(doc["Code"], "Success");
+    assert_eq!(doc["Type"], "AWS-HMAC");
+    let issued = stack
+        .rolesanywhere
+        .session_for_access_key(doc["AccessKeyId"].as_str().unwrap())
+        .expect("issued by the double");
+    assert_eq!(doc["Token"], issued.session_token.as_str());
+    // The role list is the role ARN's last path part, as aws_signing_helper lists it.
+    let (status, list) = imds_get(&base, "/latest/meta-data/iam/security-credentials/")
+        .await
+        .unwrap();
+    assert_eq!((status, list.trim()), (200, "orders"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_once_writes_the_profile_and_keeps_the_rest() {
+    let stack = Stack::start(vec![]).await;
+    let file = stack.dir.path().join("credentials");
+    let before = "# team credentials\n[default]\naws_access_key_id = AKIAKEEP\naws_secret_access_key = keep\n\n[other] ; comment\nregion = eu-west-1\n";
+    std::fs::write(&file, before).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut args = vec![
+        "update".to_string(),
+        "--once".into(),
+        "--profile".into(),
+        "spiffe".into(),
+    ];
+    args.extend(helper_flags(&stack));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+            .args(args)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = stack.dir.path().join("credentials");
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        after.starts_with(before),
+        "the other profiles are kept byte for byte:\n{after}"
+    );
+    let issued = stack.rolesanywhere.issued();
+    assert_eq!(issued.len(), 1);
+    assert!(after.contains("[spiffe]"), "{after}");
+    assert!(
+        after.contains(&format!("aws_access_key_id = {}", issued[0].access_key_id)),
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!("aws_session_token = {}", issued[0].session_token)),
+        "{after}"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_flags_serves_under_the_given_role_name() {
+    let stack = Stack::start(vec![]).await;
+    let port = free_port();
+    let mut args = vec![
+        "run".to_string(),
+        "--role-name".into(),
+        "billing-writer".into(),
+        "--imds".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(helper_flags(&stack));
+    let _agent = spawn(args, vec![]);
+    let doc = wait_for_imds(&format!("http://127.0.0.1:{port}"), "billing-writer").await;
+    assert!(doc["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_stops_the_agent_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "workload_api_socket = \"unix:///tmp/nowhere.sock\"\n[imds]\n\n[[role]]\nname = \"orders\"\ntrust_anchor_arn = \"{DEV_TRUST_ANCHOR_ARN}\"\nprofile_arn = \"{DEV_PROFILE_ARN}\"\nrole_arn = \"{}\"\nsession_duration = 100000\n",
+            DEV_ROLE_ARN_ORDERS
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = run_agent(vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let line = failure_line(&out);
+    assert!(
+        line.contains("agent.toml:9: role \"orders\" session_duration:"),
+        "{line}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails before starting anything"
+    );
+
+    let out = run_agent(vec![
+        "run".into(),
+        "--config".into(),
+        dir.path().join("missing.toml").display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(failure_line(&out).contains("cannot read the config file"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_stops_the_agent_at_once() {
+    let stack = Stack::start(vec![]).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut args = vec![
+        "run".to_string(),
+        "--imds".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(helper_flags(&stack));
+    let out = run_agent(args).await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = failure_line(&out);
+    assert!(
+        line.contains(&format!(
+            "cannot listen on the IMDS endpoint 127.0.0.1:{port}"
+        )),
+        "{line}"
+    );
+    assert!(stack.rolesanywhere.calls().is_empty(), "nothing started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_a_server_is_a_usage_error() {
+    let stack = Stack::start(vec![]).await;
+    let mut args = vec!["run".to_string()];
+    args.extend(helper_flags(&stack));
+    let out = run_agent(args).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(failure_line(&out).contains("no server chosen"));
+}
