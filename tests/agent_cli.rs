@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::agent_stack::free_port;
+use common::agent_stack::wait_for_log_value;
 use common::stack::{failure_line, run_agent, Stack};
 use spiffe_aws_agent::dev::rolesanywhere::{
     DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS, DEV_TRUST_ANCHOR_ARN,
@@ -81,27 +81,32 @@ impl Drop for Killed {
     }
 }
 
-fn spawn(args: Vec<String>, env: Vec<(&str, String)>) -> Killed {
-    Killed(
+/// Starts the agent with its log in `log`; returns the IMDS base URL it reports.
+async fn spawn(args: Vec<String>, log: &std::path::Path) -> (Killed, String) {
+    let child = Killed(
         Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
             .args(args)
-            .envs(env)
+            .env("RUST_LOG", "info")
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
             .spawn()
             .expect("start"),
-    )
+    );
+    let base = wait_for_log_value(log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/').await;
+    (child, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_is_a_drop_in_for_aws_signing_helper_serve() {
     let stack = Stack::start(vec![]).await;
-    let port = free_port();
-    let mut args = vec!["serve".to_string(), "--port".into(), port.to_string()];
+    let mut args = vec!["serve".to_string(), "--port".into(), "0".into()];
     args.extend(helper_flags(&stack));
-    let _agent = spawn(args, vec![]);
-    let base = format!("http://127.0.0.1:{port}");
+    let (_agent, base) = spawn(args, &stack.dir.path().join("agent.log")).await;
+    assert!(
+        base.starts_with("http://127.0.0.1:"),
+        "serve binds loopback: {base}"
+    );
     let doc = wait_for_imds(&base, "orders").await;
     assert_eq!(doc["Code"], "Success");
     assert_eq!(doc["Type"], "AWS-HMAC");
@@ -169,17 +174,16 @@ async fn update_once_writes_the_profile_and_keeps_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_flags_serves_under_the_given_role_name() {
     let stack = Stack::start(vec![]).await;
-    let port = free_port();
     let mut args = vec![
         "run".to_string(),
         "--role-name".into(),
         "billing-writer".into(),
         "--imds".into(),
-        format!("127.0.0.1:{port}"),
+        "127.0.0.1:0".into(),
     ];
     args.extend(helper_flags(&stack));
-    let _agent = spawn(args, vec![]);
-    let doc = wait_for_imds(&format!("http://127.0.0.1:{port}"), "billing-writer").await;
+    let (_agent, base) = spawn(args, &stack.dir.path().join("agent.log")).await;
+    let doc = wait_for_imds(&base, "billing-writer").await;
     assert!(doc["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
 }
 

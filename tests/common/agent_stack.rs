@@ -75,12 +75,27 @@ impl Drop for AgentStack {
     }
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Waits for `marker` in the agent's log and returns `http://host:port` from the URL after it.
+pub async fn wait_for_log_value(log: &std::path::Path, marker: &str, _end: char) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(i) = text.find(marker) {
+            let rest = &text[i + marker.len()..];
+            if let Some(url) = rest.strip_prefix("http://") {
+                let hostport: String = url
+                    .chars()
+                    .take_while(|c| *c != '/' && !c.is_whitespace())
+                    .collect();
+                return format!("http://{hostport}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never logged {marker}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl AgentStack {
@@ -93,7 +108,6 @@ impl AgentStack {
         .await
         .expect("AWS services double");
         let dir = stack.dir.path().to_path_buf();
-        let (imds_port, container_port) = (free_port(), free_port());
         let agent_socket = dir.join("spiffe-aws-agent.sock");
         let container_token_file = dir.join("container-token");
         let credentials_file = dir.join("credentials");
@@ -116,7 +130,7 @@ impl AgentStack {
         }
         let first = options.roles[0].0.clone();
         toml.push_str(&format!(
-            "[imds]\nlisten = \"127.0.0.1:{imds_port}\"\n[container]\nlisten = \"127.0.0.1:{container_port}\"\ntoken_file = \"{}\"\n[agent_socket]\npath = \"{}\"\n[[credentials_file]]\nrole = \"{first}\"\nprofile = \"default\"\npath = \"{}\"\n",
+            "[imds]\nlisten = \"127.0.0.1:0\"\n[container]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[agent_socket]\npath = \"{}\"\n[[credentials_file]]\nrole = \"{first}\"\nprofile = \"default\"\npath = \"{}\"\n",
             container_token_file.display(),
             agent_socket.display(),
             credentials_file.display()
@@ -146,12 +160,16 @@ impl AgentStack {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start the agent");
+        // The agent binds port 0 and logs where it listens: no port can be taken in between.
+        let imds_url = wait_for_log_value(&log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/').await;
+        let container_base =
+            wait_for_log_value(&log, "AWS_CONTAINER_CREDENTIALS_FULL_URI=", '/').await;
         let agent = AgentStack {
             stack,
             aws,
             child,
-            imds_url: format!("http://127.0.0.1:{imds_port}"),
-            container_base: format!("http://127.0.0.1:{container_port}"),
+            imds_url,
+            container_base,
             container_token_file,
             agent_socket,
             credentials_file,
