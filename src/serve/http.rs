@@ -16,7 +16,6 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -61,12 +60,23 @@ impl Accept for tokio::net::UnixListener {
 ///
 /// Returns an error only when the listener itself fails in a way retrying cannot fix;
 /// per-connection errors are logged at debug level and never end the server.
-pub(crate) async fn serve<L: Accept>(
+pub(crate) async fn serve<L, S>(
     listener: L,
-    router: Router,
+    router: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     what: &'static str,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    L: Accept,
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -157,7 +167,7 @@ pub(crate) async fn limit_body(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn body_refusal(headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn body_refusal(headers: &HeaderMap) -> Option<Response> {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         return Some(text(
             StatusCode::LENGTH_REQUIRED,

@@ -27,11 +27,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
 use axum::Router;
 use base64::Engine as _;
 use ring::rand::SecureRandom as _;
@@ -62,42 +59,150 @@ pub fn router(store: Arc<CredentialStore>) -> Router {
 /// Builds the IMDS router over `store`, serving only `roles` when given (every role in the
 /// store otherwise).
 pub fn router_for(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Router {
-    let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
-    let state = Imds {
-        store,
-        roles: Arc::new(roles),
-        tokens: Arc::new(TokenTable::new(MAX_TOKENS)),
-    };
-    Router::new()
-        .route(TOKEN_PATH, put(issue_token))
-        .route(
-            "/latest/meta-data/iam/security-credentials",
-            get(list_roles),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials/",
-            get(list_roles),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials/{role}",
-            get(legacy_document),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials-extended",
-            get(list_roles),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials-extended/",
-            get(list_roles),
-        )
-        .route(
-            "/latest/meta-data/iam/security-credentials-extended/{role}",
-            get(extended_document),
-        )
-        .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn(http::limit_body))
-        .with_state(state)
+    Router::new().fallback_service(ImdsService::new(store, roles))
+}
+
+/// The IMDS endpoint as one hyper/tower service. Every answer is computed synchronously from
+/// the store and the token table, so the service returns a ready future: no router, no
+/// middleware stack, no boxed futures or per-request clones on the hot path (measured: the
+/// axum router and its two middleware layers were most of the per-request instructions).
+#[derive(Clone)]
+pub struct ImdsService {
+    imds: Imds,
+}
+
+impl ImdsService {
+    fn new(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Self {
+        let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
+        ImdsService {
+            imds: Imds {
+                store,
+                roles: Arc::new(roles),
+                tokens: Arc::new(TokenTable::new(MAX_TOKENS)),
+            },
+        }
+    }
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for ImdsService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        // The body is never read; dropping it with the request is all it needs.
+        std::future::ready(Ok(handle(
+            &self.imds,
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+        )))
+    }
+}
+
+const LIST_PATH: &str = "/latest/meta-data/iam/security-credentials";
+const EXTENDED_LIST_PATH: &str = "/latest/meta-data/iam/security-credentials-extended";
+
+/// What a path asks for.
+enum Route<'a> {
+    Token,
+    List,
+    Document { role: &'a str, extended: bool },
+    NotFound,
+}
+
+fn route(path: &str) -> Route<'_> {
+    if path == TOKEN_PATH {
+        return Route::Token;
+    }
+    // The extended prefix first: the legacy one is a prefix of it.
+    for (base, extended) in [(EXTENDED_LIST_PATH, true), (LIST_PATH, false)] {
+        if let Some(rest) = path.strip_prefix(base) {
+            return match rest {
+                "" | "/" => Route::List,
+                _ => match rest.strip_prefix('/') {
+                    Some(role) if !role.contains('/') => Route::Document { role, extended },
+                    _ => Route::NotFound,
+                },
+            };
+        }
+    }
+    Route::NotFound
+}
+
+/// Checks in IMDS's order: body limits, proxies, the session token (everywhere but the token
+/// request itself, unknown paths included), then the method and the path.
+fn handle(imds: &Imds, method: &Method, path: &str, headers: &HeaderMap) -> Response {
+    if let Some(refusal) = http::body_refusal(headers) {
+        return refusal;
+    }
+    if headers.contains_key("x-forwarded-for") {
+        return http::text(
+            StatusCode::FORBIDDEN,
+            "requests through a proxy (X-Forwarded-For) are refused",
+        );
+    }
+    let route = route(path);
+    if !matches!(route, Route::Token) {
+        let valid = headers
+            .get(TOKEN_HEADER)
+            .is_some_and(|t| imds.tokens.check(t.as_bytes()));
+        if !valid {
+            return http::text(
+                StatusCode::UNAUTHORIZED,
+                "missing, invalid or expired X-aws-ec2-metadata-token: PUT /latest/api/token first",
+            );
+        }
+    }
+    let is_get = *method == Method::GET || *method == Method::HEAD;
+    match route {
+        Route::Token if *method == Method::PUT => issue_token(imds, headers),
+        Route::Token => method_not_allowed("PUT"),
+        Route::NotFound => http::text(StatusCode::NOT_FOUND, "not found"),
+        _ if !is_get => method_not_allowed("GET,HEAD"),
+        Route::List => list_roles(imds),
+        Route::Document { role, extended } => match percent_decode(role) {
+            Some(role) => document(imds, &role, extended),
+            None => http::text(StatusCode::NOT_FOUND, "not found"),
+        },
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut resp = http::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    resp.headers_mut()
+        .insert(axum::http::header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// Decodes `%XX` escapes in a path segment (role names are matched decoded, as a router's
+/// path parameters are); `None` for malformed escapes or non-UTF-8.
+fn percent_decode(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !segment.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(segment));
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
 }
 
 /// How one IMDS endpoint behaves beyond the defaults.
@@ -127,12 +232,12 @@ pub async fn serve_with(
     config: ImdsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router_for(store, config.roles);
+    let service = ImdsService::new(store, config.roles);
     match config.hop_limit {
-        None => http::serve(listener, router, shutdown, "imds").await,
+        None => http::serve(listener, service, shutdown, "imds").await,
         Some(ttl) => {
             let listener = HopLimited { listener, ttl };
-            http::serve(listener, router, shutdown, "imds").await
+            http::serve(listener, service, shutdown, "imds").await
         }
     }
 }
@@ -228,30 +333,6 @@ fn digest(token: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Runs before every handler: refuses proxied requests, then requires a session token on
-/// everything but the token request itself (also for unknown paths, as IMDS does).
-async fn guard(State(imds): State<Imds>, req: Request, next: Next) -> Response {
-    if req.headers().contains_key("x-forwarded-for") {
-        return http::text(
-            StatusCode::FORBIDDEN,
-            "requests through a proxy (X-Forwarded-For) are refused",
-        );
-    }
-    if req.uri().path() != TOKEN_PATH {
-        let valid = req
-            .headers()
-            .get(TOKEN_HEADER)
-            .is_some_and(|t| imds.tokens.check(t.as_bytes()));
-        if !valid {
-            return http::text(
-                StatusCode::UNAUTHORIZED,
-                "missing, invalid or expired X-aws-ec2-metadata-token: PUT /latest/api/token first",
-            );
-        }
-    }
-    next.run(req).await
-}
-
 /// Parses the TTL header: ASCII digits only, 1..=21600.
 fn parse_ttl(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get(TTL_HEADER)?.to_str().ok()?.trim();
@@ -262,8 +343,8 @@ fn parse_ttl(headers: &HeaderMap) -> Option<u64> {
     (1..=MAX_TOKEN_TTL).contains(&ttl).then_some(ttl)
 }
 
-async fn issue_token(State(imds): State<Imds>, headers: HeaderMap) -> Response {
-    let Some(ttl) = parse_ttl(&headers) else {
+fn issue_token(imds: &Imds, headers: &HeaderMap) -> Response {
+    let Some(ttl) = parse_ttl(headers) else {
         return http::text(
             StatusCode::BAD_REQUEST,
             "X-aws-ec2-metadata-token-ttl-seconds must be a number of seconds from 1 to 21600",
@@ -280,21 +361,13 @@ async fn issue_token(State(imds): State<Imds>, headers: HeaderMap) -> Response {
     resp
 }
 
-async fn list_roles(State(imds): State<Imds>) -> Response {
+fn list_roles(imds: &Imds) -> Response {
     if imds.roles.is_empty() {
         return http::text(StatusCode::NOT_FOUND, "no roles are configured");
     }
     let mut resp = http::text(StatusCode::OK, "");
     *resp.body_mut() = imds.roles.join("\n").into();
     resp
-}
-
-async fn legacy_document(State(imds): State<Imds>, Path(role): Path<String>) -> Response {
-    document(&imds, &role, false)
-}
-
-async fn extended_document(State(imds): State<Imds>, Path(role): Path<String>) -> Response {
-    document(&imds, &role, true)
 }
 
 /// The credentials document, in IMDS's field order.
@@ -362,7 +435,7 @@ pub(crate) fn unavailable(e: &Unavailable) -> Response {
             let mut resp = http::text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
-            resp.into_response()
+            resp
         }
     }
 }
@@ -543,6 +616,63 @@ mod tests {
         )
         .await;
         assert_eq!(r.status, 403);
+    }
+
+    #[test]
+    fn routing_matches_the_documented_paths_only() {
+        assert!(matches!(route(TOKEN_PATH), Route::Token));
+        assert!(matches!(route(LIST_PATH), Route::List));
+        assert!(matches!(
+            route("/latest/meta-data/iam/security-credentials-extended/"),
+            Route::List
+        ));
+        assert!(matches!(
+            route("/latest/meta-data/iam/security-credentials-extended/app"),
+            Route::Document {
+                role: "app",
+                extended: true
+            }
+        ));
+        assert!(matches!(
+            route("/latest/meta-data/iam/security-credentials/app"),
+            Route::Document {
+                role: "app",
+                extended: false
+            }
+        ));
+        for other in [
+            "/latest/meta-data/iam/security-credentials/app/",
+            "/latest/meta-data/iam/security-credentials/a/b",
+            "/latest/meta-data/iam/security-credentialsX",
+            "/latest/meta-data/iam/info",
+            "/",
+        ] {
+            assert!(matches!(route(other), Route::NotFound), "{other}");
+        }
+        assert_eq!(percent_decode("a%2Bb").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[tokio::test]
+    async fn escaped_role_names_and_wrong_methods() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "ASIAESCAPED", HOUR));
+        let (addr, _stop) = start(s, "127.0.0.1:0").await;
+        let t = fresh_token(addr).await;
+        let r = get_with(addr, "/latest/meta-data/iam/security-credentials/%61pp", &t).await;
+        assert_eq!(r.status, 200);
+        assert!(body(&r).contains("ASIAESCAPED"));
+        let r = tcp(
+            addr,
+            "DELETE",
+            "/latest/meta-data/iam/security-credentials/app",
+            &[(TOKEN_HEADER, t.as_str())],
+        )
+        .await;
+        assert_eq!(r.status, 405);
     }
 
     #[tokio::test]
