@@ -10,6 +10,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod display;
 pub mod identity;
 pub mod rolesanywhere;
 pub mod serve;

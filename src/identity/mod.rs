@@ -228,16 +228,4 @@ fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
     })
 }
 
-/// Formats a time the way AWS does in credential documents: `2026-11-24T21:00:00Z`.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(::time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
+pub use crate::display::rfc3339;

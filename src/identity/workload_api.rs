@@ -164,25 +164,9 @@ pub fn classify(address: &str, e: SpiffeError) -> WorkloadApiError {
         },
         other => WorkloadApiError::Unreachable {
             address,
-            reason: error_chain(&other),
+            reason: crate::display::error_chain(&other),
         },
     }
-}
-
-/// The error and its causes on one line: transport errors hide the useful part
-/// ("No such file or directory") a few levels down.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Keeps the type name available to callers that hold SVIDs in `Arc`s (the `X509Source`).

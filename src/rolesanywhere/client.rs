@@ -198,8 +198,8 @@ impl RolesAnywhereClient {
             } else {
                 // reqwest's own top line repeats the URL; the causes say what went wrong.
                 let reason = match std::error::Error::source(&e) {
-                    Some(cause) => error_chain(cause),
-                    None => error_chain(&e),
+                    Some(cause) => crate::display::error_chain(cause),
+                    None => crate::display::error_chain(&e),
                 };
                 CreateSessionError::Unreachable {
                     endpoint: endpoint.clone(),
@@ -331,7 +331,11 @@ fn request_body(request: &SessionRequest) -> String {
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| crate::display::error_chain(&e))?
+    {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(format!(
                 "the body is larger than {MAX_RESPONSE_BYTES} bytes"
@@ -493,20 +497,6 @@ fn access_denied_hint(message: &str) -> &'static str {
     } else {
         "check that the trust anchor and profile are enabled, the role is in the profile, and the role's trust policy allows rolesanywhere.amazonaws.com for this certificate"
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Checks `--session-duration`.

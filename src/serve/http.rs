@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::io;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -220,21 +220,7 @@ pub(crate) fn json(content_type: &'static str, body: impl Into<Body>) -> Respons
     resp
 }
 
-/// Formats a time as AWS credential documents do (`2026-11-24T21:00:00Z`), without the
-/// panic `OffsetDateTime::from(SystemTime)` has for out-of-range times.
-pub(crate) fn aws_time(t: SystemTime) -> String {
-    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    };
-    let dt = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(if secs < 0 {
-        time::OffsetDateTime::UNIX_EPOCH
-    } else {
-        // 9999-12-31T23:59:59Z, the largest time the format can carry.
-        time::macros::datetime!(9999-12-31 23:59:59 UTC)
-    });
-    crate::identity::rfc3339(dt)
-}
+pub(crate) use crate::display::aws_time;
 
 /// A response read by [`parse_response`].
 #[derive(Debug)]
@@ -444,16 +430,6 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"),
             Err(ParseError::Header)
         ));
-    }
-
-    #[test]
-    fn formats_times_like_aws() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_554_000);
-        assert_eq!(aws_time(t), "2026-11-24T21:00:00Z");
-        assert_eq!(
-            aws_time(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 2)),
-            "9999-12-31T23:59:59Z"
-        );
     }
 
     #[test]

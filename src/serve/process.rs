@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::cli::{CredentialProcessArgs, IdentityArgs, SessionArgs};
-use crate::identity::{self, files, workload_api, IdentityError, X509Identity};
+use crate::identity::{files, workload_api, IdentityError, X509Identity};
 use crate::rolesanywhere::arn::{ArnError, SessionArns};
 use crate::rolesanywhere::client::{
     self, ClientConfig, ConfigError, CreateSessionError, Credentials, RolesAnywhereClient,
@@ -75,7 +75,7 @@ pub fn render(creds: &Credentials) -> String {
         access_key_id: &creds.access_key_id,
         secret_access_key: &creds.secret_access_key,
         session_token: &creds.session_token,
-        expiration: identity::rfc3339(creds.expiration.into()),
+        expiration: crate::display::aws_time(creds.expiration),
     };
     // Serializing a struct of strings cannot fail.
     serde_json::to_string(&out).unwrap_or_default()
