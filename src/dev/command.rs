@@ -208,9 +208,8 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     );
     println!();
     println!("Try it:");
-    println!(
-        "  {config_env} aws sts get-caller-identity --profile orders --endpoint-url {aws_endpoint}"
-    );
+    let aws_cli = aws_cli_for_scripts();
+    println!("  {config_env} {aws_cli} sts get-caller-identity --profile orders --endpoint-url {aws_endpoint}");
     println!("  {config_env} {python} {lattice_script} --profile orders --service billing --endpoint {aws_endpoint}   # 200: allowed");
     println!("  {config_env} {python} {lattice_script} --profile reviews --service billing --endpoint {aws_endpoint}  # 403: denied");
 
@@ -276,6 +275,17 @@ fn python_for_scripts() -> String {
         venv.to_owned()
     } else {
         "python3".to_owned()
+    }
+}
+
+/// The AWS CLI the printed commands use: the venv's (`scripts/test.sh` installs it) if
+/// present, else `aws` from PATH.
+fn aws_cli_for_scripts() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/aws");
+    if Path::new(venv).exists() {
+        venv.to_owned()
+    } else {
+        "aws".to_owned()
     }
 }
 
