@@ -85,8 +85,25 @@ fn dev_keeps_serving_a_config_that_boto3_resolves() {
         .env_remove("AWS_ACCESS_KEY_ID")
         .output()
         .unwrap();
+
+    // The printed commands work as printed: the AWS CLI gets the orders identity from STS,
+    // orders may call billing, reviews may not (the seed scenario's auth policy).
+    let printed = |needle: &str| -> Vec<String> {
+        seen.lines()
+            .filter(|l| l.contains(needle))
+            .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
+            .collect()
+    };
+    let run = |command: &str| Command::new("sh").arg("-c").arg(command).output().unwrap();
+    let sts = printed("sts get-caller-identity");
+    let lattice = printed("lattice-call.py");
+    assert_eq!((sts.len(), lattice.len()), (1, 2), "{seen}");
+    let sts_run = run(&sts[0]);
+    let orders_run = run(&lattice[0]);
+    let reviews_run = run(&lattice[1]);
     let _ = child.kill();
     let _ = child.wait();
+
     assert!(
         out.status.success(),
         "{seen}\n{}",
@@ -94,4 +111,30 @@ fn dev_keeps_serving_a_config_that_boto3_resolves() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("custom-process ASIA"), "{text}");
+
+    let sts_out = String::from_utf8_lossy(&sts_run.stdout);
+    assert!(
+        sts_run.status.success() && sts_out.contains("assumed-role/orders/"),
+        "{}: {sts_out} {}",
+        sts[0],
+        String::from_utf8_lossy(&sts_run.stderr)
+    );
+    const DENIED: i32 = 3;
+    let orders_out = String::from_utf8_lossy(&orders_run.stdout);
+    assert_eq!(
+        orders_run.status.code(),
+        Some(0),
+        "orders -> billing: {orders_out}"
+    );
+    assert!(orders_out.starts_with("200 "), "{orders_out}");
+    let reviews_out = String::from_utf8_lossy(&reviews_run.stdout);
+    assert_eq!(
+        reviews_run.status.code(),
+        Some(DENIED),
+        "reviews -> billing is denied: {reviews_out}"
+    );
+    assert!(
+        reviews_out.contains("AccessDeniedException"),
+        "{reviews_out}"
+    );
 }
