@@ -52,6 +52,17 @@ pub async fn start_servers(
             source,
         }
     };
+    for addr in plan
+        .imds
+        .iter()
+        .chain(plan.container.as_ref().map(|c| &c.listen))
+    {
+        if !addr.ip().is_loopback() {
+            // Allowed, because the operator asked for it, but never quietly: these endpoints
+            // hand out credentials to anyone who can connect.
+            tracing::warn!(%addr, "serving credentials on a non-loopback address: anyone who can reach it can take them");
+        }
+    }
     let mut imds_listeners = Vec::new();
     for addr in &plan.imds {
         let listener = tokio::net::TcpListener::bind(addr)
