@@ -188,6 +188,17 @@ async fn run_with_flags_serves_under_the_given_role_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_imds_on_ipv6_loopback() {
+    let stack = Stack::start(vec![]).await;
+    let mut args = vec!["run".to_string(), "--imds".into(), "[::1]:0".into()];
+    args.extend(helper_flags(&stack));
+    let (_agent, base) = spawn(args, &stack.dir.path().join("agent.log")).await;
+    assert!(base.starts_with("http://[::1]:"), "{base}");
+    let doc = wait_for_imds(&base, "orders").await;
+    assert_eq!(doc["Code"], "Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_stops_the_agent_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
