@@ -31,7 +31,7 @@ mod tests;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::request::Parts;
@@ -144,11 +144,7 @@ struct Shared {
     rng: SystemRandom,
 }
 
-/// Locks a mutex, ignoring poisoning: the data is append-only records, and a panicking test
-/// thread must not make every later assertion panic too.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use super::lock;
 
 /// The running STS and VPC Lattice doubles. Dropping it stops the server too;
 /// [`Self::shutdown`] also waits for that.

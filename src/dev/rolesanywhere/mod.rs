@@ -23,7 +23,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hyper::server::conn::http1;
@@ -281,11 +281,7 @@ impl Shared {
     }
 }
 
-/// Locks a mutex, ignoring poisoning: the data is append-only records, and a panicking test
-/// thread must not make every later assertion panic too.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use super::lock;
 
 /// A running Roles Anywhere double. Dropping it stops the server too; [`Self::shutdown`] also
 /// waits for that.
