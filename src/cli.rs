@@ -279,4 +279,11 @@ pub struct DevArgs {
     /// Address of the agent's container-credentials endpoint (port 0: any free port).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9912")]
     pub container: String,
+
+    /// VPC Lattice auth policies for the Lattice double, as JSON in IAM policy syntax:
+    /// {"billing": {"Version": "2012-10-17", "Statement": [...]}, ...}, conditions on
+    /// aws:PrincipalTag/x509SAN/URI. Default: billing allows orders only, rates allows
+    /// orders and reviews.
+    #[arg(long, value_name = "FILE")]
+    pub lattice_policies: Option<PathBuf>,
 }

@@ -138,3 +138,81 @@ fn dev_keeps_serving_a_config_that_boto3_resolves() {
         "{reviews_out}"
     );
 }
+
+#[test]
+fn dev_loads_lattice_policies_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.json");
+    // The seed, turned around: billing admits reviews and no longer orders.
+    std::fs::write(
+        &policies,
+        r#"{"billing": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+            "Action": "vpc-lattice-svcs:Invoke", "Resource": "*",
+            "Condition": {"StringEquals": {"aws:PrincipalTag/x509SAN/URI": "spiffe://example.org/service/reviews"}}}]}}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+        .args([
+            "dev",
+            "--imds",
+            "127.0.0.1:0",
+            "--container",
+            "127.0.0.1:0",
+            "--lattice-policies",
+        ])
+        .arg(&policies)
+        .arg("--dir")
+        .arg(dir.path().join("stack"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("Ctrl-C stops") {
+            break;
+        }
+    }
+    let codes: Vec<Option<i32>> = seen
+        .lines()
+        .filter(|l| l.contains("lattice-call.py"))
+        .map(|l| {
+            let command = l.split('#').next().unwrap_or_default().trim().to_owned();
+            Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .output()
+                .unwrap()
+                .status
+                .code()
+        })
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    // The printed order is orders, then reviews.
+    assert_eq!(codes, vec![Some(3), Some(0)], "{seen}");
+
+    // A broken file stops dev with a message that names it.
+    std::fs::write(&policies, "{\"billing\": {\"Statement\": 7}}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+        .args([
+            "dev",
+            "--once",
+            "--imds",
+            "127.0.0.1:0",
+            "--container",
+            "127.0.0.1:0",
+            "--lattice-policies",
+        ])
+        .arg(&policies)
+        .arg("--dir")
+        .arg(dir.path().join("stack2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("billing"), "{stderr}");
+}

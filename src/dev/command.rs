@@ -77,8 +77,12 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     )
     .await?;
     let rolesanywhere = RolesAnywhereDouble::start(RolesAnywhereDoubleConfig::default()).await?;
-    let aws =
-        AwsServicesDouble::start(AwsServicesConfig::seed(), rolesanywhere.session_lookup()).await?;
+    let mut aws_config = AwsServicesConfig::seed();
+    if let Some(path) = &args.lattice_policies {
+        aws_config.policies = crate::dev::aws_services::load_policies(path)
+            .map_err(|e| DevError::Setting(e.to_string()))?;
+    }
+    let aws = AwsServicesDouble::start(aws_config, rolesanywhere.session_lookup()).await?;
     let ca_bundle = dir.join("roles-anywhere-ca.pem");
     write(&ca_bundle, RolesAnywhereDouble::ca_pem())?;
 
