@@ -21,6 +21,7 @@ use crate::credentials::CredentialStore;
 use crate::identity::watch::{spawn_files, spawn_workload_api, Snapshot};
 use crate::identity::X509Identity;
 use crate::rolesanywhere::client::Credentials;
+use crate::serve::credentials_file;
 use crate::serve::process::{Exchange, IdentityPlan, ProcessError};
 
 /// Why the agent could not start or stopped.
@@ -42,8 +43,8 @@ pub enum AgentError {
     },
     #[error("{0}")]
     Server(String),
-    #[error("gave up waiting for credentials for role {role:?}: {reason}")]
-    NoCredentials { role: String, reason: String },
+    #[error("gave up waiting after 60 s: {0}")]
+    NoCredentials(crate::credentials::Unavailable),
 }
 
 impl AgentError {
@@ -96,33 +97,21 @@ pub fn plan_run(args: &RunArgs) -> Result<AgentPlan, AgentError> {
     let (identity, role) = single_role(&args.identity, &args.session, args.role_name.as_deref())?;
     let mut imds = Vec::new();
     for a in &args.imds {
-        imds.push(config::parse_listen(a).map_err(|m| ConfigError {
-            location: String::new(),
-            message: format!("--imds: {m}"),
-        })?);
+        imds.push(config::parse_listen(a).map_err(|m| ConfigError::flag(format!("--imds: {m}")))?);
     }
     let container = match &args.container {
         None => None,
         Some(a) => Some(ContainerPlan {
-            listen: config::parse_listen(a).map_err(|m| ConfigError {
-                location: String::new(),
-                message: format!("--container: {m}"),
-            })?,
+            listen: config::parse_listen(a)
+                .map_err(|m| ConfigError::flag(format!("--container: {m}")))?,
             token_file: args.container_token_file.clone(),
         }),
     };
     let credentials_files = match &args.credentials_profile {
         None => vec![],
         Some(profile) => {
-            if !config::valid_profile_name(profile) {
-                return Err(ConfigError {
-                    location: String::new(),
-                    message: format!(
-                        "--credentials-profile {profile:?} is not a usable profile name"
-                    ),
-                }
-                .into());
-            }
+            credentials_file::validate_profile(profile)
+                .map_err(|e| ConfigError::flag(format!("--credentials-profile: {e}")))?;
             vec![CredentialsFilePlan {
                 role: role.name.clone(),
                 profile: profile.clone(),
@@ -130,15 +119,8 @@ pub fn plan_run(args: &RunArgs) -> Result<AgentPlan, AgentError> {
             }]
         }
     };
-    if args.min_remaining >= 900 {
-        return Err(ConfigError {
-            location: String::new(),
-            message:
-                "--min-remaining must be below 900 (the shortest session Roles Anywhere issues)"
-                    .into(),
-        }
-        .into());
-    }
+    let min_remaining = config::check_min_remaining(args.min_remaining)
+        .map_err(|m| ConfigError::flag(format!("--min-remaining {m}")))?;
     let plan = AgentPlan {
         identity,
         roles: vec![role],
@@ -146,15 +128,11 @@ pub fn plan_run(args: &RunArgs) -> Result<AgentPlan, AgentError> {
         container,
         agent_socket: args.agent_socket.clone(),
         credentials_files,
-        min_remaining: Duration::from_secs(args.min_remaining),
+        min_remaining,
         hop_limit: None,
         imds_roles: None,
     };
-    if plan.imds.is_empty()
-        && plan.container.is_none()
-        && plan.agent_socket.is_none()
-        && plan.credentials_files.is_empty()
-    {
+    if !plan.has_server() {
         return Err(AgentError::NoServer);
     }
     Ok(plan)
@@ -179,13 +157,8 @@ pub fn plan_serve(args: &ServeArgs) -> Result<AgentPlan, AgentError> {
 /// `update`: the credentials file for one role.
 pub fn plan_update(args: &UpdateArgs) -> Result<AgentPlan, AgentError> {
     let (identity, role) = single_role(&args.identity, &args.session, None)?;
-    if !config::valid_profile_name(&args.profile) {
-        return Err(ConfigError {
-            location: String::new(),
-            message: format!("--profile {:?} is not a usable profile name", args.profile),
-        }
-        .into());
-    }
+    credentials_file::validate_profile(&args.profile)
+        .map_err(|e| ConfigError::flag(format!("--profile: {e}")))?;
     Ok(AgentPlan {
         identity,
         credentials_files: vec![CredentialsFilePlan {
@@ -323,11 +296,11 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     for addr in &agent.imds_addrs {
         tracing::info!(
             "IMDS endpoint: AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{}/",
-            fmt_addr(addr)
+            addr
         );
     }
     if let Some(addr) = &agent.container_addr {
-        tracing::info!("container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{}/v1/credentials/<role>", fmt_addr(addr));
+        tracing::info!("container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{}/v1/credentials/<role>", addr);
     }
     if let Some(path) = &agent.agent_socket {
         tracing::info!(
@@ -336,7 +309,11 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
         );
     }
     if once {
-        let result = wait_for_all(&agent.store, &roles, Duration::from_secs(60)).await;
+        let result = agent
+            .store
+            .wait_ready(&roles, Duration::from_secs(60))
+            .await
+            .map_err(AgentError::NoCredentials);
         // Give the credentials-file writers a moment to write what just arrived.
         tokio::time::sleep(Duration::from_millis(300)).await;
         agent.shutdown().await;
@@ -346,32 +323,6 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     tracing::info!("shutting down");
     agent.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_all(
-    store: &CredentialStore,
-    roles: &[String],
-    limit: Duration,
-) -> Result<(), AgentError> {
-    let mut changes = store.subscribe();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let missing = roles.iter().find(|r| store.get(r).is_err());
-        let Some(role) = missing else { return Ok(()) };
-        if tokio::time::timeout_at(deadline, changes.changed())
-            .await
-            .is_err()
-        {
-            let reason = match store.get(role) {
-                Err(e) => e.to_string(),
-                Ok(_) => "unknown".into(),
-            };
-            return Err(AgentError::NoCredentials {
-                role: role.clone(),
-                reason,
-            });
-        }
-    }
 }
 
 async fn wait_for_termination() {
@@ -387,8 +338,4 @@ async fn wait_for_termination() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-fn fmt_addr(addr: &std::net::SocketAddr) -> String {
-    addr.to_string()
 }

@@ -92,6 +92,26 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A mistake in a command-line flag (no file to point at).
+    pub fn flag(message: impl Into<String>) -> Self {
+        ConfigError {
+            location: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The longest `min_remaining` that makes sense, exclusive: the shortest session Roles
+/// Anywhere issues. Shared by the file key and the flag.
+pub fn check_min_remaining(seconds: u64) -> Result<Duration, &'static str> {
+    if seconds < 900 {
+        Ok(Duration::from_secs(seconds))
+    } else {
+        Err("must be below 900 (the shortest session Roles Anywhere issues)")
+    }
+}
+
 /// One role, validated.
 #[derive(Debug)]
 pub struct RolePlan {
@@ -132,6 +152,17 @@ pub struct AgentPlan {
     /// The roles the IMDS endpoint lists and serves; `None`: the first role. (SDKs read the
     /// listing as one instance-profile name, so listing several breaks them.)
     pub imds_roles: Option<Vec<String>>,
+}
+
+impl AgentPlan {
+    /// Whether any way of handing out credentials is configured (an agent without one is a
+    /// mistake, not a daemon).
+    pub fn has_server(&self) -> bool {
+        !self.imds.is_empty()
+            || self.container.is_some()
+            || self.agent_socket.is_some()
+            || !self.credentials_files.is_empty()
+    }
 }
 
 #[derive(Deserialize)]
@@ -230,9 +261,11 @@ impl Locator<'_> {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<AgentPlan, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        location: String::new(),
-        message: format!("cannot read the config file {}: {e}", path.display()),
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::flag(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
     })?;
     parse(path, &text)
 }
@@ -363,13 +396,12 @@ pub fn parse(path: &Path, text: &str) -> Result<AgentPlan, ConfigError> {
                 format!("role {name:?} {key}: {}", strip_flag_prefix(&e)),
             )
         })?;
-        if let Some(id) = &role.spiffe_id {
-            if !id.get_ref().starts_with("spiffe://")
-                && config.certificate.is_none()
-                && id.get_ref().is_empty()
-            {
-                return Err(loc.err(id.span(), "spiffe_id must not be empty"));
-            }
+        if let Some(id) = role.spiffe_id.as_ref().filter(|id| id.get_ref().is_empty()) {
+            // An empty selector matches no SVID: the role would never get credentials.
+            return Err(loc.err(
+                id.span(),
+                "spiffe_id must not be empty (omit it to use the first SVID)",
+            ));
         }
         roles.push(RolePlan {
             name,
@@ -454,16 +486,13 @@ pub fn parse(path: &Path, text: &str) -> Result<AgentPlan, ConfigError> {
             .as_ref()
             .map(|s| s.get_ref().clone())
             .unwrap_or_else(|| "default".into());
-        if !valid_profile_name(&profile) {
+        if let Err(e) = crate::serve::credentials_file::validate_profile(&profile) {
             let span = c
                 .profile
                 .as_ref()
                 .map(|s| s.span())
                 .unwrap_or(spanned.span());
-            return Err(loc.err(
-                span,
-                format!("credentials_file.profile {profile:?} is not a usable profile name"),
-            ));
+            return Err(loc.err(span, format!("credentials_file.profile: {e}")));
         }
         credentials_files.push(CredentialsFilePlan {
             role: c.role.get_ref().clone(),
@@ -471,16 +500,11 @@ pub fn parse(path: &Path, text: &str) -> Result<AgentPlan, ConfigError> {
             path: c.path.as_ref().map(|s| PathBuf::from(s.get_ref())),
         });
     }
-    let min_remaining = config
-        .min_remaining_seconds
-        .as_ref()
-        .map(|s| Duration::from_secs(*s.get_ref()))
-        .unwrap_or(DEFAULT_MIN_REMAINING);
-    if let Some(s) = &config.min_remaining_seconds {
-        if *s.get_ref() >= 900 {
-            return Err(loc.err(s.span(), "min_remaining_seconds must be below 900 (the shortest session Roles Anywhere issues)"));
-        }
-    }
+    let min_remaining = match &config.min_remaining_seconds {
+        None => DEFAULT_MIN_REMAINING,
+        Some(s) => check_min_remaining(*s.get_ref())
+            .map_err(|m| loc.err(s.span(), format!("min_remaining_seconds {m}")))?,
+    };
     let plan = AgentPlan {
         identity,
         roles,
@@ -492,11 +516,7 @@ pub fn parse(path: &Path, text: &str) -> Result<AgentPlan, ConfigError> {
         hop_limit: None,
         imds_roles,
     };
-    if plan.imds.is_empty()
-        && plan.container.is_none()
-        && plan.agent_socket.is_none()
-        && plan.credentials_files.is_empty()
-    {
+    if !plan.has_server() {
         return Err(ConfigError {
             location: format!("{}: ", path.display()),
             message: "no server is configured: add [imds], [container], [agent_socket] or [[credentials_file]]".into(),
@@ -584,14 +604,6 @@ pub fn valid_role_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-}
-
-/// A name usable as an INI section in the credentials file.
-pub fn valid_profile_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.contains(['[', ']', '\n', '\r', '#', ';'])
-        && name.trim() == name
 }
 
 #[cfg(test)]

@@ -18,12 +18,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CredentialProcess(args) => {
             // One exchange: a single-threaded runtime starts fastest.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match build_runtime(&mut tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,
-                Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+                Err(code) => return code,
             };
             if let Some(socket) = &args.agent {
                 // The fast path: one local round trip to a running agent.
@@ -46,12 +43,9 @@ fn main() -> ExitCode {
         }
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match build_runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+                Err(code) => return code,
             };
             match runtime.block_on(spiffe_aws_agent::dev::command::run(&args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +53,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Builds a runtime with I/O and timers, or reports why it could not.
+fn build_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the async runtime: {e}"), 1))
 }
 
 /// Prints the credentials document and exits 0.
@@ -89,9 +93,9 @@ fn run_agent(
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         builder.worker_threads(1);
     }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match build_runtime(&mut builder) {
         Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+        Err(code) => return code,
     };
     match runtime.block_on(spiffe_aws_agent::agent::run(plan, once)) {
         Ok(()) => ExitCode::SUCCESS,

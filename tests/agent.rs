@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::agent_stack::{run_client, AgentOptions, AgentStack, Via, ORDERS};
+use common::agent_stack::{AgentOptions, AgentStack, Via, ORDERS};
+use common::run_client;
 use common::stack::parse_process_output;
 use spiffe_aws_agent::dev::workload_api::SvidIssuer;
 

@@ -82,22 +82,17 @@ async fn run_client(double: &AwsServicesDouble, s: &IssuedSession) -> serde_json
         s.secret_access_key.clone(),
         s.session_token.clone(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg("-c").arg(CLIENT).args(args);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut argv = vec!["-c".to_string(), CLIENT.to_string()];
+    argv.extend(args);
+    let env = vec![
+        ("AWS_CONFIG_FILE".to_string(), "/nonexistent".to_string()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+            "/nonexistent".to_string(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+    ];
+    let out = common::run_client(python, argv, env).await;
     assert!(
         out.status.success(),
         "python failed: {}",

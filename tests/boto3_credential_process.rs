@@ -41,25 +41,16 @@ async fn boto3_resolves_the_issued_credentials_through_credential_process() {
     )
     .unwrap();
 
-    let python = common::python();
-    let config_path = config.clone();
     let missing = stack.dir.path().join("no-credentials-file");
-    let out = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(python);
-        cmd.arg("-c").arg(RESOLVE);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") || k == "SPIFFE_ENDPOINT_SOCKET" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("AWS_CONFIG_FILE", &config_path)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let env = vec![
+        ("AWS_CONFIG_FILE".to_string(), config.display().to_string()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+            missing.display().to_string(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+    ];
+    let out = common::run_client(common::python(), vec!["-c".into(), RESOLVE.into()], env).await;
     assert!(
         out.status.success(),
         "boto3 failed: {}",

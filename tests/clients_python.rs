@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent_stack::{run_client, AgentOptions, AgentStack, Via};
+use common::agent_stack::{AgentOptions, AgentStack, Via};
 use common::clients::assert_orders_call;
+use common::run_client;
 
 /// The channels, and botocore's name for the provider that reads each (`Credentials.method`,
 /// and what the resolver logs as "Looking for credentials via: …").

@@ -24,8 +24,9 @@ use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_sdk_sts::config::{Region, SharedHttpClient};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
-use common::agent_stack::{run_client, AgentOptions, AgentStack, Via};
+use common::agent_stack::{AgentOptions, AgentStack, Via};
 use common::clients::assert_orders_call;
+use common::run_client;
 
 /// Set for the child run: the STS endpoint to call.
 const CHILD_STS_ENDPOINT: &str = "SPIFFE_AWS_AGENT_TEST_CHILD_STS_ENDPOINT";

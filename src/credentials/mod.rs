@@ -226,6 +226,30 @@ impl CredentialStore {
         }
     }
 
+    /// Waits until every role in `roles` has credentials to hand out, at most `limit`;
+    /// otherwise says why the first role still missing has none. (`run --once` and `dev`
+    /// start serving only when this returns.)
+    pub async fn wait_ready(
+        &self,
+        roles: &[impl AsRef<str>],
+        limit: Duration,
+    ) -> Result<(), Unavailable> {
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let Some(missing) = roles.iter().find_map(|r| self.get(r.as_ref()).err()) else {
+                return Ok(());
+            };
+            // `changed` only fails when the store is gone, which `&self` rules out.
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Err(missing);
+            }
+        }
+    }
+
     /// A receiver that wakes up whenever any role's credentials change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()

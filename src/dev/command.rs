@@ -49,6 +49,7 @@ pub enum DevError {
 
 /// Runs the dev stack; returns after the first exchange with `--once`, else at Ctrl-C.
 pub async fn run(args: &DevArgs) -> Result<(), DevError> {
+    // Kept alive until `run` returns; removed then.
     let temp;
     let dir: PathBuf = match &args.dir {
         Some(d) => {
@@ -59,8 +60,14 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             d.canonicalize().unwrap_or_else(|_| d.clone())
         }
         None => {
-            temp = tempfile_dir()?;
-            temp.0.clone()
+            temp = tempfile::Builder::new()
+                .prefix("spiffe-aws-agent-dev-")
+                .tempdir()
+                .map_err(|source| DevError::Dir {
+                    path: std::env::temp_dir().display().to_string(),
+                    source,
+                })?;
+            temp.path().to_path_buf()
         }
     };
     let imds_addr = crate::config::parse_listen(&args.imds)
@@ -73,7 +80,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     let workload_api = WorkloadApiDouble::start(
         dir.join("spire-agent.sock"),
         issue_all(&issuer)?,
-        pem_certs(pki::ROOT_CA_PEM),
+        pki::root_bundle_der(),
     )
     .await?;
     let rolesanywhere = RolesAnywhereDouble::start(RolesAnywhereDoubleConfig::default()).await?;
@@ -137,7 +144,11 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         imds_roles: None,
     };
     let running = agent::start(plan, RefreshPolicy::default()).await?;
-    wait_ready(&running, &["orders", "reviews"]).await?;
+    running
+        .store
+        .wait_ready(&["orders", "reviews"], Duration::from_secs(30))
+        .await
+        .map_err(|e| DevError::Setting(format!("the agent got no credentials: {e}")))?;
     let creds = running
         .store
         .get("orders")
@@ -251,26 +262,6 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     Ok(())
 }
 
-async fn wait_ready(running: &agent::RunningAgent, roles: &[&str]) -> Result<(), DevError> {
-    let mut changes = running.store.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match roles.iter().find_map(|r| running.store.get(r).err()) {
-            None => return Ok(()),
-            Some(e) => {
-                if tokio::time::timeout_at(deadline, changes.changed())
-                    .await
-                    .is_err()
-                {
-                    return Err(DevError::Setting(format!(
-                        "the agent got no credentials: {e}"
-                    )));
-                }
-            }
-        }
-    }
-}
-
 /// The Python with botocore that the printed commands use: the repository's venv if
 /// `scripts/test.sh` made one, else `python3`.
 fn python_for_scripts() -> String {
@@ -300,54 +291,9 @@ fn issue_all(issuer: &SvidIssuer) -> Result<Vec<SvidEntry>, WorkloadApiDoubleErr
     ])
 }
 
-fn pem_certs(pem: &str) -> Vec<Vec<u8>> {
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .filter_map(Result::ok)
-        .map(|c| c.as_ref().to_vec())
-        .collect()
-}
-
 fn write(path: &Path, contents: &str) -> Result<(), DevError> {
     std::fs::write(path, contents).map_err(|source| DevError::Dir {
         path: path.display().to_string(),
         source,
-    })
-}
-
-/// A private temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> Result<TempDir, DevError> {
-    let base = std::env::temp_dir();
-    for attempt in 0..100u32 {
-        let path = base.join(format!(
-            "spiffe-aws-agent-dev-{}-{attempt}",
-            std::process::id()
-        ));
-        match std::fs::create_dir(&path) {
-            Ok(()) => {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700));
-                return Ok(TempDir(path));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(source) => {
-                return Err(DevError::Dir {
-                    path: path.display().to_string(),
-                    source,
-                })
-            }
-        }
-    }
-    Err(DevError::Dir {
-        path: base.display().to_string(),
-        source: std::io::Error::other("no free temporary directory name"),
     })
 }

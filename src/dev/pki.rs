@@ -44,6 +44,15 @@ pub const REVIEWS_P256_KEY_PEM: &str = include_str!("../../certs/reviews-p256.ke
 /// A different root that also claims `spiffe://example.org`; must never be trusted.
 pub const UNTRUSTED_ROOT_CA_PEM: &str = include_str!("../../certs/untrusted-root-ca.pem");
 
+/// The trust bundle the Workload API double serves for `example.org`: the root CA, DER.
+pub fn root_bundle_der() -> Vec<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(ROOT_CA_PEM.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.as_ref().to_vec())
+        .collect()
+}
+
 /// The `certs/` directory of this crate's source tree, for tests that need files on disk.
 pub fn certs_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/certs"))

@@ -4,7 +4,6 @@
 //! real cause of a failure (no socket, no identity, bad SVID) instead of retrying forever,
 //! which is what a long-running watcher should do and a process run by an AWS SDK must not.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -86,23 +85,19 @@ pub async fn fetch_once(
 }
 
 /// Picks the SVID to use: by SPIFFE ID or hint when asked, else the first.
-pub fn select<'a, S: std::borrow::Borrow<X509Svid>>(
+pub fn select<'a>(
     address: &str,
-    svids: &'a [S],
+    svids: &'a [X509Svid],
     wanted: Option<&str>,
 ) -> Result<&'a X509Svid, WorkloadApiError> {
     let found = match wanted {
         None => svids.first(),
-        Some(w) => svids.iter().find(|s| {
-            let s = s.borrow();
-            s.spiffe_id().to_string() == w || s.hint() == Some(w)
-        }),
-    };
-    found.map(|s| s.borrow()).ok_or_else(|| {
-        let available: Vec<String> = svids
+        Some(w) => svids
             .iter()
-            .map(|s| s.borrow().spiffe_id().to_string())
-            .collect();
+            .find(|s| s.spiffe_id().to_string() == w || s.hint() == Some(w)),
+    };
+    found.ok_or_else(|| {
+        let available: Vec<String> = svids.iter().map(|s| s.spiffe_id().to_string()).collect();
         WorkloadApiError::NoMatchingSvid {
             address: address.to_owned(),
             wanted: wanted.unwrap_or_default().to_owned(),
@@ -168,6 +163,3 @@ pub fn classify(address: &str, e: SpiffeError) -> WorkloadApiError {
         },
     }
 }
-
-/// Keeps the type name available to callers that hold SVIDs in `Arc`s (the `X509Source`).
-pub type SharedSvid = Arc<X509Svid>;

@@ -188,40 +188,22 @@ impl RolesAnywhereClient {
         for (name, value) in &signed.headers {
             builder = builder.header(*name, value);
         }
-        let endpoint = self.url.as_str().to_owned();
-        let response = builder.send().await.map_err(|e| {
-            if e.is_timeout() {
-                CreateSessionError::Timeout {
-                    endpoint: endpoint.clone(),
-                    seconds: self.timeout.as_secs(),
-                }
-            } else {
-                // reqwest's own top line repeats the URL; the causes say what went wrong.
-                let reason = match std::error::Error::source(&e) {
-                    Some(cause) => crate::display::error_chain(cause),
-                    None => crate::display::error_chain(&e),
-                };
-                CreateSessionError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    reason,
-                }
-            }
-        })?;
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, None))?;
         let status = response.status().as_u16();
         let error_type_header = response
             .headers()
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(':').next().unwrap_or(v).to_owned());
-        let body = read_limited(response).await.map_err(|reason| {
-            if reason.contains("timed out") {
-                CreateSessionError::Timeout {
-                    endpoint: endpoint.clone(),
-                    seconds: self.timeout.as_secs(),
-                }
-            } else {
-                CreateSessionError::BadResponse { status, reason }
-            }
+        let body = read_limited(response).await.map_err(|e| match e {
+            BodyError::Transport(e) => self.transport_error(e, Some(status)),
+            BodyError::TooLarge => CreateSessionError::BadResponse {
+                status,
+                reason: format!("the body is larger than {MAX_RESPONSE_BYTES} bytes"),
+            },
         })?;
         if (200..300).contains(&status) {
             parse_success(status, &body, &request.arns.role)
@@ -229,6 +211,33 @@ impl RolesAnywhereClient {
             Err(map_error(status, error_type_header, &body, &self.region))
         }
     }
+
+    /// A failure of the connection itself, while sending (`status` None) or while reading
+    /// the body: a timeout, or the cause that made the endpoint unreachable.
+    fn transport_error(&self, e: reqwest::Error, status: Option<u16>) -> CreateSessionError {
+        let endpoint = self.url.as_str().to_owned();
+        if e.is_timeout() {
+            return CreateSessionError::Timeout {
+                endpoint,
+                seconds: self.timeout.as_secs(),
+            };
+        }
+        // reqwest's own top line repeats the URL; the causes say what went wrong.
+        let reason = match std::error::Error::source(&e) {
+            Some(cause) => crate::display::error_chain(cause),
+            None => crate::display::error_chain(&e),
+        };
+        match status {
+            None => CreateSessionError::Unreachable { endpoint, reason },
+            Some(status) => CreateSessionError::BadResponse { status, reason },
+        }
+    }
+}
+
+/// Why a response body could not be read.
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
 }
 
 fn endpoint_url(config: &ClientConfig, partition: &str) -> Result<reqwest::Url, ConfigError> {
@@ -329,17 +338,11 @@ fn request_body(request: &SessionRequest) -> String {
     serde_json::Value::Object(body).to_string()
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| crate::display::error_chain(&e))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!(
-                "the body is larger than {MAX_RESPONSE_BYTES} bytes"
-            ));
+            return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -460,9 +463,7 @@ fn map_error(
             hint: access_denied_hint(&message),
             message,
         },
-        (400, "ValidationException") | (_, "ValidationException") => {
-            CreateSessionError::Validation { message }
-        }
+        (_, "ValidationException") => CreateSessionError::Validation { message },
         (404, _) | (_, "ResourceNotFoundException") => CreateSessionError::NotFound {
             message,
             region: region.to_owned(),

@@ -27,7 +27,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::http::{self, ParseError};
-use super::process::ProcessOutput;
 use crate::credentials::{CredentialStore, RoleCredentials};
 
 /// Where `run` listens unless told otherwise.
@@ -183,14 +182,12 @@ pub async fn serve(
 
 /// The `credential_process` JSON for `creds`.
 pub fn render(creds: &RoleCredentials) -> String {
-    let out = ProcessOutput {
-        version: 1,
-        access_key_id: &creds.access_key_id,
-        secret_access_key: &creds.secret_access_key,
-        session_token: &creds.session_token,
-        expiration: http::aws_time(creds.expiration),
-    };
-    serde_json::to_string(&out).unwrap_or_default()
+    super::process::render_document(
+        &creds.access_key_id,
+        &creds.secret_access_key,
+        &creds.session_token,
+        creds.expiration,
+    )
 }
 
 async fn credentials(

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -277,7 +277,9 @@ struct Imds {
 
 /// Session tokens, remembered as SHA-256 digests with their expiry.
 struct TokenTable {
-    live: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Read on every GET, written only when a token is issued or found expired: a read
+    /// lock keeps concurrent GETs from queueing behind each other.
+    live: RwLock<HashMap<[u8; 32], Instant>>,
     cap: usize,
     rng: ring::rand::SystemRandom,
 }
@@ -285,7 +287,7 @@ struct TokenTable {
 impl TokenTable {
     fn new(cap: usize) -> Self {
         TokenTable {
-            live: Mutex::new(HashMap::new()),
+            live: RwLock::new(HashMap::new()),
             cap,
             rng: ring::rand::SystemRandom::new(),
         }
@@ -297,7 +299,7 @@ impl TokenTable {
         self.rng.fill(&mut raw[..]).ok()?;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]);
         let now = Instant::now();
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         if live.len() >= self.cap {
             live.retain(|_, expiry| *expiry > now);
         }
@@ -314,11 +316,19 @@ impl TokenTable {
     fn check(&self, token: &[u8]) -> bool {
         let key = digest(token);
         let now = Instant::now();
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        match live.get(&key) {
-            Some(expiry) if *expiry > now => true,
+        let expiry = self
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied();
+        match expiry {
+            Some(expiry) if expiry > now => true,
             Some(_) => {
-                live.remove(&key);
+                self.live
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
                 false
             }
             None => false,
@@ -864,11 +874,11 @@ mod tests {
             // The token closest to expiry made room.
             assert!(!table.check(first.as_bytes()));
             assert!(later.iter().all(|t| table.check(t.as_bytes())));
-            assert_eq!(table.live.lock().unwrap().len(), 3);
+            assert_eq!(table.live.read().unwrap().len(), 3);
             tokio::time::advance(Duration::from_secs(101)).await;
             let fresh = table.issue(Duration::from_secs(5)).unwrap();
             assert_eq!(
-                table.live.lock().unwrap().len(),
+                table.live.read().unwrap().len(),
                 1,
                 "expired tokens were evicted"
             );

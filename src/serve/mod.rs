@@ -102,8 +102,6 @@ pub async fn start_servers(
                         .into(),
                 )
             })?;
-        credentials_file::validate_profile(&f.profile)
-            .map_err(|e| AgentError::Server(e.to_string()))?;
         files.push((f.role.clone(), path, f.profile.clone()));
     }
 

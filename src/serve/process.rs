@@ -55,30 +55,46 @@ impl ProcessError {
 
 /// The `credential_process` document. Field order is the documented one.
 #[derive(Serialize)]
-pub struct ProcessOutput<'a> {
+struct ProcessOutput<'a> {
     #[serde(rename = "Version")]
-    pub version: u8,
+    version: u8,
     #[serde(rename = "AccessKeyId")]
-    pub access_key_id: &'a str,
+    access_key_id: &'a str,
     #[serde(rename = "SecretAccessKey")]
-    pub secret_access_key: &'a str,
+    secret_access_key: &'a str,
     #[serde(rename = "SessionToken")]
-    pub session_token: &'a str,
+    session_token: &'a str,
     #[serde(rename = "Expiration")]
-    pub expiration: String,
+    expiration: String,
 }
 
-/// Renders credentials as the `credential_process` JSON.
-pub fn render(creds: &Credentials) -> String {
+/// The `credential_process` JSON: the one renderer for both `credential-process` (fresh
+/// [`Credentials`]) and the agent socket (cached `RoleCredentials`).
+pub fn render_document(
+    access_key_id: &str,
+    secret_access_key: &str,
+    session_token: &str,
+    expiration: std::time::SystemTime,
+) -> String {
     let out = ProcessOutput {
         version: 1,
-        access_key_id: &creds.access_key_id,
-        secret_access_key: &creds.secret_access_key,
-        session_token: &creds.session_token,
-        expiration: crate::display::aws_time(creds.expiration),
+        access_key_id,
+        secret_access_key,
+        session_token,
+        expiration: crate::display::aws_time(expiration),
     };
     // Serializing a struct of strings cannot fail.
     serde_json::to_string(&out).unwrap_or_default()
+}
+
+/// Renders freshly exchanged credentials as the `credential_process` JSON.
+pub fn render(creds: &Credentials) -> String {
+    render_document(
+        &creds.access_key_id,
+        &creds.secret_access_key,
+        &creds.session_token,
+        creds.expiration,
+    )
 }
 
 /// A validated plan for one exchange: everything that can be checked without I/O.

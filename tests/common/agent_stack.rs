@@ -284,20 +284,3 @@ pub enum Via {
     CredentialProcess(&'static str),
     CredentialsFile,
 }
-
-/// Runs `program args` with only `env` for AWS settings (every inherited AWS_* removed).
-pub async fn run_client(program: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(program);
-        cmd.args(&args);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(env);
-        cmd.output().expect("run client")
-    })
-    .await
-    .expect("join")
-}

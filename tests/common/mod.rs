@@ -42,3 +42,26 @@ pub fn aws_cli() -> PathBuf {
     );
     aws
 }
+
+/// Runs `program args` with only `env` for AWS settings: every inherited `AWS_*` and
+/// `SPIFFE_ENDPOINT_SOCKET` is removed, so a client finds credentials only where a test
+/// points it.
+pub async fn run_client(
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(&args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") || k == "SPIFFE_ENDPOINT_SOCKET" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env);
+        cmd.output().expect("run client")
+    })
+    .await
+    .expect("join")
+}

@@ -27,7 +27,7 @@ impl Stack {
 
     pub async fn start_with(svids: Vec<SvidEntry>, config: RolesAnywhereDoubleConfig) -> Stack {
         let dir = tempfile::tempdir().expect("temp dir");
-        let bundle = pem_to_der(pki::ROOT_CA_PEM);
+        let bundle = pki::root_bundle_der();
         let workload_api = WorkloadApiDouble::start(dir.path().join("agent.sock"), svids, bundle)
             .await
             .expect("workload API double");

@@ -39,12 +39,6 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     .await;
 }
 
-fn root_bundle() -> Vec<Vec<u8>> {
-    CertificateDer::pem_slice_iter(pki::ROOT_CA_PEM.as_bytes())
-        .map(|c| c.unwrap().as_ref().to_vec())
-        .collect()
-}
-
 fn socket(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("agent.sock")
 }
@@ -71,7 +65,7 @@ fn orders_and_reviews() -> Vec<SvidEntry> {
 }
 
 async fn start(dir: &tempfile::TempDir, svids: Vec<SvidEntry>) -> WorkloadApiDouble {
-    WorkloadApiDouble::start(socket(dir), svids, root_bundle())
+    WorkloadApiDouble::start(socket(dir), svids, pki::root_bundle_der())
         .await
         .unwrap()
 }
@@ -144,7 +138,7 @@ async fn serves_every_svid_with_chain_key_bundle_and_hint_and_the_first_is_defau
     let trust_domain = spiffe::TrustDomain::new(pki::TRUST_DOMAIN).unwrap();
     let bundle = context.bundle_set().get(&trust_domain).unwrap();
     let authorities: Vec<&[u8]> = bundle.authorities().iter().map(|c| c.as_bytes()).collect();
-    assert_eq!(authorities, vec![root_bundle()[0].as_slice()]);
+    assert_eq!(authorities, vec![pki::root_bundle_der()[0].as_slice()]);
     double.shutdown().await;
 }
 
@@ -427,7 +421,7 @@ async fn x509_bundles_stream_keys_the_bundle_by_trust_domain_and_follows_changes
     let bundle = first.get(&trust_domain).unwrap();
     assert_eq!(
         bundle.authorities()[0].as_bytes(),
-        root_bundle()[0].as_slice()
+        pki::root_bundle_der()[0].as_slice()
     );
 
     // A CA rotation: the bundle now holds the root and the intermediate.
@@ -435,7 +429,7 @@ async fn x509_bundles_stream_keys_the_bundle_by_trust_domain_and_follows_changes
         .unwrap()
         .as_ref()
         .to_vec();
-    double.set_bundle(vec![root_bundle()[0].clone(), intermediate]);
+    double.set_bundle(vec![pki::root_bundle_der()[0].clone(), intermediate]);
     let second = within("updated bundles", stream.next())
         .await
         .unwrap()
@@ -655,7 +649,7 @@ async fn start_replaces_a_stale_socket_but_not_a_regular_file() {
     assert!(!path.exists(), "shutdown removes the socket");
 
     std::fs::write(&path, b"not a socket").unwrap();
-    let err = WorkloadApiDouble::start(&path, orders_and_reviews(), root_bundle())
+    let err = WorkloadApiDouble::start(&path, orders_and_reviews(), pki::root_bundle_der())
         .await
         .unwrap_err();
     assert!(
