@@ -7,6 +7,7 @@
 //! `spiffe-aws-agent dev`.
 
 pub mod agent;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::agent_stack::wait_for_log_value;
 use common::stack::{failure_line, run_agent, Stack};
 use spiffe_aws_agent::dev::rolesanywhere::{
-    DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS, DEV_TRUST_ANCHOR_ARN,
+    Fault, DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS, DEV_TRUST_ANCHOR_ARN,
 };
 
 /// `--certificate … --trust-anchor-arn …` as aws_signing_helper takes them.
@@ -185,6 +185,109 @@ async fn run_with_flags_serves_under_the_given_role_name() {
     let (_agent, base) = spawn(args, &stack.dir.path().join("agent.log")).await;
     let doc = wait_for_imds(&base, "billing-writer").await;
     assert!(doc["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
+}
+
+/// Starts `run` with `args` and an agent socket, then asks it for `orders` through
+/// `credential-process --agent` until the answer is a failure naming `expected`: what a
+/// workload sees while the agent cannot get credentials.
+async fn agent_explains(stack: &Stack, mut args: Vec<String>, expected: &str) -> String {
+    let socket = stack.dir.path().join("spiffe-aws-agent.sock");
+    args.extend([
+        "--agent-socket".to_string(),
+        socket.display().to_string(),
+        "--imds".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let (_agent, _) = spawn(args, &stack.dir.path().join("agent.log")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run_agent(vec![
+            "credential-process".into(),
+            "--agent".into(),
+            socket.display().to_string(),
+            "--role".into(),
+            "orders".into(),
+        ])
+        .await;
+        if !out.status.success() {
+            let line = failure_line(&out);
+            if line.contains(expected) {
+                return line;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never explained {expected:?}; last answer: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spire_the_agent_runs_and_says_why_it_has_no_credentials() {
+    let stack = Stack::start(vec![]).await;
+    let missing = stack.dir.path().join("no-spire-agent.sock");
+    let mut args = vec![
+        "run".to_string(),
+        "--workload-api-socket".into(),
+        format!("unix://{}", missing.display()),
+    ];
+    args.extend(stack.session_args());
+    let line = agent_explains(&stack, args, "cannot reach the SPIFFE Workload API").await;
+    assert!(
+        line.contains("no usable credentials for role \"orders\""),
+        "{line}"
+    );
+    assert!(line.contains("No such file"), "{line}");
+    assert!(
+        stack.rolesanywhere.calls().is_empty(),
+        "nothing to exchange"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roles_anywhere_rejection_reaches_agent_clients() {
+    let stack = Stack::start(vec![]).await;
+    stack.rolesanywhere.inject(
+        Fault::Status {
+            status: 403,
+            error_type: "AccessDeniedException".into(),
+            message: "Untrusted signing certificate".into(),
+        },
+        1000,
+    );
+    let mut args = vec!["run".to_string()];
+    args.extend(helper_flags(&stack));
+    let line = agent_explains(
+        &stack,
+        args,
+        "AccessDeniedException: Untrusted signing certificate",
+    )
+    .await;
+    assert!(
+        line.contains("trust anchor"),
+        "the hint comes along: {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_certificate_given_to_run_is_explained_to_clients() {
+    let stack = Stack::start(vec![]).await;
+    let mut args = vec![
+        "run".to_string(),
+        "--certificate".into(),
+        common::cert("bad-expired.pem").display().to_string(),
+        "--private-key".into(),
+        common::cert("bad-expired.key").display().to_string(),
+    ];
+    args.extend(stack.session_args());
+    agent_explains(&stack, args, "expired at 2020-01-01T00:00:00Z").await;
+    assert!(
+        stack.rolesanywhere.calls().is_empty(),
+        "an expired certificate is never sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

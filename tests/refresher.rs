@@ -231,6 +231,36 @@ async fn a_withdrawn_identity_stops_the_credentials_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unreachable_source_keeps_serving_until_expiry_unlike_a_withdrawal() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    let before = h.store.get("orders").unwrap();
+    // SPIRE goes away: not a withdrawal, so valid credentials stay served.
+    h.tx.send_replace(Snapshot {
+        revision: 2,
+        entries: vec![],
+        problem: Some(Problem::Unavailable(
+            "cannot reach the SPIFFE Workload API".into(),
+        )),
+    });
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        h.store.get("orders").unwrap().access_key_id,
+        before.access_key_id
+    );
+    assert!(matches!(h.store.status("orders"), Some(Status::Failing(_))));
+    assert_eq!(h.calls(), 1, "no exchange without an identity");
+    // And they stop once fewer than the minimum 5 minutes remain.
+    advance(Duration::from_secs(3600 - 60 - 300)).await;
+    let e = h.store.get("orders").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("cannot reach the SPIFFE Workload API"),
+        "{e}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn failures_back_off_and_recover() {
     let h = start(snapshot(1, &[identity("orders-p256")]), 3);
     advance(Duration::from_millis(100)).await;

@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::{CredentialStore, RoleCredentials, Status};
-use crate::identity::watch::{Backoff, Snapshot};
+use crate::backoff::Backoff;
+use crate::identity::watch::Snapshot;
 use crate::identity::X509Identity;
 use crate::rolesanywhere::client::Credentials;
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::workload_api::{classify, identity_from_svid};
 use super::{files, X509Identity};
+use crate::backoff::Backoff;
 
 /// Every identity the source currently offers.
 #[derive(Clone, Debug, Default)]
@@ -262,49 +263,9 @@ pub fn spawn_files(
     (rx, task)
 }
 
-/// Exponential backoff with jitter, so a fleet does not retry in step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// The next delay: doubles up to `max`, with up to half of it random.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = base / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
-        let delays: Vec<Duration> = (0..6).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(500) && delays[0] <= Duration::from_secs(1));
-        assert!(delays[5] >= Duration::from_secs(4) && delays[5] <= Duration::from_secs(8));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(1));
-    }
 
     #[test]
     fn selection_reports_problems_and_missing_ids() {
