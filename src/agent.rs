@@ -1,10 +1,10 @@
-//! The long-running agent (`run`, `serve`, `update`): identity watcher -> one refresher per
-//! role -> credential store -> servers.
+//! Wires a plan into running work: the one-shot `credential-process` (identity → exchange),
+//! and the long-running agent (`run`, `serve`, `update`): identity watcher → one refresher
+//! per role → credential store → sinks.
 //!
 //! Every listener is bound before anything else starts, so a port in use or a bad socket path
 //! stops the agent at once with a clear error instead of leaving a half-started daemon.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -13,49 +13,76 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::cli::{RunArgs, ServeArgs, SessionArgs, UpdateArgs};
-use crate::config::{self, AgentPlan, ConfigError, ContainerPlan, CredentialsFilePlan, RolePlan};
-use crate::credentials::clock::TokioClock;
+use crate::clock::{Clock, TokioClock};
 use crate::credentials::refresher::{self, Exchanger, RefreshPolicy, RoleSpec};
-use crate::credentials::CredentialStore;
-use crate::identity::watch::{spawn_files, spawn_workload_api, Snapshot};
-use crate::identity::X509Identity;
-use crate::rolesanywhere::client::Credentials;
-use crate::serve::credentials_file;
-use crate::serve::process::{Exchange, IdentityPlan, ProcessError};
+use crate::credentials::{CredentialStore, Unavailable};
+use crate::identity::{IdentityError, IdentitySpec, X509Identity};
+use crate::rolesanywhere::{CreateSessionError, Credentials, Exchange};
+use crate::serve::{self, ServeError, ServersSpec};
+
+/// The shortest session Roles Anywhere issues, so the longest `min_remaining` (exclusive)
+/// that can ever be met.
+pub const MAX_MIN_REMAINING: Duration =
+    Duration::from_secs(crate::rolesanywhere::exchange::MIN_SESSION_DURATION as u64);
+/// Never hand out credentials with less than this left, unless told otherwise.
+pub const DEFAULT_MIN_REMAINING: Duration = Duration::from_secs(300);
+/// How long `update --once` waits for credentials.
+pub const ONCE_WAIT: Duration = Duration::from_secs(60);
+
+/// One `credential-process` call: where the identity comes from and what to exchange it for.
+#[derive(Debug)]
+pub struct OneShotPlan {
+    pub identity: IdentitySpec,
+    pub exchange: Exchange,
+}
+
+/// Why a one-shot exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OneShotError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Exchange(#[from] CreateSessionError),
+}
+
+/// Fetches the identity once and exchanges it.
+pub async fn one_shot(plan: &OneShotPlan, clock: &dyn Clock) -> Result<Credentials, OneShotError> {
+    let identity = plan.identity.fetch_once(clock).await?;
+    tracing::debug!(
+        subject = identity.subject(),
+        spiffe_id = identity.spiffe_id(),
+        serial = identity.serial_decimal(),
+        "exchanging identity"
+    );
+    Ok(plan.exchange.run(&identity).await?)
+}
+
+/// One role the agent keeps fresh, validated.
+#[derive(Debug)]
+pub struct RolePlan {
+    /// The name clients ask for.
+    pub name: String,
+    /// Which SVID to exchange (SPIFFE ID or hint); `None`: the default SVID.
+    pub spiffe_id: Option<String>,
+    pub exchange: Exchange,
+}
+
+/// Everything `run`, `serve` and `update` need, validated.
+#[derive(Debug)]
+pub struct AgentPlan {
+    pub identity: IdentitySpec,
+    pub roles: Vec<RolePlan>,
+    pub servers: ServersSpec,
+    pub min_remaining: Duration,
+}
 
 /// Why the agent could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
-    Config(#[from] ConfigError),
-    #[error("{0}")]
-    Flags(#[from] ProcessError),
-    #[error("no server chosen: pass --imds, --container, --agent-socket or --credentials-profile (or use a --config file)")]
-    NoServer,
-    #[error("invalid --role-name {0:?}: use 1 to 64 letters, digits and +=,.@_-")]
-    RoleName(String),
-    #[error("cannot listen on {what} {address}: {source}")]
-    Bind {
-        what: &'static str,
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Server(String),
-    #[error("gave up waiting after 60 s: {0}")]
-    NoCredentials(crate::credentials::Unavailable),
-}
-
-impl AgentError {
-    /// 2 for configuration mistakes, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            AgentError::Config(_) | AgentError::NoServer | AgentError::RoleName(_) => 2,
-            AgentError::Flags(e) => e.exit_code(),
-            _ => 1,
-        }
-    }
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("gave up waiting after {secs} s: {0}", secs = ONCE_WAIT.as_secs())]
+    NoCredentials(Unavailable),
 }
 
 /// The role name clients use when only a role ARN is given: its last path part, as
@@ -64,133 +91,14 @@ pub fn role_name_from_arn(role_arn: &str) -> String {
     role_arn.rsplit('/').next().unwrap_or(role_arn).to_owned()
 }
 
-fn single_role(
-    identity: &crate::cli::IdentityArgs,
-    session: &SessionArgs,
-    name: Option<&str>,
-) -> Result<(IdentityPlan, RolePlan), AgentError> {
-    let exchange = Exchange::new(session)?;
-    let identity_plan = IdentityPlan::new(identity)?;
-    let role_arn = session.role_arn.clone().unwrap_or_default();
-    let name = name
-        .map(str::to_owned)
-        .unwrap_or_else(|| role_name_from_arn(&role_arn));
-    if !config::valid_role_name(&name) {
-        return Err(AgentError::RoleName(name));
-    }
-    Ok((
-        identity_plan,
-        RolePlan {
-            name,
-            spiffe_id: identity.spiffe_id.clone(),
-            role_arn,
-            exchange,
-        },
-    ))
-}
-
-/// `run`: a config file, or one role from flags.
-pub fn plan_run(args: &RunArgs) -> Result<AgentPlan, AgentError> {
-    if let Some(path) = &args.config {
-        return Ok(config::load(path)?);
-    }
-    let (identity, role) = single_role(&args.identity, &args.session, args.role_name.as_deref())?;
-    let mut imds = Vec::new();
-    for a in &args.imds {
-        imds.push(config::parse_listen(a).map_err(|m| ConfigError::flag(format!("--imds: {m}")))?);
-    }
-    let container = match &args.container {
-        None => None,
-        Some(a) => Some(ContainerPlan {
-            listen: config::parse_listen(a)
-                .map_err(|m| ConfigError::flag(format!("--container: {m}")))?,
-            token_file: args.container_token_file.clone(),
-        }),
-    };
-    let credentials_files = match &args.credentials_profile {
-        None => vec![],
-        Some(profile) => {
-            credentials_file::validate_profile(profile)
-                .map_err(|e| ConfigError::flag(format!("--credentials-profile: {e}")))?;
-            vec![CredentialsFilePlan {
-                role: role.name.clone(),
-                profile: profile.clone(),
-                path: None,
-            }]
-        }
-    };
-    let min_remaining = config::check_min_remaining(args.min_remaining)
-        .map_err(|m| ConfigError::flag(format!("--min-remaining {m}")))?;
-    let plan = AgentPlan {
-        identity,
-        roles: vec![role],
-        imds,
-        container,
-        agent_socket: args.agent_socket.clone(),
-        credentials_files,
-        min_remaining,
-        hop_limit: None,
-        imds_roles: None,
-    };
-    if !plan.has_server() {
-        return Err(AgentError::NoServer);
-    }
-    Ok(plan)
-}
-
-/// `serve`: IMDS on 127.0.0.1:port for one role.
-pub fn plan_serve(args: &ServeArgs) -> Result<AgentPlan, AgentError> {
-    let (identity, role) = single_role(&args.identity, &args.session, None)?;
-    Ok(AgentPlan {
-        identity,
-        roles: vec![role],
-        imds: vec![std::net::SocketAddr::from(([127, 0, 0, 1], args.port))],
-        container: None,
-        agent_socket: None,
-        credentials_files: vec![],
-        min_remaining: config::DEFAULT_MIN_REMAINING,
-        hop_limit: Some(args.hop_limit),
-        imds_roles: None,
-    })
-}
-
-/// `update`: the credentials file for one role.
-pub fn plan_update(args: &UpdateArgs) -> Result<AgentPlan, AgentError> {
-    let (identity, role) = single_role(&args.identity, &args.session, None)?;
-    credentials_file::validate_profile(&args.profile)
-        .map_err(|e| ConfigError::flag(format!("--profile: {e}")))?;
-    Ok(AgentPlan {
-        identity,
-        credentials_files: vec![CredentialsFilePlan {
-            role: role.name.clone(),
-            profile: args.profile.clone(),
-            path: None,
-        }],
-        roles: vec![role],
-        imds: vec![],
-        container: None,
-        agent_socket: None,
-        min_remaining: config::DEFAULT_MIN_REMAINING,
-        hop_limit: None,
-        imds_roles: None,
-    })
-}
-
-/// CreateSession for each configured role.
-struct RoleExchanges(HashMap<String, Exchange>);
-
-impl Exchanger for RoleExchanges {
+/// A role's refresher exchanges through the role's own [`Exchange`].
+impl Exchanger for Exchange {
     fn exchange<'a>(
         &'a self,
-        role: &'a str,
+        _role: &'a str,
         identity: &'a X509Identity,
-    ) -> Pin<Box<dyn Future<Output = Result<Credentials, String>> + Send + 'a>> {
-        Box::pin(async move {
-            match self.0.get(role) {
-                Some(exchange) => exchange.run(identity).await.map_err(|e| e.to_string()),
-                None => Err(format!("no role named {role:?}")),
-            }
-        })
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>> {
+        Box::pin(self.run(identity))
     }
 }
 
@@ -216,60 +124,40 @@ impl RunningAgent {
     }
 }
 
-/// A future that completes when `rx` turns true.
-pub(crate) async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
 /// Starts the agent described by `plan` and returns at once.
-pub async fn start(plan: AgentPlan, policy: RefreshPolicy) -> Result<RunningAgent, AgentError> {
+pub async fn start(
+    plan: AgentPlan,
+    policy: RefreshPolicy,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningAgent, AgentError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let clock = Arc::new(TokioClock::new());
     let store = Arc::new(CredentialStore::new(
         plan.roles
             .iter()
-            .map(|r| (r.name.clone(), r.role_arn.clone())),
+            .map(|r| (r.name.clone(), r.exchange.role_arn().to_owned())),
         plan.min_remaining,
-        clock,
+        Arc::clone(&clock),
     ));
 
     let servers =
-        crate::serve::start_servers(&plan, Arc::clone(&store), shutdown_rx.clone()).await?;
+        serve::start_servers(&plan.servers, Arc::clone(&store), shutdown_rx.clone()).await?;
     tasks.extend(servers.tasks);
 
-    let (identities, watcher): (watch::Receiver<Snapshot>, _) = match &plan.identity {
-        IdentityPlan::Files {
-            certificate,
-            private_key,
-            intermediates,
-        } => spawn_files(
-            certificate.clone(),
-            private_key.clone(),
-            intermediates.clone(),
-            Duration::from_secs(30),
-        ),
-        IdentityPlan::WorkloadApi { address, .. } => spawn_workload_api(address.clone()),
-    };
+    let (identities, watcher) = plan.identity.watch(clock);
     tasks.push(watcher);
 
-    let mut exchanges = HashMap::new();
-    let mut specs = Vec::new();
     for role in plan.roles {
-        specs.push(RoleSpec {
-            name: role.name.clone(),
-            spiffe_id: role.spiffe_id.clone(),
-        });
-        exchanges.insert(role.name, role.exchange);
-    }
-    let exchanger: Arc<dyn Exchanger> = Arc::new(RoleExchanges(exchanges));
-    for spec in specs {
+        let spec = RoleSpec {
+            name: role.name,
+            spiffe_id: role.spiffe_id,
+        };
+        let exchanger: Arc<dyn Exchanger> = Arc::new(role.exchange);
         let store = Arc::clone(&store);
         let identities = identities.clone();
-        let exchanger = Arc::clone(&exchanger);
         let policy = policy.clone();
-        let stop = shutdown_signal(shutdown_rx.clone());
+        let stop = serve::shutdown_signal(shutdown_rx.clone());
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = refresher::run_role(store, spec, identities, exchanger, policy) => {}
@@ -289,10 +177,11 @@ pub async fn start(plan: AgentPlan, policy: RefreshPolicy) -> Result<RunningAgen
     })
 }
 
-/// Runs until SIGINT/SIGTERM; with `once`, until every credentials file was written once.
+/// Runs until SIGINT/SIGTERM; with `once`, until every role has credentials and the
+/// credentials files were written.
 pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     let roles: Vec<String> = plan.roles.iter().map(|r| r.name.clone()).collect();
-    let agent = start(plan, RefreshPolicy::default()).await?;
+    let agent = start(plan, RefreshPolicy::default(), Arc::new(TokioClock::new())).await?;
     for addr in &agent.imds_addrs {
         tracing::info!(
             "IMDS endpoint: AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{}/",
@@ -311,7 +200,7 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     if once {
         let result = agent
             .store
-            .wait_ready(&roles, Duration::from_secs(60))
+            .wait_ready(&roles, ONCE_WAIT)
             .await
             .map_err(AgentError::NoCredentials);
         // Give the credentials-file writers a moment to write what just arrived.

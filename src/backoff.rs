@@ -5,14 +5,14 @@ use std::time::Duration;
 
 /// Exponential backoff with jitter, so a fleet does not retry in step.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     current: Duration,
 }
 
 impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Backoff {
             min,
             max,
@@ -21,14 +21,14 @@ impl Backoff {
     }
 
     /// The next delay: doubles up to `max`, with up to half of it random.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.current;
         self.current = (self.current * 2).min(self.max);
         let half = base / 2;
         half + half.mul_f64(fastrand::f64())
     }
 
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.min;
     }
 }

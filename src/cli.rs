@@ -7,6 +7,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::identity::DEFAULT_WORKLOAD_API_TIMEOUT;
+use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
+use crate::serve::{
+    DEFAULT_AGENT_SOCKET, DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE,
+    DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
+};
+
 /// Turns a SPIFFE identity (an X.509-SVID from SPIRE, or certificate files) into temporary
 /// AWS credentials through IAM Roles Anywhere.
 #[derive(Debug, Parser)]
@@ -38,7 +45,7 @@ pub enum Command {
     /// endpoint, a unix socket for `credential-process --agent`, and the credentials file.
     /// Clients never wait on SPIRE or Roles Anywhere; Roles Anywhere sees one CreateSession
     /// per role per refresh.
-    #[command(after_long_help = crate::config::RUN_EXAMPLES)]
+    #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
 
     /// Serve credentials on an IMDSv2-style endpoint (drop-in for `aws_signing_helper serve`).
@@ -85,6 +92,38 @@ Examples:
     spiffe-aws-agent credential-process --certificate cert.pem --private-key key.pem \\
         --intermediates chain.pem --trust-anchor-arn ... --profile-arn ... --role-arn ...";
 
+/// Shown by `run --help`.
+pub const RUN_EXAMPLES: &str = "\
+Examples:
+
+  One role from flags, every server on:
+    spiffe-aws-agent run --trust-anchor-arn ARN --profile-arn ARN --role-arn ARN \\
+        --imds --container --agent-socket --credentials-profile default
+
+  Then, in clients:
+    AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9911/
+    AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9912/v1/credentials/<role>
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/spiffe-aws-agent/container-token
+    credential_process = spiffe-aws-agent credential-process --agent /run/spiffe-aws-agent/agent.sock --role <role>
+
+  Several roles: a TOML file (run --config agent.toml):
+    workload_api_socket = \"unix:///run/spire/agent/public/api.sock\"
+    [[role]]
+    name = \"orders\"
+    trust_anchor_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/<uuid>\"
+    profile_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:profile/<uuid>\"
+    role_arn = \"arn:aws:iam::123456789012:role/orders\"
+    spiffe_id = \"spiffe://example.org/service/orders\"   # optional: which SVID
+    [imds]
+    listen = [\"127.0.0.1:9911\"]
+    [container]
+    token_file = \"/run/spiffe-aws-agent/container-token\"
+    [agent_socket]
+    path = \"/run/spiffe-aws-agent/agent.sock\"
+    [[credentials_file]]
+    role = \"orders\"
+    profile = \"default\"";
+
 /// Where the X.509 identity comes from.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Identity (SPIFFE Workload API by default, or certificate files)")]
@@ -99,7 +138,7 @@ pub struct IdentityArgs {
     pub spiffe_id: Option<String>,
 
     /// Seconds to wait for the Workload API.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WORKLOAD_API_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
     pub workload_api_timeout: u64,
 
     /// PEM certificate file instead of the Workload API: the leaf, optionally followed by
@@ -147,7 +186,7 @@ pub struct SessionArgs {
     pub ca_bundle: Option<PathBuf>,
 
     /// Session duration in seconds, 900..43200 (the profile may cap it lower).
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SESSION_DURATION)]
     pub session_duration: u32,
 
     /// Role session name (2..64 of letters, digits and +=,.@_-). Default: the service
@@ -156,7 +195,7 @@ pub struct SessionArgs {
     pub role_session_name: Option<String>,
 
     /// Seconds to wait for Roles Anywhere.
-    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
     pub timeout: u64,
 }
 
@@ -190,31 +229,27 @@ pub struct RunArgs {
     pub role_name: Option<String>,
 
     /// Start the IMDSv2-style endpoint on this address (repeatable; IPv6 as [::1]:9911).
-    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9911")]
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_IMDS_LISTEN)]
     pub imds: Vec<String>,
 
     /// Start the container-credentials endpoint on this address.
-    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:9912")]
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_CONTAINER_LISTEN)]
     pub container: Option<String>,
 
     /// Token file for the container endpoint (read, or created 0600 when missing).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/run/spiffe-aws-agent/container-token"
-    )]
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONTAINER_TOKEN_FILE)]
     pub container_token_file: PathBuf,
 
     /// Serve credentials on this unix socket (for `credential-process --agent`).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/run/spiffe-aws-agent/agent.sock")]
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_AGENT_SOCKET)]
     pub agent_socket: Option<PathBuf>,
 
     /// Keep this profile in the shared credentials file current.
-    #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = "default")]
+    #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = DEFAULT_PROFILE)]
     pub credentials_profile: Option<String>,
 
     /// Never hand out credentials with less than this many seconds left.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::DEFAULT_MIN_REMAINING.as_secs())]
     pub min_remaining: u64,
 
     #[command(flatten)]
@@ -227,7 +262,7 @@ pub struct RunArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Port of the IMDSv2-style endpoint on 127.0.0.1.
-    #[arg(long, default_value_t = 9911)]
+    #[arg(long, default_value_t = crate::serve::DEFAULT_IMDS_PORT)]
     pub port: u16,
 
     /// IP TTL (hop limit) of the endpoint's responses; 1 keeps them on this host.
@@ -244,7 +279,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct UpdateArgs {
     /// Profile to write in the credentials file.
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = DEFAULT_PROFILE)]
     pub profile: String,
 
     /// Write once and exit instead of keeping the profile current.
@@ -273,11 +308,11 @@ pub struct DevArgs {
     pub rotate_every: u64,
 
     /// Address of the agent's IMDSv2-style endpoint (port 0: any free port).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9911")]
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_IMDS_LISTEN)]
     pub imds: String,
 
     /// Address of the agent's container-credentials endpoint (port 0: any free port).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9912")]
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_CONTAINER_LISTEN)]
     pub container: String,
 
     /// VPC Lattice auth policies for the Lattice double, as JSON in IAM policy syntax:

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 /// The error and its causes on one line. Transport errors hide the useful part ("No such
 /// file or directory", "Connection refused") a few levels down; causes already quoted by
 /// their parent are not repeated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -39,7 +39,7 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 
 /// [`rfc3339`] for a `SystemTime`, clamped to what the format can carry instead of
 /// panicking on times outside it.
-pub fn aws_time(t: SystemTime) -> String {
+pub(crate) fn aws_time(t: SystemTime) -> String {
     let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),

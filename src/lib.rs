@@ -2,19 +2,29 @@
 //!
 //! Data flows one way: an [`identity`] source yields an X.509 identity (certificate chain and
 //! private key), [`rolesanywhere`] exchanges it for temporary AWS credentials with a
-//! SigV4-X509 signed CreateSession call, and [`serve`] hands the credentials to AWS clients.
-//! [`dev`] holds the in-process doubles of SPIRE and Roles Anywhere used by the tests and by
+//! SigV4-X509 signed CreateSession call, [`credentials`] caches and refreshes them per role,
+//! and [`serve`] hands them to AWS clients. [`plan`] turns flags and the config file into the
+//! specs those layers take; [`agent`] wires a plan into running tasks. [`dev`] holds the
+//! in-process doubles of SPIRE and Roles Anywhere used by the tests and by
 //! `spiffe-aws-agent dev`.
+//!
+//! Dependencies point downwards only:
+//! `plan`, `agent` → `serve` → `credentials` → `rolesanywhere` → `identity` → `clock`,
+//! `backoff`, `display`.
+#![warn(unreachable_pub)]
 
 pub mod agent;
-pub mod backoff;
+mod backoff;
 pub mod cli;
-pub mod config;
+mod clock;
 pub mod credentials;
-pub mod display;
+mod display;
 pub mod identity;
+pub mod plan;
 pub mod rolesanywhere;
 pub mod serve;
 
 #[cfg(feature = "dev")]
 pub mod dev;
+
+pub use clock::{Clock, TokioClock};

@@ -1,12 +1,16 @@
-//! The binary: parse the command line, run the library, turn errors into one line on stderr
-//! and an exit status.
+//! The binary: parse the command line, build a plan, run it, and turn errors into one line
+//! on stderr and an exit status (2: the settings are wrong and nothing was attempted; 1: a
+//! failure while running).
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use spiffe_aws_agent::cli::{Cli, Command};
-use spiffe_aws_agent::serve::{agent_socket, process};
+use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
+use spiffe_aws_agent::identity::IdentityError;
+use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +19,7 @@ fn main() -> ExitCode {
         Command::CredentialProcess(_) => "warn",
         _ => "info",
     });
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     match cli.command {
         Command::CredentialProcess(args) => {
             // One exchange: a single-threaded runtime starts fastest.
@@ -25,22 +30,23 @@ fn main() -> ExitCode {
             if let Some(socket) = &args.agent {
                 // The fast path: one local round trip to a running agent.
                 let role = args.role.as_deref().unwrap_or_default();
-                return match runtime.block_on(agent_socket::fetch(socket, role)) {
+                return match runtime.block_on(serve::agent_socket::fetch(socket, role)) {
                     Ok(json) => print_line(json.trim_end()),
                     Err(e) => fail(&e.to_string(), 1),
                 };
             }
-            match runtime.block_on(process::fetch(&args)) {
-                Ok(creds) => print_line(&process::render(&creds)),
-                Err(e) => fail(&e.to_string(), e.exit_code()),
+            let plan = match plan::credential_process(&args, &clock) {
+                Ok(plan) => plan,
+                Err(e) => return fail(&e.to_string(), 2),
+            };
+            match runtime.block_on(agent::one_shot(&plan, &*clock)) {
+                Ok(creds) => print_line(&serve::process::render(&creds)),
+                Err(e) => fail(&e.to_string(), one_shot_exit_code(&e)),
             }
         }
-        Command::Run(args) => run_agent(spiffe_aws_agent::agent::plan_run(&args), false),
-        Command::Serve(args) => run_agent(spiffe_aws_agent::agent::plan_serve(&args), false),
-        Command::Update(args) => {
-            let once = args.once;
-            run_agent(spiffe_aws_agent::agent::plan_update(&args), once)
-        }
+        Command::Run(args) => run_agent(plan::run(&args, &clock), false),
+        Command::Serve(args) => run_agent(plan::serve(&args, &clock), false),
+        Command::Update(args) => run_agent(plan::update(&args, &clock), args.once),
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
             let runtime = match build_runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
@@ -49,9 +55,20 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(spiffe_aws_agent::dev::command::run(&args)) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e.to_string(), 1),
+                Err(e) => fail(&e.to_string(), e.exit_code()),
             }
         }
+    }
+}
+
+/// 2 when the Workload API address itself is unusable (a setting, though only dialing finds
+/// out), 1 for everything that went wrong while fetching.
+fn one_shot_exit_code(e: &agent::OneShotError) -> u8 {
+    match e {
+        agent::OneShotError::Identity(IdentityError::WorkloadApi(
+            WorkloadApiError::BadAddress { .. },
+        )) => 2,
+        _ => 1,
     }
 }
 
@@ -78,13 +95,10 @@ fn print_line(line: &str) -> ExitCode {
 }
 
 /// Runs the long-lived agent on a multi-threaded runtime.
-fn run_agent(
-    plan: Result<spiffe_aws_agent::config::AgentPlan, spiffe_aws_agent::agent::AgentError>,
-    once: bool,
-) -> ExitCode {
+fn run_agent(plan: Result<agent::AgentPlan, plan::PlanError>, once: bool) -> ExitCode {
     let plan = match plan {
         Ok(p) => p,
-        Err(e) => return fail(&e.to_string(), e.exit_code()),
+        Err(e) => return fail(&e.to_string(), 2),
     };
     // One worker thread unless TOKIO_WORKER_THREADS says otherwise: the agent shares the host
     // with the clients it serves, and on two cores one worker gave the best tail latency with
@@ -97,9 +111,9 @@ fn run_agent(
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(spiffe_aws_agent::agent::run(plan, once)) {
+    match runtime.block_on(agent::run(plan, once)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string(), e.exit_code()),
+        Err(e) => fail(&e.to_string(), 1),
     }
 }
 

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use spiffe_aws_agent::credentials::clock::{Clock as _, TokioClock};
 use spiffe_aws_agent::credentials::{CredentialStore, RoleCredentials};
+use spiffe_aws_agent::rolesanywhere::Credentials;
 use spiffe_aws_agent::serve::{container, credentials_file, imds};
+use spiffe_aws_agent::{Clock as _, TokioClock};
 
 const RESOLVE: &str = r#"
 import json, botocore.session
@@ -32,17 +33,19 @@ fn store() -> Arc<CredentialStore> {
     ));
     store.publish(
         "app",
-        RoleCredentials {
-            access_key_id: "ASIABOTOCORE".into(),
-            secret_access_key: "botocore-secret".to_owned().into(),
-            session_token: "botocore-token".to_owned().into(),
-            expiration: now + Duration::from_secs(3600),
-            last_updated: now,
-            role_arn: "arn:aws:iam::123456789012:role/app".into(),
-            spiffe_id: None,
-            leaf_sha256: [0; 32],
-            rendered: Default::default(),
-        },
+        RoleCredentials::new(
+            Credentials {
+                access_key_id: "ASIABOTOCORE".into(),
+                secret_access_key: "botocore-secret".to_owned().into(),
+                session_token: "botocore-token".to_owned().into(),
+                expiration: now + Duration::from_secs(3600),
+                assumed_role_arn: None,
+                role_arn: "arn:aws:iam::123456789012:role/app".into(),
+            },
+            now,
+            None,
+            [0; 32],
+        ),
     );
     store
 }

@@ -2,16 +2,23 @@
 
 mod common;
 
-use spiffe_aws_agent::config;
+use std::sync::Arc;
+
+use spiffe_aws_agent::plan::file;
+use spiffe_aws_agent::{Clock, TokioClock};
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(TokioClock::new())
+}
 
 #[test]
 fn the_example_agent_toml_parses() {
     let path = common::root().join("deploy/agent.toml.example");
-    let plan = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let plan = file::load(&path, &clock()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.roles.len(), 1);
     assert_eq!(plan.roles[0].name, "orders");
-    assert_eq!(plan.imds.len(), 1);
-    assert!(plan.agent_socket.is_some());
+    assert_eq!(plan.servers.imds.len(), 1);
+    assert!(plan.servers.agent_socket.is_some());
 }
 
 #[test]
@@ -25,7 +32,7 @@ fn the_daemonset_config_map_parses() {
         .take_while(|l| l.starts_with("    "))
         .map(|l| format!("{}\n", &l[4..]))
         .collect();
-    let plan = config::parse(std::path::Path::new("daemonset.yaml"), &toml)
+    let plan = file::parse(std::path::Path::new("daemonset.yaml"), &toml, &clock())
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(
         plan.roles[0].spiffe_id.as_deref(),
@@ -35,15 +42,15 @@ fn the_daemonset_config_map_parses() {
 
 #[test]
 fn the_run_help_example_parses() {
-    let help = config::RUN_EXAMPLES;
+    let help = spiffe_aws_agent::cli::RUN_EXAMPLES;
     let start = help.find("workload_api_socket").unwrap();
     let toml: String = help[start..]
         .lines()
         .map(|l| format!("{}\n", l.trim_start()))
         .collect();
     let toml = toml.replace("<uuid>", "00000000-0000-4000-8000-000000000001");
-    let plan = config::parse(std::path::Path::new("help"), &toml)
+    let plan = file::parse(std::path::Path::new("help"), &toml, &clock())
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    assert_eq!(plan.credentials_files.len(), 1);
-    assert!(plan.container.is_some());
+    assert_eq!(plan.servers.credentials_files.len(), 1);
+    assert!(plan.servers.container.is_some());
 }

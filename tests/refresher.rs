@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use spiffe_aws_agent::credentials::clock::{Clock, TokioClock};
 use spiffe_aws_agent::credentials::refresher::{run_role, Exchanger, RefreshPolicy, RoleSpec};
 use spiffe_aws_agent::credentials::{CredentialStore, Status, Unavailable};
 use spiffe_aws_agent::identity::watch::{Entry, Problem, Snapshot};
+use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
 use spiffe_aws_agent::identity::{files, X509Identity};
-use spiffe_aws_agent::rolesanywhere::client::Credentials;
+use spiffe_aws_agent::rolesanywhere::{CreateSessionError, Credentials};
+use spiffe_aws_agent::{Clock, TokioClock};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -33,7 +34,7 @@ impl Exchanger for FakeExchanger {
         &'a self,
         _role: &'a str,
         identity: &'a X509Identity,
-    ) -> Pin<Box<dyn Future<Output = Result<Credentials, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             self.seen_leaves
@@ -47,7 +48,11 @@ impl Exchanger for FakeExchanger {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
                 .is_ok()
             {
-                return Err("Roles Anywhere failed (HTTP 500)".into());
+                return Err(CreateSessionError::Server {
+                    status: 500,
+                    error_type: "InternalServerError".into(),
+                    message: "boom".into(),
+                });
             }
             Ok(Credentials {
                 access_key_id: format!("ASIAFAKE{n:08}"),
@@ -160,7 +165,10 @@ async fn exchanges_at_start_then_refreshes_when_a_third_of_the_lifetime_remains(
         "refreshed by the time a third of the lifetime remains"
     );
     let second = h.store.get("orders").unwrap();
-    assert_ne!(first.access_key_id, second.access_key_id);
+    assert_ne!(
+        first.credentials.access_key_id,
+        second.credentials.access_key_id
+    );
     // And again, one exchange per refresh, never more: after 220 minutes in all, with a
     // refresh every 34 to 40 minutes (jitter), there were 1 + 220/40 to 1 + 220/34 exchanges.
     advance(Duration::from_secs(3 * 3600)).await;
@@ -198,7 +206,10 @@ async fn a_rotated_svid_is_exchanged_promptly() {
     advance(Duration::from_millis(200)).await;
     assert_eq!(h.calls(), 2, "re-exchanged right after the rotation");
     let after = h.store.get("orders").unwrap();
-    assert_ne!(before.access_key_id, after.access_key_id);
+    assert_ne!(
+        before.credentials.access_key_id,
+        after.credentials.access_key_id
+    );
     assert_ne!(before.leaf_sha256, after.leaf_sha256);
     let seen = h.exchanger.seen_leaves.lock().unwrap().clone();
     assert_eq!(seen[1], identity("orders-p384").serial_decimal());
@@ -216,7 +227,10 @@ async fn a_withdrawn_identity_stops_the_credentials_at_once() {
     h.tx.send_replace(Snapshot {
         revision: 2,
         entries: vec![],
-        problem: Some(Problem::Withdrawn("no identity issued".into())),
+        problem: Some(Problem::Withdrawn(Arc::new(WorkloadApiError::NoIdentity {
+            address: "unix:///spire.sock".into(),
+            reason: "no identity issued".into(),
+        }))),
     });
     advance(Duration::from_millis(10)).await;
     assert!(h.store.get("orders").is_err());
@@ -239,14 +253,17 @@ async fn an_unreachable_source_keeps_serving_until_expiry_unlike_a_withdrawal() 
     h.tx.send_replace(Snapshot {
         revision: 2,
         entries: vec![],
-        problem: Some(Problem::Unavailable(
-            "cannot reach the SPIFFE Workload API".into(),
-        )),
+        problem: Some(Problem::Unavailable(Arc::new(
+            WorkloadApiError::Unreachable {
+                address: "unix:///spire.sock".into(),
+                reason: "connection refused".into(),
+            },
+        ))),
     });
     advance(Duration::from_secs(60)).await;
     assert_eq!(
-        h.store.get("orders").unwrap().access_key_id,
-        before.access_key_id
+        h.store.get("orders").unwrap().credentials.access_key_id,
+        before.credentials.access_key_id
     );
     assert!(matches!(h.store.status("orders"), Some(Status::Failing(_))));
     assert_eq!(h.calls(), 1, "no exchange without an identity");

@@ -5,63 +5,42 @@
 //! with one atomic load and never wait on a refresh, on SPIRE or on Roles Anywhere.
 //! A reader never gets credentials with less than the configured minimum lifetime left.
 
-pub mod clock;
 pub mod refresher;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use zeroize::Zeroizing;
 
-use crate::rolesanywhere::client::Credentials;
-use clock::Clock;
+use crate::clock::Clock;
+use crate::identity::watch::Unusable;
+use crate::rolesanywhere::{CreateSessionError, Credentials};
 
-/// The documents each channel serves for one credential set, rendered on first use and then
-/// shared by every reader: the hot IMDS path copies a reference count instead of formatting
-/// JSON and timestamps per request.
-#[derive(Clone, Default)]
-pub struct RenderCache {
-    cells: [std::sync::OnceLock<axum::body::Bytes>; 4],
-}
-
-/// Which document a [`RenderCache`] cell holds.
-#[derive(Debug, Clone, Copy)]
-pub enum Rendered {
-    ImdsLegacy = 0,
-    ImdsExtended = 1,
-    Container = 2,
-    CredentialProcess = 3,
-}
-
-/// Credentials for one role, as served. `Debug` hides the secret and the token.
+/// Credentials for one role as the cache holds them: what CreateSession returned, and what
+/// the agent knows about where and when it got them. `Debug` hides the secret and the token.
 #[derive(Clone)]
 pub struct RoleCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: Zeroizing<String>,
-    pub session_token: Zeroizing<String>,
-    pub expiration: SystemTime,
+    pub credentials: Credentials,
     /// When the agent got them: IMDS's `LastUpdated`.
     pub last_updated: SystemTime,
-    pub role_arn: String,
     /// The SPIFFE ID of the SVID they were exchanged for.
     pub spiffe_id: Option<String>,
     /// SHA-256 of the leaf certificate they were exchanged for: how the refresher notices a
     /// rotated SVID.
     pub leaf_sha256: [u8; 32],
-    /// Serialized documents (they hold the secret: never logged, zeroized with the set only
-    /// as far as `Bytes` allows, like any response buffer).
-    pub rendered: RenderCache,
+    /// Unique per published set within a store (assigned by [`CredentialStore::publish`]):
+    /// lets a sink memoize what it rendered for a set without holding a pointer to it.
+    generation: u64,
 }
 
 impl std::fmt::Debug for RoleCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoleCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("expiration", &self.expiration)
-            .field("role_arn", &self.role_arn)
+            .field("credentials", &self.credentials)
             .field("spiffe_id", &self.spiffe_id)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -69,55 +48,67 @@ impl std::fmt::Debug for RoleCredentials {
 impl RoleCredentials {
     /// Wraps what CreateSession returned.
     pub fn new(
-        creds: Credentials,
+        credentials: Credentials,
         now: SystemTime,
         spiffe_id: Option<String>,
         leaf_sha256: [u8; 32],
     ) -> Self {
         RoleCredentials {
-            access_key_id: creds.access_key_id,
-            secret_access_key: creds.secret_access_key,
-            session_token: creds.session_token,
-            expiration: creds.expiration,
+            credentials,
             last_updated: now,
-            role_arn: creds.role_arn,
             spiffe_id,
             leaf_sha256,
-            rendered: RenderCache::default(),
+            generation: 0,
         }
     }
 
-    /// The `which` document, rendered by `render` the first time it is asked for.
-    pub fn rendered(
-        &self,
-        which: Rendered,
-        render: impl FnOnce(&Self) -> String,
-    ) -> axum::body::Bytes {
-        self.rendered.cells[which as usize]
-            .get_or_init(|| axum::body::Bytes::from(render(self)))
-            .clone()
+    /// Which published set this is (see the field's doc).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
 /// Why a role has no credentials to hand out right now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Unavailable {
     #[error("no role named {0:?} is configured")]
     UnknownRole(String),
     #[error("credentials for role {role:?} are not available yet: {reason}")]
-    NotReady { role: String, reason: String },
+    NotReady { role: String, reason: Status },
     #[error("credentials for role {role:?} expire too soon to hand out and the refresh has not succeeded yet: {reason}")]
-    ExpiringSoon { role: String, reason: String },
+    ExpiringSoon { role: String, reason: Status },
+}
+
+/// Why the last refresh of a role failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    /// There was no identity to exchange.
+    #[error(transparent)]
+    Identity(Unusable),
+    /// CreateSession failed.
+    #[error(transparent)]
+    Exchange(Arc<CreateSessionError>),
 }
 
 /// What the refresher last saw for a role; surfaced in errors and health.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Status {
     Starting,
     Ok,
-    Failing(String),
+    Failing(Failure),
     /// The identity the credentials came from was withdrawn by the Workload API.
-    Withdrawn(String),
+    Withdrawn(Unusable),
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Starting => f.write_str("the first exchange has not finished"),
+            Status::Ok => f.write_str("no credentials"),
+            Status::Failing(e) => e.fmt(f),
+            Status::Withdrawn(e) => e.fmt(f),
+        }
+    }
 }
 
 struct Slot {
@@ -129,6 +120,8 @@ struct Slot {
 /// The cache: one slot per configured role.
 pub struct CredentialStore {
     slots: BTreeMap<String, Slot>,
+    /// The last generation handed out by [`CredentialStore::publish`].
+    generations: AtomicU64,
     min_remaining: Duration,
     clock: Arc<dyn Clock>,
     /// Bumped on every publish or clear, so writers like the credentials file react at once.
@@ -159,6 +152,7 @@ impl CredentialStore {
         let (changes, _) = tokio::sync::watch::channel(0);
         CredentialStore {
             slots,
+            generations: AtomicU64::new(0),
             min_remaining,
             clock,
             changes,
@@ -181,11 +175,7 @@ impl CredentialStore {
             .slots
             .get(role)
             .ok_or_else(|| Unavailable::UnknownRole(role.to_owned()))?;
-        let reason = || match &**slot.status.load() {
-            Status::Starting => "the first exchange has not finished".to_owned(),
-            Status::Ok => "no credentials".to_owned(),
-            Status::Failing(e) | Status::Withdrawn(e) => e.clone(),
-        };
+        let reason = || (**slot.status.load()).clone();
         match &**slot.current.load() {
             None => Err(Unavailable::NotReady {
                 role: role.to_owned(),
@@ -193,7 +183,8 @@ impl CredentialStore {
             }),
             Some(creds) => {
                 let now = self.clock.now();
-                if creds.expiration.duration_since(now).unwrap_or_default() < self.min_remaining {
+                let left = creds.credentials.expiration.duration_since(now);
+                if left.unwrap_or_default() < self.min_remaining {
                     Err(Unavailable::ExpiringSoon {
                         role: role.to_owned(),
                         reason: reason(),
@@ -218,8 +209,9 @@ impl CredentialStore {
     }
 
     /// Sets a role's credentials (the refresher's job; public for tests and tools).
-    pub fn publish(&self, role: &str, creds: RoleCredentials) {
+    pub fn publish(&self, role: &str, mut creds: RoleCredentials) {
         if let Some(slot) = self.slots.get(role) {
+            creds.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
             slot.current.store(Arc::new(Some(Arc::new(creds))));
             slot.status.store(Arc::new(Status::Ok));
             self.changes.send_modify(|v| *v += 1);

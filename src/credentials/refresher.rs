@@ -20,11 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{CredentialStore, RoleCredentials, Status};
+use super::{CredentialStore, Failure, RoleCredentials, Status};
 use crate::backoff::Backoff;
 use crate::identity::watch::Snapshot;
 use crate::identity::X509Identity;
-use crate::rolesanywhere::client::Credentials;
+use crate::rolesanywhere::{CreateSessionError, Credentials, ErrorClass};
 
 /// One role the agent keeps credentials for.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub trait Exchanger: Send + Sync + 'static {
         &'a self,
         role: &'a str,
         identity: &'a X509Identity,
-    ) -> Pin<Box<dyn Future<Output = Result<Credentials, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>>;
 }
 
 /// When to refresh.
@@ -53,6 +53,9 @@ pub struct RefreshPolicy {
     pub jitter: f64,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// The shortest wait after Roles Anywhere throttled us: retrying at `min_backoff` would
+    /// only add to the account's CreateSession rate that caused it.
+    pub throttled_backoff: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -62,6 +65,7 @@ impl Default for RefreshPolicy {
             jitter: 0.1,
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            throttled_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -104,9 +108,9 @@ pub async fn run_role(
                     store.clear(&role.name, Status::Withdrawn(reason));
                 } else if snapshot.problem.is_none() {
                     // The source works but offers no SVID for this role: the old one is gone.
-                    store.clear(&role.name, Status::Failing(reason));
+                    store.clear(&role.name, Status::Failing(Failure::Identity(reason)));
                 } else {
-                    store.set_status(&role.name, Status::Failing(reason));
+                    store.set_status(&role.name, Status::Failing(Failure::Identity(reason)));
                 }
                 None
             }
@@ -143,10 +147,18 @@ pub async fn run_role(
                             next_refresh
                                 .map(|at| at.duration_since(clock.now()).unwrap_or_default())
                         }
-                        Err(reason) => {
-                            tracing::warn!(role = %role.name, %reason, "exchange failed; will retry");
-                            store.set_status(&role.name, Status::Failing(reason));
-                            Some(backoff.next_delay())
+                        Err(error) => {
+                            let class = error.class();
+                            tracing::warn!(role = %role.name, %error, ?class, "exchange failed; will retry");
+                            store.set_status(
+                                &role.name,
+                                Status::Failing(Failure::Exchange(Arc::new(error))),
+                            );
+                            let delay = backoff.next_delay();
+                            Some(match class {
+                                ErrorClass::Throttled => delay.max(policy.throttled_backoff),
+                                _ => delay,
+                            })
                         }
                     }
                 } else {

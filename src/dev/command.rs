@@ -7,12 +7,14 @@
 //! the agent notices and re-exchanges on its own.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{self, AgentError};
-use crate::cli::{DevArgs, IdentityArgs, SessionArgs};
-use crate::config::{AgentPlan, ContainerPlan, CredentialsFilePlan, RolePlan};
+use crate::agent::{self, AgentError, AgentPlan, RolePlan};
+use crate::cli::DevArgs;
+use crate::clock::{Clock, TokioClock};
 use crate::credentials::refresher::RefreshPolicy;
+use crate::credentials::Unavailable;
 use crate::dev::aws_services::{AwsServicesConfig, AwsServicesDouble, AwsServicesError};
 use crate::dev::pki;
 use crate::dev::rolesanywhere::{
@@ -20,7 +22,10 @@ use crate::dev::rolesanywhere::{
     DEV_ROLE_ARN_ORDERS, DEV_ROLE_ARN_REVIEWS, DEV_TRUST_ANCHOR_ARN,
 };
 use crate::dev::workload_api::{SvidEntry, SvidIssuer, WorkloadApiDouble, WorkloadApiDoubleError};
-use crate::serve::process::{Exchange, IdentityPlan, ProcessError};
+use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
+use crate::plan::{Location, PlanError};
+use crate::rolesanywhere::{Exchange, ExchangeSpec, SpecError};
+use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
 
 /// How long the SVIDs that `dev` issues live; rotation replaces them well before.
 const SVID_TTL: Duration = Duration::from_secs(3600);
@@ -39,12 +44,26 @@ pub enum DevError {
     RolesAnywhere(#[from] RolesAnywhereDoubleError),
     #[error("the AWS services double failed: {0}")]
     AwsServices(#[from] AwsServicesError),
-    #[error("invalid dev setting: {0}")]
-    Setting(String),
-    #[error("{0}")]
-    Exchange(#[from] ProcessError),
+    #[error(transparent)]
+    Setting(#[from] PlanError),
+    #[error("cannot load the Lattice policies: {0}")]
+    LatticePolicies(#[source] crate::dev::aws_services::PolicyError),
+    #[error(transparent)]
+    Exchange(#[from] SpecError),
     #[error("the agent failed: {0}")]
     Agent(#[from] AgentError),
+    #[error("the agent got no credentials: {0}")]
+    NoCredentials(#[from] Unavailable),
+}
+
+impl DevError {
+    /// 2 for a bad flag (nothing was started), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DevError::Setting(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Runs the dev stack; returns after the first exchange with `--once`, else at Ctrl-C.
@@ -70,10 +89,12 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             temp.path().to_path_buf()
         }
     };
-    let imds_addr = crate::config::parse_listen(&args.imds)
-        .map_err(|m| DevError::Setting(format!("--imds: {m}")))?;
-    let container_addr = crate::config::parse_listen(&args.container)
-        .map_err(|m| DevError::Setting(format!("--container: {m}")))?;
+    let listen = |flag, value: &str| {
+        crate::plan::parse_listen(value)
+            .map_err(|problem| PlanError::new(Location::Flag(flag), problem))
+    };
+    let imds_addr = listen("--imds", &args.imds)?;
+    let container_addr = listen("--container", &args.container)?;
 
     // The doubles.
     let issuer = SvidIssuer::from_test_intermediate()?;
@@ -86,73 +107,62 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     let rolesanywhere = RolesAnywhereDouble::start(RolesAnywhereDoubleConfig::default()).await?;
     let mut aws_config = AwsServicesConfig::seed();
     if let Some(path) = &args.lattice_policies {
-        aws_config.policies = crate::dev::aws_services::load_policies(path)
-            .map_err(|e| DevError::Setting(e.to_string()))?;
+        aws_config.policies =
+            crate::dev::aws_services::load_policies(path).map_err(DevError::LatticePolicies)?;
     }
     let aws = AwsServicesDouble::start(aws_config, rolesanywhere.session_lookup()).await?;
     let ca_bundle = dir.join("roles-anywhere-ca.pem");
     write(&ca_bundle, RolesAnywhereDouble::ca_pem())?;
 
     // The agent, configured as a user would: a role per SVID.
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let role = |name: &str, arn: &str, spiffe_id: &str| -> Result<RolePlan, DevError> {
-        let session = SessionArgs {
-            trust_anchor_arn: Some(DEV_TRUST_ANCHOR_ARN.into()),
-            profile_arn: Some(DEV_PROFILE_ARN.into()),
-            role_arn: Some(arn.into()),
-            region: None,
+        let spec = ExchangeSpec {
             endpoint: Some(rolesanywhere.endpoint()),
             ca_bundle: Some(ca_bundle.clone()),
-            session_duration: 3600,
-            role_session_name: None,
-            timeout: 15,
+            ..ExchangeSpec::new(DEV_TRUST_ANCHOR_ARN, DEV_PROFILE_ARN, arn)
         };
         Ok(RolePlan {
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
-            role_arn: arn.into(),
-            exchange: Exchange::new(&session)?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
         })
     };
     let agent_socket = dir.join("agent.sock");
     let credentials_file = dir.join("credentials");
     let plan = AgentPlan {
-        identity: IdentityPlan::new(&IdentityArgs {
-            workload_api_socket: Some(workload_api.endpoint()),
+        identity: IdentitySpec::WorkloadApi {
+            address: workload_api.endpoint(),
             spiffe_id: None,
-            workload_api_timeout: 10,
-            certificate: None,
-            private_key: None,
-            intermediates: None,
-        })?,
+            timeout: DEFAULT_WORKLOAD_API_TIMEOUT,
+        },
         roles: vec![
             role("orders", DEV_ROLE_ARN_ORDERS, pki::ORDERS_SPIFFE_ID)?,
             role("reviews", DEV_ROLE_ARN_REVIEWS, pki::REVIEWS_SPIFFE_ID)?,
         ],
-        imds: vec![imds_addr],
-        container: Some(ContainerPlan {
-            listen: container_addr,
-            token_file: dir.join("container-token"),
-        }),
-        agent_socket: Some(agent_socket.clone()),
-        credentials_files: vec![CredentialsFilePlan {
-            role: "orders".into(),
-            profile: "default".into(),
-            path: Some(credentials_file.clone()),
-        }],
-        min_remaining: crate::config::DEFAULT_MIN_REMAINING,
-        hop_limit: None,
-        imds_roles: None,
+        servers: ServersSpec {
+            imds: vec![imds_addr],
+            imds_roles: Some(vec!["orders".into()]),
+            hop_limit: None,
+            container: Some(ContainerSpec {
+                listen: container_addr,
+                token_file: dir.join("container-token"),
+            }),
+            agent_socket: Some(agent_socket.clone()),
+            credentials_files: vec![CredentialsFileSpec {
+                role: "orders".into(),
+                profile: "default".into(),
+                path: Some(credentials_file.clone()),
+            }],
+        },
+        min_remaining: agent::DEFAULT_MIN_REMAINING,
     };
-    let running = agent::start(plan, RefreshPolicy::default()).await?;
+    let running = agent::start(plan, RefreshPolicy::default(), clock).await?;
     running
         .store
         .wait_ready(&["orders", "reviews"], Duration::from_secs(30))
-        .await
-        .map_err(|e| DevError::Setting(format!("the agent got no credentials: {e}")))?;
-    let creds = running
-        .store
-        .get("orders")
-        .map_err(|e| DevError::Setting(e.to_string()))?;
+        .await?;
+    let creds = running.store.get("orders")?;
 
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -195,8 +205,8 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     println!("  AWS services double    {aws_endpoint}  (STS GetCallerIdentity; VPC Lattice services billing and rates)");
     println!();
     println!("The agent exchanged each SVID for credentials; role orders:");
-    println!("  {}", crate::serve::agent_socket::render(&creds));
-    if let Some(s) = rolesanywhere.session_for_access_key(&creds.access_key_id) {
+    println!("  {}", crate::serve::process::render(&creds.credentials));
+    if let Some(s) = rolesanywhere.session_for_access_key(&creds.credentials.access_key_id) {
         println!(
             "  assumed role: {}  (principal tag x509SAN/URI = {})",
             s.assumed_role_arn,

@@ -8,8 +8,11 @@
 
 pub mod files;
 pub mod key;
+mod source;
 pub mod watch;
 pub mod workload_api;
+
+pub use source::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 
 use std::time::SystemTime;
 
@@ -63,9 +66,9 @@ pub enum IdentityError {
     LeafIsCa { subject: String },
     #[error("the X.509-SVID {subject} has no SPIFFE ID (URI SAN spiffe://…); it is not an SVID Roles Anywhere can map to a principal tag")]
     MissingSpiffeId { subject: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("{0}")]
+    #[error(transparent)]
     WorkloadApi(#[from] workload_api::WorkloadApiError),
 }
 
@@ -174,10 +177,6 @@ impl X509Identity {
     /// When the leaf expires.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
-    }
-    /// Where the identity came from.
-    pub fn origin(&self) -> Origin {
-        self.origin
     }
 }
 

@@ -9,14 +9,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use spiffe::{WorkloadApiClient, X509Source};
 use tokio::sync::watch;
 
-use super::workload_api::{classify, identity_from_svid};
-use super::{files, X509Identity};
+use super::workload_api::{classify, identity_from_svid, WorkloadApiError};
+use super::{files, IdentityError, X509Identity};
 use crate::backoff::Backoff;
+use crate::clock::Clock;
+
+/// How long one probe of the Workload API may take before it counts as unanswered.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every identity the source currently offers.
 #[derive(Clone, Debug, Default)]
@@ -33,33 +37,42 @@ pub struct Snapshot {
 pub struct Entry {
     pub spiffe_id: Option<String>,
     pub hint: Option<String>,
-    pub identity: Result<Arc<X509Identity>, String>,
+    pub identity: Result<Arc<X509Identity>, Arc<IdentityError>>,
 }
 
 /// Why a snapshot offers no identity.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Problem {
-    /// Not synced yet, or the source is unreachable.
-    Unavailable(String),
+    /// Not synced yet.
+    #[error("connecting to the SPIFFE Workload API at {0}")]
+    Connecting(String),
+    /// The source is unreachable or answers with something unusable.
+    #[error(transparent)]
+    Unavailable(Arc<WorkloadApiError>),
     /// The Workload API withdrew the identity (PermissionDenied): stop using it.
-    Withdrawn(String),
+    #[error("the identity was withdrawn: {0}")]
+    Withdrawn(Arc<WorkloadApiError>),
 }
 
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Problem::Unavailable(r) => write!(f, "{r}"),
-            Problem::Withdrawn(r) => write!(f, "the identity was withdrawn: {r}"),
-        }
-    }
+/// Why a role has no identity to exchange right now.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error(transparent)]
+    Source(Problem),
+    #[error("no SVID with SPIFFE ID or hint {wanted:?} (offered: {offered})")]
+    NoMatch { wanted: String, offered: String },
+    #[error("the source offers no identity")]
+    Empty,
+    #[error(transparent)]
+    Invalid(Arc<IdentityError>),
 }
 
 impl Snapshot {
     /// The identity a role uses: the entry whose SPIFFE ID or hint is `wanted`, else the
     /// first (the Workload API's default).
-    pub fn select(&self, wanted: Option<&str>) -> Result<Arc<X509Identity>, String> {
+    pub fn select(&self, wanted: Option<&str>) -> Result<Arc<X509Identity>, Unusable> {
         if let Some(problem) = &self.problem {
-            return Err(problem.to_string());
+            return Err(Unusable::Source(problem.clone()));
         }
         let entry = match wanted {
             None => self.entries.first(),
@@ -69,17 +82,18 @@ impl Snapshot {
                 .find(|e| e.spiffe_id.as_deref() == Some(w) || e.hint.as_deref() == Some(w)),
         };
         match entry {
-            Some(e) => e.identity.clone(),
+            Some(e) => e.identity.clone().map_err(Unusable::Invalid),
             None => Err(match wanted {
-                Some(w) => format!(
-                    "no SVID with SPIFFE ID or hint {w:?} (offered: {})",
-                    self.entries
+                Some(w) => Unusable::NoMatch {
+                    wanted: w.to_owned(),
+                    offered: self
+                        .entries
                         .iter()
                         .filter_map(|e| e.spiffe_id.clone())
                         .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                None => "the source offers no identity".to_owned(),
+                        .join(", "),
+                },
+                None => Unusable::Empty,
             }),
         }
     }
@@ -110,13 +124,12 @@ impl Publisher {
 /// Follows the Workload API at `address`; the task runs until the receiver side is dropped.
 pub fn spawn_workload_api(
     address: String,
+    clock: Arc<dyn Clock>,
 ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Snapshot {
         revision: 0,
         entries: Vec::new(),
-        problem: Some(Problem::Unavailable(format!(
-            "connecting to the SPIFFE Workload API at {address}"
-        ))),
+        problem: Some(Problem::Connecting(address.clone())),
     });
     let mut publisher = Publisher { tx, revision: 0 };
     let task = tokio::spawn(async move {
@@ -132,14 +145,12 @@ pub fn spawn_workload_api(
                     .await
                     .map_err(|e| classify(&address, e))
             };
-            match tokio::time::timeout(Duration::from_secs(10), probe).await {
+            match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     let problem = match e {
-                        super::workload_api::WorkloadApiError::NoIdentity { .. } => {
-                            Problem::Withdrawn(e.to_string())
-                        }
-                        _ => Problem::Unavailable(e.to_string()),
+                        WorkloadApiError::NoIdentity { .. } => Problem::Withdrawn(Arc::new(e)),
+                        _ => Problem::Unavailable(Arc::new(e)),
                     };
                     tracing::warn!(error = %problem, "Workload API not usable yet");
                     publisher.publish(Vec::new(), Some(problem));
@@ -149,9 +160,10 @@ pub fn spawn_workload_api(
                 Err(_) => {
                     publisher.publish(
                         Vec::new(),
-                        Some(Problem::Unavailable(format!(
-                            "the SPIFFE Workload API at {address} did not answer within 10s"
-                        ))),
+                        Some(Problem::Unavailable(Arc::new(WorkloadApiError::Timeout {
+                            address: address.clone(),
+                            seconds: PROBE_TIMEOUT.as_secs(),
+                        }))),
                     );
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
@@ -159,19 +171,23 @@ pub fn spawn_workload_api(
             }
             let source = match X509Source::builder()
                 .endpoint(&address)
-                .initial_sync_timeout(Duration::from_secs(10))
+                .initial_sync_timeout(PROBE_TIMEOUT)
                 .build()
                 .await
             {
                 Ok(s) => s,
                 Err(e) => {
-                    publisher.publish(Vec::new(), Some(Problem::Unavailable(e.to_string())));
+                    let e = WorkloadApiError::Unreachable {
+                        address: address.clone(),
+                        reason: crate::display::error_chain(&e),
+                    };
+                    publisher.publish(Vec::new(), Some(Problem::Unavailable(Arc::new(e))));
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
             backoff.reset();
-            follow(&source, &mut publisher).await;
+            follow(&source, &address, &*clock, &mut publisher).await;
             source.shutdown().await;
         }
     });
@@ -179,17 +195,21 @@ pub fn spawn_workload_api(
 }
 
 /// Publishes the source's state on every change until it closes or nobody listens.
-async fn follow(source: &X509Source, publisher: &mut Publisher) {
+async fn follow(source: &X509Source, address: &str, clock: &dyn Clock, publisher: &mut Publisher) {
     let mut updates = source.updated();
     loop {
         let state = source.state();
         if let Some(reason) = state.withdrawal() {
             tracing::warn!(%reason, "the Workload API withdrew the identity");
-            publisher.publish(Vec::new(), Some(Problem::Withdrawn(reason.to_string())));
+            let e = WorkloadApiError::NoIdentity {
+                address: address.to_owned(),
+                reason: reason.to_string(),
+            };
+            publisher.publish(Vec::new(), Some(Problem::Withdrawn(Arc::new(e))));
         } else {
             match state.context() {
                 Ok(context) => {
-                    let now = SystemTime::now();
+                    let now = clock.now();
                     let entries = context
                         .svids()
                         .iter()
@@ -198,13 +218,19 @@ async fn follow(source: &X509Source, publisher: &mut Publisher) {
                             hint: svid.hint().map(str::to_owned),
                             identity: identity_from_svid(svid, now)
                                 .map(Arc::new)
-                                .map_err(|e| e.to_string()),
+                                .map_err(Arc::new),
                         })
                         .collect();
                     tracing::info!(revision = state.revision(), "Workload API update");
                     publisher.publish(entries, None);
                 }
-                Err(e) => publisher.publish(Vec::new(), Some(Problem::Unavailable(e.to_string()))),
+                Err(e) => {
+                    let e = WorkloadApiError::Unreachable {
+                        address: address.to_owned(),
+                        reason: crate::display::error_chain(&e),
+                    };
+                    publisher.publish(Vec::new(), Some(Problem::Unavailable(Arc::new(e))));
+                }
             }
         }
         tokio::select! {
@@ -221,6 +247,7 @@ pub fn spawn_files(
     private_key: PathBuf,
     intermediates: Option<PathBuf>,
     poll: Duration,
+    clock: Arc<dyn Clock>,
 ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Snapshot::default());
     let mut publisher = Publisher { tx, revision: 0 };
@@ -242,7 +269,7 @@ pub fn spawn_files(
                     &certificate,
                     &private_key,
                     intermediates.as_deref(),
-                    SystemTime::now(),
+                    clock.now(),
                 );
                 let entry = Entry {
                     spiffe_id: loaded
@@ -250,7 +277,7 @@ pub fn spawn_files(
                         .ok()
                         .and_then(|i| i.spiffe_id().map(str::to_owned)),
                     hint: None,
-                    identity: loaded.map(Arc::new).map_err(|e| e.to_string()),
+                    identity: loaded.map(Arc::new).map_err(Arc::new),
                 };
                 publisher.publish(vec![entry], None);
             }
@@ -272,9 +299,16 @@ mod tests {
         let s = Snapshot {
             revision: 1,
             entries: vec![],
-            problem: Some(Problem::Withdrawn("no identity issued".into())),
+            problem: Some(Problem::Withdrawn(Arc::new(WorkloadApiError::NoIdentity {
+                address: "unix:///a".into(),
+                reason: "no identity issued".into(),
+            }))),
         };
-        assert!(s.select(None).unwrap_err().contains("withdrawn"));
+        assert!(s
+            .select(None)
+            .unwrap_err()
+            .to_string()
+            .contains("withdrawn"));
         assert!(s.is_withdrawn());
         let s = Snapshot {
             revision: 2,
@@ -284,6 +318,7 @@ mod tests {
         assert!(s
             .select(Some("spiffe://x/y"))
             .unwrap_err()
+            .to_string()
             .contains("no SVID"));
     }
 }

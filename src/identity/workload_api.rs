@@ -15,8 +15,6 @@ use super::{IdentityError, Origin, X509Identity};
 /// Why the Workload API gave no usable SVID.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadApiError {
-    #[error("no SPIFFE Workload API address: pass --workload-api-socket or set SPIFFE_ENDPOINT_SOCKET (e.g. unix:///run/spire/agent.sock)")]
-    NoAddress,
     #[error("invalid SPIFFE Workload API address {address:?}: {reason} (expected unix:///path/to/agent.sock or tcp://IP:port)")]
     BadAddress { address: String, reason: String },
     #[error("cannot reach the SPIFFE Workload API at {address}: {reason}; is the SPIRE agent running and is the socket path right?")]
@@ -37,19 +35,9 @@ pub enum WorkloadApiError {
     },
 }
 
-/// The address to dial: the flag, else `SPIFFE_ENDPOINT_SOCKET`.
-pub fn resolve_address(flag: Option<&str>) -> Result<String, WorkloadApiError> {
-    match flag {
-        Some(a) if !a.is_empty() => Ok(normalize(a)),
-        _ => match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
-            Ok(a) if !a.is_empty() => Ok(normalize(&a)),
-            _ => Err(WorkloadApiError::NoAddress),
-        },
-    }
-}
-
-/// Accepts a bare absolute path as a convenience (`/run/spire/agent.sock`).
-fn normalize(address: &str) -> String {
+/// The address to dial for `address` as a user wrote it: a bare absolute path is accepted as
+/// a convenience (`/run/spire/agent.sock` becomes `unix:///run/spire/agent.sock`).
+pub fn normalize_address(address: &str) -> String {
     if address.starts_with('/') {
         format!("unix://{address}")
     } else {
@@ -63,6 +51,7 @@ pub async fn fetch_once(
     address: &str,
     spiffe_id: Option<&str>,
     timeout: Duration,
+    now: SystemTime,
 ) -> Result<X509Identity, IdentityError> {
     let fetch = async {
         let client = WorkloadApiClient::connect_to(address)
@@ -81,7 +70,7 @@ pub async fn fetch_once(
                 seconds: timeout.as_secs(),
             })??;
     let svid = select(address, &svids, spiffe_id)?;
-    identity_from_svid(svid, SystemTime::now())
+    identity_from_svid(svid, now)
 }
 
 /// Picks the SVID to use: by SPIFFE ID or hint when asked, else the first.
@@ -127,7 +116,10 @@ pub fn identity_from_svid(svid: &X509Svid, now: SystemTime) -> Result<X509Identi
 pub fn classify(address: &str, e: SpiffeError) -> WorkloadApiError {
     let address = address.to_owned();
     match e {
-        SpiffeError::MissingEndpointSocket => WorkloadApiError::NoAddress,
+        SpiffeError::MissingEndpointSocket => WorkloadApiError::BadAddress {
+            address,
+            reason: "no address".into(),
+        },
         SpiffeError::Endpoint(err) => WorkloadApiError::BadAddress {
             address,
             reason: err.to_string(),

@@ -1,5 +1,5 @@
 //! ARN syntax checks, done before any network call so a typo costs no round trip and gets a
-//! message that says which flag is wrong and what the ARN should look like.
+//! message that says which ARN is wrong and what it should look like.
 
 /// The three ARNs a CreateSession call names, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +13,20 @@ pub struct SessionArns {
     pub partition: String,
 }
 
-/// A malformed ARN.
+/// Which of the three ARNs an [`ArnError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArnField {
+    TrustAnchor,
+    Profile,
+    Role,
+}
+
+/// A malformed ARN. The message names the value, not where it came from: the caller adds
+/// the flag or the config key.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{flag} {value:?} is not a valid {kind} ARN: {reason} (expected {example})")]
+#[error("{value:?} is not a valid {kind} ARN: {reason} (expected {example})")]
 pub struct ArnError {
-    pub flag: &'static str,
+    pub field: ArnField,
     pub value: String,
     pub kind: &'static str,
     pub reason: String,
@@ -34,21 +43,21 @@ impl SessionArns {
     pub fn parse(trust_anchor: &str, profile: &str, role: &str) -> Result<Self, ArnError> {
         let ta = parse_rolesanywhere(
             trust_anchor,
-            "--trust-anchor-arn",
+            ArnField::TrustAnchor,
             "trust anchor",
             "trust-anchor",
             TA_EXAMPLE,
         )?;
         let pr = parse_rolesanywhere(
             profile,
-            "--profile-arn",
+            ArnField::Profile,
             "profile",
             "profile",
             PROFILE_EXAMPLE,
         )?;
         let role_partition = parse_role(role)?;
-        let mismatch = |flag, value: &str, reason: String, kind, example| ArnError {
-            flag,
+        let mismatch = |field, value: &str, reason: String, kind, example| ArnError {
+            field,
             value: value.to_owned(),
             kind,
             reason,
@@ -56,7 +65,7 @@ impl SessionArns {
         };
         if pr.region != ta.region {
             return Err(mismatch(
-                "--profile-arn",
+                ArnField::Profile,
                 profile,
                 format!(
                     "its region {} differs from the trust anchor's {}",
@@ -68,7 +77,7 @@ impl SessionArns {
         }
         if pr.account != ta.account {
             return Err(mismatch(
-                "--profile-arn",
+                ArnField::Profile,
                 profile,
                 format!(
                     "its account {} differs from the trust anchor's {}",
@@ -80,7 +89,7 @@ impl SessionArns {
         }
         if pr.partition != ta.partition || role_partition != ta.partition {
             return Err(mismatch(
-                "--role-arn",
+                ArnField::Role,
                 role,
                 format!(
                     "the ARNs are in different partitions ({}, {}, {})",
@@ -108,13 +117,13 @@ struct Parsed {
 
 fn parse_rolesanywhere(
     value: &str,
-    flag: &'static str,
+    field: ArnField,
     kind: &'static str,
     resource_type: &str,
     example: &'static str,
 ) -> Result<Parsed, ArnError> {
     let err = |reason: String| ArnError {
-        flag,
+        field,
         value: value.to_owned(),
         kind,
         reason,
@@ -152,7 +161,7 @@ fn parse_rolesanywhere(
 
 fn parse_role(value: &str) -> Result<String, ArnError> {
     let err = |reason: String| ArnError {
-        flag: "--role-arn",
+        field: ArnField::Role,
         value: value.to_owned(),
         kind: "IAM role",
         reason,
@@ -224,7 +233,7 @@ fn is_uuid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// Checks a region given by `--region`.
+/// Checks a signing region's syntax (`us-east-1`).
 pub fn validate_region(region: &str) -> Result<(), String> {
     check_region(region)
 }
@@ -246,13 +255,13 @@ mod tests {
     }
 
     #[test]
-    fn names_the_flag_of_the_bad_arn() {
+    fn names_the_field_of_the_bad_arn() {
         let e = SessionArns::parse(PR, PR, ROLE).unwrap_err();
-        assert_eq!(e.flag, "--trust-anchor-arn");
+        assert_eq!(e.field, ArnField::TrustAnchor);
         let e = SessionArns::parse(TA, TA, ROLE).unwrap_err();
-        assert_eq!(e.flag, "--profile-arn");
+        assert_eq!(e.field, ArnField::Profile);
         let e = SessionArns::parse(TA, PR, "arn:aws:iam::123456789012:user/bob").unwrap_err();
-        assert_eq!(e.flag, "--role-arn");
+        assert_eq!(e.field, ArnField::Role);
         let e = SessionArns::parse(TA, PR, "orders").unwrap_err();
         assert!(
             e.to_string()

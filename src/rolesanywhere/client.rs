@@ -2,7 +2,7 @@
 //! ring), and the mapping of every way it can fail to an error that says what to check.
 //!
 //! Proxies come from the standard `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables
-//! (reqwest reads them). Trust comes from the system's roots plus `--ca-bundle`.
+//! (reqwest reads them). Trust comes from the system's roots plus the configured CA bundle.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,12 +15,9 @@ use zeroize::Zeroizing;
 
 use super::arn::SessionArns;
 use super::signer;
+use crate::clock::Clock;
 use crate::identity::X509Identity;
 
-/// Shortest and longest session Roles Anywhere issues, in seconds.
-pub const MIN_DURATION_SECONDS: u32 = 900;
-/// See [`MIN_DURATION_SECONDS`].
-pub const MAX_DURATION_SECONDS: u32 = 43_200;
 /// Largest response body read; a real one is about 2 KiB.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -67,23 +64,24 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The client could not be set up.
+/// The client could not be set up. Messages name the value, not the flag or key it came
+/// from; the caller knows that and adds it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid --endpoint {endpoint:?}: {reason}")]
+    #[error("{endpoint:?} is not a usable endpoint: {reason}")]
     Endpoint { endpoint: String, reason: String },
-    #[error("invalid --region {region:?}: {reason}")]
+    #[error("{region:?} is not a valid region: {reason}")]
     Region { region: String, reason: String },
-    #[error("cannot use --ca-bundle {path}: {reason}")]
+    #[error("cannot use the CA bundle {path}: {reason}")]
     CaBundle { path: String, reason: String },
     #[error(
-        "no trusted root certificates: install the system CA certificates or pass --ca-bundle"
+        "no trusted root certificates: install the system CA certificates or give a CA bundle"
     )]
     NoRoots,
-    #[error("--session-duration {0} is out of range: Roles Anywhere issues sessions of 900 to 43200 seconds")]
-    Duration(u32),
     #[error("cannot build the HTTPS client: {0}")]
-    Http(String),
+    Http(#[source] reqwest::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[source] rustls::Error),
 }
 
 /// CreateSession failed.
@@ -91,7 +89,7 @@ pub enum ConfigError {
 pub enum CreateSessionError {
     #[error("Roles Anywhere denied access (AccessDeniedException: {message}): {hint}")]
     AccessDenied { message: String, hint: &'static str },
-    #[error("Roles Anywhere rejected the request (ValidationException: {message}): check the ARNs and --session-duration (a profile can cap the duration)")]
+    #[error("Roles Anywhere rejected the request (ValidationException: {message}): check the ARNs and the session duration (a profile can cap the duration)")]
     Validation { message: String },
     #[error("Roles Anywhere did not find a resource (ResourceNotFoundException: {message}): check that the trust anchor and profile ARNs exist in region {region}")]
     NotFound { message: String, region: String },
@@ -111,12 +109,43 @@ pub enum CreateSessionError {
     },
     #[error("Roles Anywhere sent an unusable response (HTTP {status}): {reason}")]
     BadResponse { status: u16, reason: String },
-    #[error("cannot reach Roles Anywhere at {endpoint}: {reason}; check --endpoint, network access, the proxy variables, and --ca-bundle for a private CA")]
+    #[error("cannot reach Roles Anywhere at {endpoint}: {reason}; check the endpoint, network access, the proxy variables, and the CA bundle for a private CA")]
     Unreachable { endpoint: String, reason: String },
     #[error("Roles Anywhere at {endpoint} did not answer within {seconds}s")]
     Timeout { endpoint: String, seconds: u64 },
     #[error("cannot sign the request: {0}")]
     Signing(#[from] crate::identity::key::KeyError),
+}
+
+/// What a failed CreateSession means for whoever retries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The service asked us to slow down: retry, but later than usual.
+    Throttled,
+    /// A network problem or a server-side failure: retrying soon may work.
+    Transient,
+    /// The service refused the request as configured (ARNs, trust, duration): retrying the
+    /// same request will fail the same way until someone changes something.
+    Configuration,
+    /// The identity could not be used to sign.
+    Identity,
+}
+
+impl CreateSessionError {
+    /// How a refresher should treat this failure.
+    pub fn class(&self) -> ErrorClass {
+        use CreateSessionError::*;
+        match self {
+            Throttled { .. } => ErrorClass::Throttled,
+            Server { .. } | BadResponse { .. } | Unreachable { .. } | Timeout { .. } => {
+                ErrorClass::Transient
+            }
+            AccessDenied { .. } | Validation { .. } | NotFound { .. } | Unexpected { .. } => {
+                ErrorClass::Configuration
+            }
+            Signing(_) => ErrorClass::Identity,
+        }
+    }
 }
 
 /// A CreateSession client for one endpoint and region.
@@ -126,12 +155,18 @@ pub struct RolesAnywhereClient {
     host: String,
     region: String,
     timeout: Duration,
+    /// Signing time and the "already expired?" check of responses.
+    clock: Arc<dyn Clock>,
 }
 
 impl RolesAnywhereClient {
     /// Builds the client; fails on a bad endpoint, region or CA bundle, before any I/O
     /// beyond reading the bundle.
-    pub fn new(config: &ClientConfig, partition: &str) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: &ClientConfig,
+        partition: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
         super::arn::validate_region(&config.region).map_err(|reason| ConfigError::Region {
             region: config.region.clone(),
             reason,
@@ -149,13 +184,14 @@ impl RolesAnywhereClient {
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| ConfigError::Http(e.to_string()))?;
+            .map_err(ConfigError::Http)?;
         Ok(RolesAnywhereClient {
             http,
             url,
             host,
             region: config.region.clone(),
             timeout: config.timeout,
+            clock,
         })
     }
 
@@ -181,7 +217,7 @@ impl RolesAnywhereClient {
                 body: body.as_bytes(),
             },
             &self.region,
-            SystemTime::now(),
+            self.clock.now(),
             identity,
         )?;
         let mut builder = self.http.post(self.url.clone()).body(body);
@@ -206,7 +242,7 @@ impl RolesAnywhereClient {
             },
         })?;
         if (200..300).contains(&status) {
-            parse_success(status, &body, &request.arns.role)
+            parse_success(status, &body, &request.arns.role, self.clock.now())
         } else {
             Err(map_error(status, error_type_header, &body, &self.region))
         }
@@ -304,7 +340,7 @@ fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigEr
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::Http(e.to_string()))?
+        .map_err(ConfigError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
@@ -381,6 +417,7 @@ fn parse_success(
     status: u16,
     body: &[u8],
     role_arn: &str,
+    now: SystemTime,
 ) -> Result<Credentials, CreateSessionError> {
     let bad = |reason: String| CreateSessionError::BadResponse { status, reason };
     let parsed: SessionResponse = serde_json::from_slice(body)
@@ -410,7 +447,7 @@ fn parse_success(
         ))
     })?;
     let expiration = SystemTime::from(expiration);
-    if expiration <= SystemTime::now() {
+    if expiration <= now {
         return Err(bad(format!(
             "the credentials expired already ({expiration_text}); check the system clock"
         )));
@@ -500,15 +537,6 @@ fn access_denied_hint(message: &str) -> &'static str {
     }
 }
 
-/// Checks `--session-duration`.
-pub fn validate_duration(seconds: u32) -> Result<u32, ConfigError> {
-    if (MIN_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(&seconds) {
-        Ok(seconds)
-    } else {
-        Err(ConfigError::Duration(seconds))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,26 +598,18 @@ mod tests {
 
     #[test]
     fn success_parsing_rejects_missing_fields_and_garbage() {
-        assert!(parse_success(201, b"not json", "r").is_err());
-        assert!(parse_success(201, br#"{"credentialSet":[]}"#, "r").is_err());
+        assert!(parse_success(201, b"not json", "r", SystemTime::now()).is_err());
+        assert!(parse_success(201, br#"{"credentialSet":[]}"#, "r", SystemTime::now()).is_err());
         let no_token = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","expiration":"2099-01-01T00:00:00Z"}}]}"#;
-        let e = parse_success(201, no_token, "r").unwrap_err();
+        let e = parse_success(201, no_token, "r", SystemTime::now()).unwrap_err();
         assert!(e.to_string().contains("sessionToken"), "{e}");
         let ok = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","sessionToken":"T","expiration":"2099-01-01T00:00:00Z"}}]}"#;
-        let creds = parse_success(201, ok, "role").unwrap();
+        let creds = parse_success(201, ok, "role", SystemTime::now()).unwrap();
         assert_eq!(creds.access_key_id, "A");
         let shown = format!("{creds:?}");
         assert!(
             !shown.contains("\"S\"") && !shown.contains("\"T\""),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn duration_bounds() {
-        assert!(validate_duration(899).is_err());
-        assert!(validate_duration(900).is_ok());
-        assert!(validate_duration(43_200).is_ok());
-        assert!(validate_duration(43_201).is_err());
     }
 }

@@ -1,5 +1,10 @@
-//! IAM Roles Anywhere: the SigV4-X509 [`signer`] (pure) and the CreateSession client.
+//! IAM Roles Anywhere: the SigV4-X509 [`signer`] (pure), the CreateSession [`client`], and
+//! the [`exchange`] spec that says what one role asks for.
 
 pub mod arn;
 pub mod client;
+pub mod exchange;
 pub mod signer;
+
+pub use client::{CreateSessionError, Credentials, ErrorClass};
+pub use exchange::{Exchange, ExchangeField, ExchangeSpec, SpecError};

@@ -27,10 +27,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::http::{self, ParseError};
-use crate::credentials::{CredentialStore, RoleCredentials};
+use super::memo::RoleMemos;
+use crate::credentials::CredentialStore;
 
-/// Where `run` listens unless told otherwise.
-pub const DEFAULT_PATH: &str = "/run/spiffe-aws-agent/agent.sock";
 /// The socket's mode: the agent's user and group may connect, nobody else.
 pub const SOCKET_MODE: u32 = 0o660;
 /// The largest response the client accepts (a credentials document is about 1.5 KiB).
@@ -46,7 +45,7 @@ pub enum AgentSocketError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} exists and is not a socket; refusing to replace it (remove it or choose another --agent-socket path)")]
+    #[error("{path} exists and is not a socket; refusing to replace it (remove it or choose another path for the agent socket)")]
     NotASocket { path: PathBuf },
     #[error("another process is already serving the agent socket {path}: is another spiffe-aws-agent running?")]
     InUse { path: PathBuf },
@@ -163,11 +162,22 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AgentSocketError> {
 
 /// Builds the agent-socket router over `store`.
 pub fn router(store: Arc<CredentialStore>) -> Router {
+    let state = AgentSocket {
+        memos: Arc::new(RoleMemos::new(store.role_names())),
+        store,
+    };
     Router::new()
         .route("/v1/credentials/{role}", get(credentials))
         .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn(http::limit_body))
-        .with_state(store)
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct AgentSocket {
+    store: Arc<CredentialStore>,
+    /// The `credential_process` document of each role's current credentials.
+    memos: Arc<RoleMemos>,
 }
 
 /// Serves the agent socket on a listener from [`bind`] until `shutdown` completes.
@@ -180,26 +190,15 @@ pub async fn serve(
     http::serve(listener, router(store), shutdown, "agent socket").await
 }
 
-/// The `credential_process` JSON for `creds`.
-pub fn render(creds: &RoleCredentials) -> String {
-    super::process::render_document(
-        &creds.access_key_id,
-        &creds.secret_access_key,
-        &creds.session_token,
-        creds.expiration,
-    )
-}
-
-async fn credentials(
-    State(store): State<Arc<CredentialStore>>,
-    UrlPath(role): UrlPath<String>,
-) -> Response {
-    match store.get(&role) {
+async fn credentials(State(state): State<AgentSocket>, UrlPath(role): UrlPath<String>) -> Response {
+    match state.store.get(&role) {
         Ok(creds) => http::json(
             "application/json",
-            creds.rendered(crate::credentials::Rendered::CredentialProcess, render),
+            state
+                .memos
+                .get(&role, &creds, |c| super::process::render(&c.credentials)),
         ),
-        Err(e) => super::imds::unavailable(&e),
+        Err(e) => http::unavailable(&e),
     }
 }
 
@@ -335,7 +334,7 @@ mod tests {
         let path = dir.path().join("agent.sock");
         let s = store(&["app", "role with/odd+chars"]);
         let c = creds(&s, "app", "ASIASOCK", HOUR);
-        let expiration = http::aws_time(c.expiration);
+        let expiration = http::aws_time(c.credentials.expiration);
         s.publish("app", c);
         s.publish(
             "role with/odd+chars",

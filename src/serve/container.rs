@@ -9,10 +9,8 @@
 
 use std::fs;
 use std::future::Future;
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +27,8 @@ use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::http;
+use super::memo::RoleMemos;
+use super::private_file::write_private_file;
 use crate::credentials::{CredentialStore, RoleCredentials};
 
 /// Tokens longer than this are not tokens anyone meant to write.
@@ -148,55 +148,10 @@ fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
     Ok(token)
 }
 
-/// Writes `contents` to `path` through a 0600 temporary file in the same directory, then
-/// renames it into place. The parent directory is created (0755) when missing.
-pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)?;
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut suffix = [0u8; 6];
-    let _ = ring::rand::SystemRandom::new().fill(&mut suffix);
-    let tmp = dir.join(format!(
-        ".{name}.{}.tmp",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(suffix)
-    ));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // The umask cannot widen 0600, but a 0600 request may be narrowed; make it exact.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Make the rename itself durable; not every filesystem can sync a directory.
-        if let Ok(d) = fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Builds the container-credentials router over `store`, accepting `token`.
 pub fn router(store: Arc<CredentialStore>, token: Zeroizing<String>) -> Router {
     let state = Container {
+        memos: Arc::new(RoleMemos::new(store.role_names())),
         store,
         token: Arc::new(token),
     };
@@ -221,6 +176,7 @@ pub async fn serve(
 struct Container {
     store: Arc<CredentialStore>,
     token: Arc<Zeroizing<String>>,
+    memos: Arc<RoleMemos>,
 }
 
 /// Whether `headers` carry exactly the token, compared in constant time (the length of the
@@ -246,12 +202,13 @@ struct Document<'a> {
 }
 
 fn render(creds: &RoleCredentials) -> String {
+    let c = &creds.credentials;
     let doc = Document {
-        access_key_id: &creds.access_key_id,
-        secret_access_key: &creds.secret_access_key,
-        token: &creds.session_token,
-        expiration: http::aws_time(creds.expiration),
-        role_arn: &creds.role_arn,
+        access_key_id: &c.access_key_id,
+        secret_access_key: &c.secret_access_key,
+        token: &c.session_token,
+        expiration: http::aws_time(c.expiration),
+        role_arn: &c.role_arn,
     };
     serde_json::to_string(&doc).unwrap_or_default()
 }
@@ -271,11 +228,8 @@ async fn credentials(
         );
     }
     match state.store.get(&role) {
-        Ok(creds) => http::json(
-            "application/json",
-            creds.rendered(crate::credentials::Rendered::Container, render),
-        ),
-        Err(e) => super::imds::unavailable(&e),
+        Ok(creds) => http::json("application/json", state.memos.get(&role, &creds, render)),
+        Err(e) => http::unavailable(&e),
     }
 }
 
@@ -284,6 +238,7 @@ mod tests {
     use super::*;
     use crate::serve::http::testing::{creds, store, tcp};
     use std::net::SocketAddr;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::time::Duration;
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -310,7 +265,7 @@ mod tests {
     async fn serves_the_published_credentials_with_the_token() {
         let s = store(&["app"]);
         let c = creds(&s, "app", "ASIACONT", HOUR);
-        let expiration = http::aws_time(c.expiration);
+        let expiration = http::aws_time(c.credentials.expiration);
         s.publish("app", c);
         let (addr, _stop) = start(s, "sekrit-token").await;
         let r = tcp(

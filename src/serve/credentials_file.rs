@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
 
 const KEYS: [&str; 3] = [
@@ -26,7 +27,7 @@ const KEYS: [&str; 3] = [
 ];
 const MARKER_PREFIX: &str = "# expires ";
 const MARKER_SUFFIX: &str = " (written by spiffe-aws-agent)";
-/// First retry delay after a failed write; doubles up to [`MAX_RETRY`].
+/// First retry delay after a failed write; doubles (with jitter) up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -52,7 +53,7 @@ pub enum CredentialsFileError {
         source: std::io::Error,
     },
     #[error("the credentials-file writer task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// `AWS_SHARED_CREDENTIALS_FILE` when set (a leading `~/` is expanded, as the SDKs do), else
@@ -94,10 +95,11 @@ pub fn write_profile(
     creds: &RoleCredentials,
 ) -> Result<(), CredentialsFileError> {
     validate_profile(profile)?;
+    let c = &creds.credentials;
     let values = [
-        ("access key id", creds.access_key_id.as_str()),
-        ("secret access key", creds.secret_access_key.as_str()),
-        ("session token", creds.session_token.as_str()),
+        ("access key id", c.access_key_id.as_str()),
+        ("secret access key", c.secret_access_key.as_str()),
+        ("session token", c.session_token.as_str()),
     ];
     for (what, v) in values {
         if v.contains(['\n', '\r']) {
@@ -129,7 +131,7 @@ pub fn write_profile(
     let existing = zeroize::Zeroizing::new(existing);
     let marker = format!(
         "{MARKER_PREFIX}{}{MARKER_SUFFIX}",
-        super::http::aws_time(creds.expiration)
+        super::http::aws_time(c.expiration)
     );
     let updated = zeroize::Zeroizing::new(update_profile(
         &existing,
@@ -137,7 +139,7 @@ pub fn write_profile(
         [values[0].1, values[1].1, values[2].1],
         &marker,
     ));
-    super::container::write_private_file(&target, updated.as_bytes()).map_err(|source| {
+    super::private_file::write_private_file(&target, updated.as_bytes()).map_err(|source| {
         CredentialsFileError::Write {
             path: target.clone(),
             source,
@@ -321,7 +323,7 @@ pub async fn run(
     }
     let mut changes = store.subscribe();
     let mut written: Option<Arc<RoleCredentials>> = None;
-    let mut retry: Option<Duration> = None;
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
     tokio::pin!(shutdown);
     loop {
         changes.mark_unchanged();
@@ -330,23 +332,22 @@ pub async fn run(
                 let (p, prof, c) = (path.clone(), profile.clone(), Arc::clone(&creds));
                 let result = tokio::task::spawn_blocking(move || write_profile(&p, &prof, &c))
                     .await
-                    .unwrap_or_else(|e| Err(CredentialsFileError::Task(e.to_string())));
+                    .unwrap_or_else(|e| Err(CredentialsFileError::Task(e)));
                 match result {
                     Ok(()) => {
                         tracing::info!(
                             path = %path.display(),
                             profile = %profile,
-                            access_key_id = %creds.access_key_id,
+                            access_key_id = %creds.credentials.access_key_id,
                             "updated the credentials file"
                         );
                         written = Some(creds);
-                        retry = None;
+                        backoff.reset();
                         None
                     }
                     Err(e) => {
-                        let delay = retry.map_or(FIRST_RETRY, |d| (d * 2).min(MAX_RETRY));
-                        tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot update the credentials file");
-                        retry = Some(delay);
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot update the credentials file");
                         Some(delay)
                     }
                 }
@@ -520,7 +521,7 @@ aws_session_token = TKOTHER
         assert!(text.contains("aws_session_token = token-ASIAFILE\n"));
         assert!(text.contains(&format!(
             "# expires {} (written",
-            crate::serve::http::aws_time(c.expiration)
+            crate::serve::http::aws_time(c.credentials.expiration)
         )));
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -565,7 +566,7 @@ aws_session_token = TKOTHER
         let dir = tempfile::tempdir().unwrap();
         let s = store(&["app"]);
         let mut c = creds(&s, "app", "AK", Duration::from_secs(3600));
-        c.session_token = zeroize::Zeroizing::new("SECRETVALUE\n[default]".to_owned());
+        c.credentials.session_token = zeroize::Zeroizing::new("SECRETVALUE\n[default]".to_owned());
         let err = write_profile(&dir.path().join("c"), "spiffe", &c).unwrap_err();
         assert!(matches!(err, CredentialsFileError::InvalidValue { .. }));
         assert!(!err.to_string().contains("SECRETVALUE"));

@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
+
+use crate::credentials::Unavailable;
 
 /// Largest request body any endpoint accepts. No endpoint reads a body; a client sending a
 /// large one is not an AWS SDK.
@@ -222,6 +224,20 @@ pub(crate) fn json(content_type: &'static str, body: impl Into<Body>) -> Respons
 
 pub(crate) use crate::display::aws_time;
 
+/// 404 for an unknown role, 503 (clients retry) when credentials are not usable yet.
+pub(crate) fn unavailable(e: &Unavailable) -> Response {
+    match e {
+        Unavailable::UnknownRole(_) => text(StatusCode::NOT_FOUND, e.to_string()),
+        Unavailable::NotReady { .. } | Unavailable::ExpiringSoon { .. } => {
+            tracing::info!(reason = %e, "refusing a credentials request");
+            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
+
 /// A response read by [`parse_response`].
 #[derive(Debug)]
 pub(crate) struct RawResponse {
@@ -232,7 +248,7 @@ pub(crate) struct RawResponse {
 
 impl RawResponse {
     /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -242,7 +258,7 @@ impl RawResponse {
 
 /// Why a response could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(super) enum ParseError {
     #[error("the response ended before its header did")]
     Truncated,
     #[error("malformed status line")]
@@ -320,7 +336,7 @@ pub(crate) mod testing {
 
     /// Sends `request` (a full request head, `Connection: close` is added) and reads the
     /// response until the server closes the connection.
-    pub async fn send<S>(
+    pub(crate) async fn send<S>(
         mut stream: S,
         method: &str,
         path: &str,
@@ -343,38 +359,40 @@ pub(crate) mod testing {
 
     /// A store with `roles` (named after themselves, ARN in account 123456789012) that
     /// refuses credentials with less than 5 minutes left, on tokio's clock.
-    pub fn store(roles: &[&str]) -> std::sync::Arc<crate::credentials::CredentialStore> {
+    pub(crate) fn store(roles: &[&str]) -> std::sync::Arc<crate::credentials::CredentialStore> {
         std::sync::Arc::new(crate::credentials::CredentialStore::new(
             roles
                 .iter()
                 .map(|r| (r.to_string(), format!("arn:aws:iam::123456789012:role/{r}"))),
             std::time::Duration::from_secs(300),
-            std::sync::Arc::new(crate::credentials::clock::TokioClock::new()),
+            std::sync::Arc::new(crate::clock::TokioClock::new()),
         ))
     }
 
     /// Credentials for `role` in `store`, valid for `valid_for` from the store's now.
-    pub fn creds(
+    pub(crate) fn creds(
         store: &crate::credentials::CredentialStore,
         role: &str,
         key_id: &str,
         valid_for: std::time::Duration,
     ) -> crate::credentials::RoleCredentials {
         let now = store.clock().now();
-        crate::credentials::RoleCredentials {
-            access_key_id: key_id.to_owned(),
-            secret_access_key: zeroize::Zeroizing::new(format!("secret-{key_id}")),
-            session_token: zeroize::Zeroizing::new(format!("token-{key_id}")),
-            expiration: now + valid_for,
-            last_updated: now,
-            role_arn: store.role_arn(role).unwrap_or_default().to_owned(),
-            spiffe_id: Some("spiffe://example.org/w".to_owned()),
-            leaf_sha256: [7; 32],
-            rendered: Default::default(),
-        }
+        crate::credentials::RoleCredentials::new(
+            crate::rolesanywhere::Credentials {
+                access_key_id: key_id.to_owned(),
+                secret_access_key: zeroize::Zeroizing::new(format!("secret-{key_id}")),
+                session_token: zeroize::Zeroizing::new(format!("token-{key_id}")),
+                expiration: now + valid_for,
+                assumed_role_arn: None,
+                role_arn: store.role_arn(role).unwrap_or_default().to_owned(),
+            },
+            now,
+            Some("spiffe://example.org/w".to_owned()),
+            [7; 32],
+        )
     }
 
-    pub async fn tcp(
+    pub(crate) async fn tcp(
         addr: std::net::SocketAddr,
         method: &str,
         path: &str,

@@ -36,10 +36,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::http;
-use crate::credentials::{CredentialStore, Rendered, RoleCredentials, Unavailable};
-
-/// The default listen address, as `aws_signing_helper serve`.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9911";
+use super::memo::RoleMemos;
+use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
 
 const TOKEN_PATH: &str = "/latest/api/token";
 const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -74,8 +72,11 @@ pub struct ImdsService {
 impl ImdsService {
     fn new(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Self {
         let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
+        let names = || roles.iter().map(String::as_str);
         ImdsService {
             imds: Imds {
+                legacy: Arc::new(RoleMemos::new(names())),
+                extended: Arc::new(RoleMemos::new(names())),
                 store,
                 roles: Arc::new(roles),
                 tokens: Arc::new(TokenTable::new(MAX_TOKENS)),
@@ -273,6 +274,9 @@ struct Imds {
     /// The roles served here, in listing order.
     roles: Arc<Vec<String>>,
     tokens: Arc<TokenTable>,
+    /// The documents of the legacy and the extended path, rendered once per credential set.
+    legacy: Arc<RoleMemos>,
+    extended: Arc<RoleMemos>,
 }
 
 /// Session tokens, remembered as SHA-256 digests with their expiry.
@@ -398,20 +402,20 @@ struct Document<'a> {
 
 fn document(imds: &Imds, role: &str, extended: bool) -> Response {
     if !imds.roles.iter().any(|r| r == role) {
-        return unavailable(&Unavailable::UnknownRole(role.to_owned()));
+        return http::unavailable(&Unavailable::UnknownRole(role.to_owned()));
     }
     match imds.store.get(role) {
         Ok(creds) => {
             let body = if extended {
-                creds.rendered(Rendered::ImdsExtended, |c| {
-                    render(c, account_id(&c.role_arn))
+                imds.extended.get(role, &creds, |c| {
+                    render(c, account_id(&c.credentials.role_arn))
                 })
             } else {
-                creds.rendered(Rendered::ImdsLegacy, |c| render(c, None))
+                imds.legacy.get(role, &creds, |c| render(c, None))
             };
             http::json("text/plain", body)
         }
-        Err(e) => unavailable(&e),
+        Err(e) => http::unavailable(&e),
     }
 }
 
@@ -420,10 +424,10 @@ fn render(creds: &RoleCredentials, account_id: Option<&str>) -> String {
         code: "Success",
         last_updated: http::aws_time(creds.last_updated),
         kind: "AWS-HMAC",
-        access_key_id: &creds.access_key_id,
-        secret_access_key: &creds.secret_access_key,
-        token: &creds.session_token,
-        expiration: http::aws_time(creds.expiration),
+        access_key_id: &creds.credentials.access_key_id,
+        secret_access_key: &creds.credentials.secret_access_key,
+        token: &creds.credentials.session_token,
+        expiration: http::aws_time(creds.credentials.expiration),
         account_id,
     };
     // A struct of strings always serializes.
@@ -434,20 +438,6 @@ fn render(creds: &RoleCredentials, account_id: Option<&str>) -> String {
 fn account_id(role_arn: &str) -> Option<&str> {
     let account = role_arn.split(':').nth(4)?;
     (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then_some(account)
-}
-
-/// 404 for an unknown role, 503 (clients retry) when credentials are not usable yet.
-pub(crate) fn unavailable(e: &Unavailable) -> Response {
-    match e {
-        Unavailable::UnknownRole(_) => http::text(StatusCode::NOT_FOUND, e.to_string()),
-        Unavailable::NotReady { .. } | Unavailable::ExpiringSoon { .. } => {
-            tracing::info!(reason = %e, "refusing a credentials request");
-            let mut resp = http::text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-            resp
-        }
-    }
 }
 
 #[cfg(test)]
@@ -704,7 +694,10 @@ mod tests {
     async fn documents_carry_the_published_credentials() {
         let s = store(&["app"]);
         let c = creds(&s, "app", "ASIAEXAMPLE", HOUR);
-        let (expiration, updated) = (http::aws_time(c.expiration), http::aws_time(c.last_updated));
+        let (expiration, updated) = (
+            http::aws_time(c.credentials.expiration),
+            http::aws_time(c.last_updated),
+        );
         s.publish("app", c);
         let (addr, _stop) = start(s, "127.0.0.1:0").await;
         let t = fresh_token(addr).await;

@@ -1,6 +1,6 @@
 //! The ways credentials leave the agent. Each module has one output format.
 //!
-//! - [`process`]: `credential_process` JSON, fetched one-shot.
+//! - [`process`]: the `credential_process` JSON (printed one-shot, served by the socket).
 //! - [`imds`]: an IMDSv2-compatible endpoint (`AWS_EC2_METADATA_SERVICE_ENDPOINT`).
 //! - [`container`]: the container-credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`
 //!   with an authorization token).
@@ -8,54 +8,134 @@
 //!   `credential-process --agent`, with its client.
 //! - [`credentials_file`]: a profile in the shared credentials file, kept current.
 //!
-//! `http` holds what the HTTP endpoints share: the accept loop, limits and formats.
+//! What they share lives beside them: `http` (the accept loop, limits, error responses),
+//! `memo` (each sink's rendered documents), `private_file` (atomic 0600 writes), and
+//! [`start_servers`], which binds everything a [`ServersSpec`] asks for.
 
 pub mod agent_socket;
 pub mod container;
 pub mod credentials_file;
 mod http;
 pub mod imds;
+mod memo;
+mod private_file;
 pub mod process;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::agent::AgentError;
-use crate::config::AgentPlan;
 use crate::credentials::CredentialStore;
+
+/// Where the IMDS endpoint listens unless told otherwise (as `aws_signing_helper serve`).
+pub const DEFAULT_IMDS_LISTEN: &str = "127.0.0.1:9911";
+/// The port of [`DEFAULT_IMDS_LISTEN`], for `serve --port`.
+pub const DEFAULT_IMDS_PORT: u16 = 9911;
+/// Where the container endpoint listens unless told otherwise.
+pub const DEFAULT_CONTAINER_LISTEN: &str = "127.0.0.1:9912";
+/// The container endpoint's token file unless told otherwise.
+pub const DEFAULT_CONTAINER_TOKEN_FILE: &str = "/run/spiffe-aws-agent/container-token";
+/// The agent socket unless told otherwise.
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/spiffe-aws-agent/agent.sock";
+/// The credentials-file profile unless told otherwise (as `aws_signing_helper update`).
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Which sinks to start, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ServersSpec {
+    /// IMDS listen addresses (each one endpoint).
+    pub imds: Vec<SocketAddr>,
+    /// The roles the IMDS endpoints list and serve; `None`: every role. (SDKs read the
+    /// listing as one instance-profile name, so listing several breaks them.)
+    pub imds_roles: Option<Vec<String>>,
+    /// IP TTL of the IMDS responses (`serve --hop-limit`); `None` leaves the system default.
+    pub hop_limit: Option<u32>,
+    pub container: Option<ContainerSpec>,
+    pub agent_socket: Option<PathBuf>,
+    pub credentials_files: Vec<CredentialsFileSpec>,
+}
+
+impl ServersSpec {
+    /// Whether any way of handing out credentials is configured (an agent without one is a
+    /// mistake, not a daemon).
+    pub fn is_empty(&self) -> bool {
+        self.imds.is_empty()
+            && self.container.is_none()
+            && self.agent_socket.is_none()
+            && self.credentials_files.is_empty()
+    }
+}
+
+/// The container endpoint.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+}
+
+/// A credentials-file writer.
+#[derive(Debug, Clone)]
+pub struct CredentialsFileSpec {
+    pub role: String,
+    pub profile: String,
+    /// `None`: `AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`.
+    pub path: Option<PathBuf>,
+}
+
+/// A sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {what} {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    ContainerToken(#[from] container::ContainerTokenError),
+    #[error(transparent)]
+    AgentSocket(#[from] agent_socket::AgentSocketError),
+    #[error("cannot find the credentials file: set AWS_SHARED_CREDENTIALS_FILE or HOME")]
+    NoCredentialsFile,
+}
 
 /// The servers that were started.
 #[derive(Default)]
 pub struct StartedServers {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub imds_addrs: Vec<std::net::SocketAddr>,
-    pub container_addr: Option<std::net::SocketAddr>,
+    pub imds_addrs: Vec<SocketAddr>,
+    pub container_addr: Option<SocketAddr>,
     pub container_token_file: Option<PathBuf>,
     pub agent_socket: Option<PathBuf>,
 }
 
-/// Binds every listener the plan asks for, then serves from `store` until `shutdown`.
+/// A future that completes when `rx` turns true: how every task is told to stop.
+pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Binds every listener `spec` asks for, then serves from `store` until `shutdown`.
 ///
 /// All binds happen before any server starts, so a port in use or a bad socket path stops
 /// the agent before it serves anything.
 pub async fn start_servers(
-    plan: &AgentPlan,
+    spec: &ServersSpec,
     store: Arc<CredentialStore>,
     shutdown: watch::Receiver<bool>,
-) -> Result<StartedServers, AgentError> {
-    let bind_err = |what: &'static str, address: String| {
-        move |source: std::io::Error| AgentError::Bind {
+) -> Result<StartedServers, ServeError> {
+    let bind_err = |what: &'static str, address: SocketAddr| {
+        move |source: std::io::Error| ServeError::Bind {
             what,
             address,
             source,
         }
     };
-    for addr in plan
+    for addr in spec
         .imds
         .iter()
-        .chain(plan.container.as_ref().map(|c| &c.listen))
+        .chain(spec.container.as_ref().map(|c| &c.listen))
     {
         if !addr.ip().is_loopback() {
             // Allowed, because the operator asked for it, but never quietly: these endpoints
@@ -64,62 +144,47 @@ pub async fn start_servers(
         }
     }
     let mut imds_listeners = Vec::new();
-    for addr in &plan.imds {
+    for addr in &spec.imds {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(bind_err("the IMDS endpoint", addr.to_string()))?;
+            .map_err(bind_err("the IMDS endpoint", *addr))?;
         imds_listeners.push(listener);
     }
-    let container = match &plan.container {
+    let container = match &spec.container {
         None => None,
         Some(c) => {
-            let token = container::load_or_create_token(&c.token_file)
-                .map_err(|e| AgentError::Server(e.to_string()))?;
+            let token = container::load_or_create_token(&c.token_file)?;
             let listener = tokio::net::TcpListener::bind(c.listen)
                 .await
-                .map_err(bind_err("the container endpoint", c.listen.to_string()))?;
+                .map_err(bind_err("the container endpoint", c.listen))?;
             Some((listener, token, c.token_file.clone()))
         }
     };
-    let agent_listener = match &plan.agent_socket {
+    let agent_listener = match &spec.agent_socket {
         None => None,
-        Some(path) => Some((
-            agent_socket::bind(path)
-                .await
-                .map_err(|e| AgentError::Server(e.to_string()))?,
-            path.clone(),
-        )),
+        Some(path) => Some((agent_socket::bind(path).await?, path.clone())),
     };
     let mut files = Vec::new();
-    for f in &plan.credentials_files {
+    for f in &spec.credentials_files {
         let path = f
             .path
             .clone()
             .or_else(credentials_file::default_path)
-            .ok_or_else(|| {
-                AgentError::Server(
-                    "cannot find the credentials file: set AWS_SHARED_CREDENTIALS_FILE or HOME"
-                        .into(),
-                )
-            })?;
+            .ok_or(ServeError::NoCredentialsFile)?;
         files.push((f.role.clone(), path, f.profile.clone()));
     }
 
     let mut out = StartedServers::default();
-    let imds_roles = plan.imds_roles.clone().or_else(|| {
-        // botocore reads the whole role listing as one name: list one role unless told.
-        plan.roles.first().map(|r| vec![r.name.clone()])
-    });
     for listener in imds_listeners {
         if let Ok(addr) = listener.local_addr() {
             out.imds_addrs.push(addr);
         }
         let config = imds::ImdsConfig {
-            hop_limit: plan.hop_limit,
-            roles: imds_roles.clone(),
+            hop_limit: spec.hop_limit,
+            roles: spec.imds_roles.clone(),
         };
         let store = Arc::clone(&store);
-        let stop = crate::agent::shutdown_signal(shutdown.clone());
+        let stop = shutdown_signal(shutdown.clone());
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = imds::serve_with(listener, store, config, stop).await {
                 tracing::error!(error = %e, "the IMDS endpoint stopped");
@@ -130,7 +195,7 @@ pub async fn start_servers(
         out.container_addr = listener.local_addr().ok();
         out.container_token_file = Some(token_file);
         let store = Arc::clone(&store);
-        let stop = crate::agent::shutdown_signal(shutdown.clone());
+        let stop = shutdown_signal(shutdown.clone());
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = container::serve(listener, store, token, stop).await {
                 tracing::error!(error = %e, "the container endpoint stopped");
@@ -140,7 +205,7 @@ pub async fn start_servers(
     if let Some((listener, path)) = agent_listener {
         out.agent_socket = Some(path);
         let store = Arc::clone(&store);
-        let stop = crate::agent::shutdown_signal(shutdown.clone());
+        let stop = shutdown_signal(shutdown.clone());
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = agent_socket::serve(listener, store, stop).await {
                 tracing::error!(error = %e, "the agent socket stopped");
@@ -149,7 +214,7 @@ pub async fn start_servers(
     }
     for (role, path, profile) in files {
         let store = Arc::clone(&store);
-        let stop = crate::agent::shutdown_signal(shutdown.clone());
+        let stop = shutdown_signal(shutdown.clone());
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = credentials_file::run(store, role, path, profile, stop).await {
                 tracing::error!(error = %e, "the credentials file writer stopped");

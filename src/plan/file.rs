@@ -1,0 +1,571 @@
+//! The agent's TOML configuration file: any number of roles and the servers to start.
+//! Everything is validated before anything starts; a mistake is reported with the file, the
+//! line and the key (`agent.toml:12: role "orders" role_arn: …`).
+//!
+//! ```toml
+//! workload_api_socket = "unix:///run/spire/agent/public/api.sock"  # else SPIFFE_ENDPOINT_SOCKET
+//! # endpoint = "https://rolesanywhere.us-east-1.amazonaws.com"
+//! # ca_bundle = "/etc/ssl/private-ca.pem"
+//! # min_remaining_seconds = 300   # never hand out credentials with less left
+//!
+//! [[role]]
+//! name = "orders"                 # what clients ask for
+//! trust_anchor_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/…"
+//! profile_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/…"
+//! role_arn = "arn:aws:iam::123456789012:role/orders"
+//! # spiffe_id = "spiffe://example.org/service/orders"   # which SVID; default: the first
+//! # region, session_duration, role_session_name, endpoint: as the flags
+//!
+//! [imds]                          # IMDSv2-style endpoint
+//! listen = ["127.0.0.1:9911"]
+//! # roles = ["orders"]            # the role it lists and serves (default: the first role)
+//! [container]                     # container-credentials endpoint
+//! listen = "127.0.0.1:9912"
+//! token_file = "/run/spiffe-aws-agent/container-token"
+//! [agent_socket]                  # fast path for credential-process --agent
+//! path = "/run/spiffe-aws-agent/agent.sock"
+//! [[credentials_file]]            # keep a profile in ~/.aws/credentials current
+//! role = "orders"
+//! profile = "default"
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{parse_listen, valid_role_name, Location, PlanError, Problem};
+use crate::agent::{AgentPlan, RolePlan, DEFAULT_MIN_REMAINING};
+use crate::clock::Clock;
+use crate::identity::workload_api::normalize_address;
+use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
+use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
+use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
+use crate::serve::{
+    credentials_file, ContainerSpec, CredentialsFileSpec, ServersSpec, DEFAULT_AGENT_SOCKET,
+    DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
+};
+
+/// The largest config file read: a real one is a few KiB.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    workload_api_socket: Option<Spanned<String>>,
+    workload_api_timeout: Option<Spanned<u64>>,
+    certificate: Option<Spanned<String>>,
+    private_key: Option<Spanned<String>>,
+    intermediates: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    ca_bundle: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    timeout: Option<Spanned<u64>>,
+    min_remaining_seconds: Option<Spanned<u64>>,
+    #[serde(default)]
+    role: Vec<Spanned<RoleToml>>,
+    imds: Option<Spanned<ImdsToml>>,
+    container: Option<Spanned<ContainerToml>>,
+    agent_socket: Option<Spanned<AgentSocketToml>>,
+    #[serde(default)]
+    credentials_file: Vec<Spanned<CredentialsFileToml>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleToml {
+    name: Spanned<String>,
+    trust_anchor_arn: Spanned<String>,
+    profile_arn: Spanned<String>,
+    role_arn: Spanned<String>,
+    region: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    session_duration: Option<Spanned<u32>>,
+    role_session_name: Option<Spanned<String>>,
+    spiffe_id: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImdsToml {
+    listen: Option<Spanned<OneOrMany>>,
+    roles: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainerToml {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSocketToml {
+    path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFileToml {
+    role: Spanned<String>,
+    profile: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+}
+
+/// Turns byte offsets into locations.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// An error at `span`, under `key` when given.
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: Option<String>,
+        problem: impl Into<Problem>,
+    ) -> PlanError {
+        let at = Location::File {
+            path: self.file.to_owned(),
+            line: Some(self.line(span)),
+            key,
+        };
+        PlanError::new(at, problem)
+    }
+
+    /// An error about the file as a whole.
+    fn whole(&self, problem: Problem) -> PlanError {
+        let at = Location::File {
+            path: self.file.to_owned(),
+            line: None,
+            key: None,
+        };
+        PlanError::new(at, problem)
+    }
+}
+
+/// Reads and validates a config file. Only a regular file of reasonable size is read.
+pub fn load(path: &Path, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
+    let read_err = |source| {
+        let problem = Problem::ReadFile {
+            path: path.to_owned(),
+            source,
+        };
+        PlanError::new(Location::Flag("--config"), problem)
+    };
+    let text = read_bounded(path).map_err(read_err)?;
+    parse(path, &text, clock)
+}
+
+/// The text of a regular file of at most [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    // Checked before opening too: opening a FIFO for reading would wait for a writer.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(text)
+}
+
+/// Validates a config text (`path` is for messages).
+pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
+    let loc = Locator { file: path, text };
+    let config: FileConfig = toml::from_str(text).map_err(|e| match e.span() {
+        Some(span) => loc.err(span, None, Problem::Syntax(Box::new(e))),
+        None => loc.whole(Problem::Syntax(Box::new(e))),
+    })?;
+    let identity = identity(&config, &loc)?;
+
+    if config.role.is_empty() {
+        return Err(loc.whole(Problem::NoRole));
+    }
+    let mut roles = Vec::new();
+    let mut names = BTreeSet::new();
+    for spanned in &config.role {
+        let role = spanned.get_ref();
+        let name = role.name.get_ref().clone();
+        if !valid_role_name(&name) {
+            return Err(loc.err(role.name.span(), None, Problem::RoleName(name)));
+        }
+        if !names.insert(name.clone()) {
+            return Err(loc.err(role.name.span(), None, Problem::DuplicateRole(name)));
+        }
+        let spec = ExchangeSpec {
+            trust_anchor_arn: role.trust_anchor_arn.get_ref().clone(),
+            profile_arn: role.profile_arn.get_ref().clone(),
+            role_arn: role.role_arn.get_ref().clone(),
+            region: value(role.region.as_ref().or(config.region.as_ref())),
+            endpoint: value(role.endpoint.as_ref().or(config.endpoint.as_ref())),
+            ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
+            session_duration: role
+                .session_duration
+                .as_ref()
+                .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
+            role_session_name: value(role.role_session_name.as_ref()),
+            timeout: config
+                .timeout
+                .as_ref()
+                .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+        };
+        let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
+            let (key, span) = blame(e.field(), role, &config, spanned.span());
+            loc.err(span, Some(format!("role {name:?} {key}")), e)
+        })?;
+        if let Some(id) = role.spiffe_id.as_ref().filter(|id| id.get_ref().is_empty()) {
+            // An empty selector matches no SVID: the role would never get credentials.
+            return Err(loc.err(id.span(), None, Problem::EmptySpiffeId));
+        }
+        roles.push(RolePlan {
+            name,
+            spiffe_id: value(role.spiffe_id.as_ref()),
+            exchange,
+        });
+    }
+    let servers = servers(&config, &names, &roles, &loc)?;
+    let min_remaining = match &config.min_remaining_seconds {
+        None => DEFAULT_MIN_REMAINING,
+        Some(s) => super::min_remaining(*s.get_ref())
+            .map_err(|p| loc.err(s.span(), Some("min_remaining_seconds".into()), p))?,
+    };
+    if servers.is_empty() {
+        return Err(loc.whole(Problem::NoServerKey));
+    }
+    Ok(AgentPlan {
+        identity,
+        roles,
+        servers,
+        min_remaining,
+    })
+}
+
+fn value(s: Option<&Spanned<String>>) -> Option<String> {
+    s.map(|s| s.get_ref().clone())
+}
+
+/// The identity keys: certificate files, else the Workload API (the key, else the
+/// agent's `SPIFFE_ENDPOINT_SOCKET`).
+fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, PlanError> {
+    let span = |s: Option<&Spanned<String>>| s.map(|s| s.span()).unwrap_or(0..0);
+    match (&config.certificate, &config.private_key) {
+        (Some(certificate), Some(private_key)) => {
+            if let Some(socket) = &config.workload_api_socket {
+                return Err(loc.err(socket.span(), None, Problem::TwoIdentitySources));
+            }
+            Ok(IdentitySpec::Files {
+                certificate: PathBuf::from(certificate.get_ref()),
+                private_key: PathBuf::from(private_key.get_ref()),
+                intermediates: value(config.intermediates.as_ref()).map(PathBuf::from),
+            })
+        }
+        (Some(_), None) | (None, Some(_)) => Err(loc.err(
+            span(config.certificate.as_ref().or(config.private_key.as_ref())),
+            None,
+            Problem::CertificateWithoutKey,
+        )),
+        (None, None) => {
+            let address = value(config.workload_api_socket.as_ref())
+                .or_else(|| std::env::var("SPIFFE_ENDPOINT_SOCKET").ok())
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| loc.whole(Problem::NoWorkloadApiKey))?;
+            Ok(IdentitySpec::WorkloadApi {
+                address: normalize_address(&address),
+                spiffe_id: None,
+                timeout: config
+                    .workload_api_timeout
+                    .as_ref()
+                    .map_or(DEFAULT_WORKLOAD_API_TIMEOUT, |s| {
+                        Duration::from_secs(*s.get_ref())
+                    }),
+            })
+        }
+    }
+}
+
+/// The server sections.
+fn servers(
+    config: &FileConfig,
+    names: &BTreeSet<String>,
+    roles: &[RolePlan],
+    loc: &Locator<'_>,
+) -> Result<ServersSpec, PlanError> {
+    let mut imds = Vec::new();
+    if let Some(section) = &config.imds {
+        let listen = match section.get_ref().listen.as_ref() {
+            None => vec![(DEFAULT_IMDS_LISTEN.to_owned(), section.span())],
+            Some(l) => match l.get_ref() {
+                OneOrMany::One(a) => vec![(a.clone(), l.span())],
+                OneOrMany::Many(v) => v.iter().map(|a| (a.clone(), l.span())).collect(),
+            },
+        };
+        for (addr, span) in listen {
+            imds.push(
+                parse_listen(&addr).map_err(|p| loc.err(span, Some("imds.listen".into()), p))?,
+            );
+        }
+    }
+    let imds_roles = match config
+        .imds
+        .as_ref()
+        .and_then(|s| s.get_ref().roles.as_ref())
+    {
+        // botocore reads the whole role listing as one name: list one role unless told.
+        None => roles.first().map(|r| vec![r.name.clone()]),
+        Some(r) => {
+            for name in r.get_ref() {
+                if !names.contains(name) {
+                    let problem = Problem::UnknownRole {
+                        key: "imds.roles:",
+                        name: name.clone(),
+                    };
+                    return Err(loc.err(r.span(), None, problem));
+                }
+            }
+            Some(r.get_ref().clone())
+        }
+    };
+    let container = match &config.container {
+        None => None,
+        Some(section) => {
+            let c = section.get_ref();
+            let (addr, span) = match &c.listen {
+                Some(l) => (l.get_ref().clone(), l.span()),
+                None => (DEFAULT_CONTAINER_LISTEN.to_owned(), section.span()),
+            };
+            let listen = parse_listen(&addr)
+                .map_err(|p| loc.err(span, Some("container.listen".into()), p))?;
+            Some(ContainerSpec {
+                listen,
+                token_file: PathBuf::from(
+                    value(c.token_file.as_ref())
+                        .unwrap_or_else(|| DEFAULT_CONTAINER_TOKEN_FILE.to_owned()),
+                ),
+            })
+        }
+    };
+    let agent_socket = config.agent_socket.as_ref().map(|s| {
+        PathBuf::from(
+            value(s.get_ref().path.as_ref()).unwrap_or_else(|| DEFAULT_AGENT_SOCKET.to_owned()),
+        )
+    });
+    let mut credentials_files = Vec::new();
+    for spanned in &config.credentials_file {
+        let c = spanned.get_ref();
+        if !names.contains(c.role.get_ref()) {
+            let problem = Problem::UnknownRole {
+                key: "credentials_file.role",
+                name: c.role.get_ref().clone(),
+            };
+            return Err(loc.err(c.role.span(), None, problem));
+        }
+        let profile = value(c.profile.as_ref()).unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
+        if let Err(e) = credentials_file::validate_profile(&profile) {
+            let span = c
+                .profile
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or(spanned.span());
+            return Err(loc.err(span, Some("credentials_file.profile".into()), e));
+        }
+        credentials_files.push(CredentialsFileSpec {
+            role: c.role.get_ref().clone(),
+            profile,
+            path: value(c.path.as_ref()).map(PathBuf::from),
+        });
+    }
+    Ok(ServersSpec {
+        imds,
+        imds_roles,
+        hop_limit: None,
+        container,
+        agent_socket,
+        credentials_files,
+    })
+}
+
+/// The key (and where it is) of a role's exchange setting.
+fn blame(
+    field: Option<ExchangeField>,
+    role: &RoleToml,
+    config: &FileConfig,
+    role_span: std::ops::Range<usize>,
+) -> (&'static str, std::ops::Range<usize>) {
+    use ExchangeField::*;
+    let opt = |s: Option<&Spanned<String>>| s.map(|s| s.span());
+    match field {
+        Some(TrustAnchorArn) => ("trust_anchor_arn", role.trust_anchor_arn.span()),
+        Some(ProfileArn) => ("profile_arn", role.profile_arn.span()),
+        Some(RoleArn) => ("role_arn", role.role_arn.span()),
+        Some(SessionDuration) => (
+            "session_duration",
+            role.session_duration
+                .as_ref()
+                .map(|s| s.span())
+                .unwrap_or(role_span),
+        ),
+        Some(Region) => (
+            "region",
+            opt(role.region.as_ref())
+                .or(opt(config.region.as_ref()))
+                .unwrap_or(role_span),
+        ),
+        Some(Endpoint) => (
+            "endpoint",
+            opt(role.endpoint.as_ref())
+                .or(opt(config.endpoint.as_ref()))
+                .unwrap_or(role_span),
+        ),
+        Some(CaBundle) => (
+            "ca_bundle",
+            opt(config.ca_bundle.as_ref()).unwrap_or(role_span),
+        ),
+        Some(RoleSessionName) => (
+            "role_session_name",
+            opt(role.role_session_name.as_ref()).unwrap_or(role_span),
+        ),
+        None => ("", role_span),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TA: &str = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001";
+    const PR: &str =
+        "arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002";
+
+    fn role(name: &str, role_arn: &str) -> String {
+        format!("[[role]]\nname = \"{name}\"\ntrust_anchor_arn = \"{TA}\"\nprofile_arn = \"{PR}\"\nrole_arn = \"{role_arn}\"\n")
+    }
+
+    fn parse_text(text: &str) -> Result<AgentPlan, PlanError> {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        parse(Path::new("agent.toml"), text, &clock)
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/agent.sock\"\nmin_remaining_seconds = 120\n{}{}spiffe_id = \"spiffe://example.org/service/reviews\"\n[imds]\nlisten = [\"127.0.0.1:9911\", \"[::1]:9911\"]\n[container]\n[agent_socket]\npath = \"/tmp/a.sock\"\n[[credentials_file]]\nrole = \"orders\"\nprofile = \"orders\"\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders"),
+            role("reviews", "arn:aws:iam::123456789012:role/reviews"),
+        );
+        let plan = parse_text(&text).unwrap();
+        assert_eq!(plan.roles.len(), 2);
+        assert_eq!(
+            plan.roles[1].spiffe_id.as_deref(),
+            Some("spiffe://example.org/service/reviews")
+        );
+        assert_eq!(plan.servers.imds.len(), 2);
+        assert_eq!(plan.servers.container.unwrap().listen.port(), 9912);
+        assert_eq!(
+            plan.servers.agent_socket.unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
+        assert_eq!(plan.min_remaining, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/agent.sock\"\n[imds]\n{}",
+            role("orders", "arn:aws:iam::123456789012:user/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:7: role \"orders\" role_arn:"),
+            "{e}"
+        );
+
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n[imds]\n{}session_duration = 60\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:8: role \"orders\" session_duration:"),
+            "{e}"
+        );
+
+        let e = parse_text("workload_api_socket = \"unix:///tmp/a.sock\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.toml:2: ") && e.contains("bogus"),
+            "{e}"
+        );
+
+        let e = parse_text(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n[imds]\nlisten = \"localhost:1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no [[role]]"), "{e}");
+
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n[imds]\nlisten = \"localhost:1\"\n{}",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(e.starts_with("agent.toml:3: imds.listen"), "{e}");
+
+        let text = format!("workload_api_socket = \"unix:///tmp/a.sock\"\n{}[[credentials_file]]\nrole = \"nope\"\n", role("orders", "arn:aws:iam::123456789012:role/orders"));
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("agent.toml:8: credentials_file.role \"nope\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_roles_and_missing_servers_are_refused() {
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n[imds]\n{}{}",
+            role("a", "arn:aws:iam::123456789012:role/a"),
+            role("a", "arn:aws:iam::123456789012:role/b")
+        );
+        assert!(parse_text(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("used twice"));
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}",
+            role("a", "arn:aws:iam::123456789012:role/a")
+        );
+        assert!(parse_text(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("no server is configured"));
+    }
+}

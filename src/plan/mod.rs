@@ -1,0 +1,341 @@
+//! Where raw settings become validated plans, once: command-line flags here, the TOML file in
+//! [`file`]. Both fill the same domain specs ([`ExchangeSpec`], [`IdentitySpec`],
+//! [`ServersSpec`]) and both locate what is wrong: a domain error names a *field*, and this
+//! module adds the flag (`--session-duration 899 is out of range…`) or the file, line and key
+//! (`agent.toml:9: role "orders" session_duration: 899 is out of range…`).
+//!
+//! Defaults are the named constants of the modules that own them; nothing here invents one.
+
+pub mod file;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::{self, AgentPlan, OneShotPlan, RolePlan};
+use crate::cli::{
+    CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
+};
+use crate::clock::Clock;
+use crate::identity::workload_api::normalize_address;
+use crate::identity::IdentitySpec;
+use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
+use crate::serve::credentials_file::{self, CredentialsFileError};
+use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
+
+/// A setting that cannot work, with where it was given.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}{problem}")]
+pub struct PlanError {
+    pub at: Location,
+    pub problem: Box<Problem>,
+}
+
+/// Where a mistaken setting was given.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The command line as a whole.
+    Flags,
+    /// One flag.
+    Flag(&'static str),
+    /// A config file, at a line when known, under a key when there is one.
+    File {
+        path: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Flags => Ok(()),
+            Location::Flag(flag) => write!(f, "{flag} "),
+            Location::File { path, line, key } => {
+                write!(f, "{}", path.display())?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                }
+                f.write_str(": ")?;
+                if let Some(key) = key {
+                    write!(f, "{key}: ")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What is wrong with a setting. Each message reads after its [`Location`].
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error(transparent)]
+    Exchange(#[from] SpecError),
+    #[error(transparent)]
+    CredentialsFile(#[from] CredentialsFileError),
+    #[error("is required (or use --agent SOCKET --role NAME to read from a running agent)")]
+    Required,
+    #[error("no SPIFFE Workload API address: pass --workload-api-socket or set SPIFFE_ENDPOINT_SOCKET (e.g. unix:///run/spire/agent.sock)")]
+    NoWorkloadApiFlag,
+    #[error("no SPIFFE Workload API address: set workload_api_socket, or SPIFFE_ENDPOINT_SOCKET in the agent's environment (or certificate and private_key)")]
+    NoWorkloadApiKey,
+    #[error("{0:?} is not IP:port (e.g. 127.0.0.1:9911 or [::1]:9911)")]
+    Listen(String),
+    #[error("{0:?} is not a valid role name: use 1 to 64 letters, digits and +=,.@_-")]
+    RoleName(String),
+    #[error("{0} must be below {max} (the shortest session Roles Anywhere issues)", max = agent::MAX_MIN_REMAINING.as_secs())]
+    MinRemaining(u64),
+    #[error("no server chosen: pass --imds, --container, --agent-socket or --credentials-profile (or use a --config file)")]
+    NoServerFlag,
+    #[error(
+        "no server is configured: add [imds], [container], [agent_socket] or [[credentials_file]]"
+    )]
+    NoServerKey,
+    #[error("cannot read the config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.message().trim().replace('\n', " "))]
+    Syntax(Box<toml::de::Error>),
+    #[error("no [[role]] is configured: add at least one with name, trust_anchor_arn, profile_arn and role_arn")]
+    NoRole,
+    #[error("role name {0:?} is used twice")]
+    DuplicateRole(String),
+    #[error("{key} {name:?} is not a configured [[role]] name")]
+    UnknownRole { key: &'static str, name: String },
+    #[error("spiffe_id must not be empty (omit it to use the first SVID)")]
+    EmptySpiffeId,
+    #[error(
+        "certificate and private_key go together: set both, or neither to use the Workload API"
+    )]
+    CertificateWithoutKey,
+    #[error("workload_api_socket and certificate exclude each other: pick one identity source")]
+    TwoIdentitySources,
+}
+
+impl PlanError {
+    /// `problem`, given at `at`.
+    pub fn new(at: Location, problem: impl Into<Problem>) -> Self {
+        PlanError {
+            at,
+            problem: Box::new(problem.into()),
+        }
+    }
+
+    fn flag(flag: &'static str, problem: impl Into<Problem>) -> Self {
+        PlanError::new(Location::Flag(flag), problem)
+    }
+}
+
+/// The flag of each exchange setting.
+fn exchange_flag(field: Option<ExchangeField>) -> Location {
+    use ExchangeField::*;
+    match field {
+        None => Location::Flags,
+        Some(f) => Location::Flag(match f {
+            TrustAnchorArn => "--trust-anchor-arn",
+            ProfileArn => "--profile-arn",
+            RoleArn => "--role-arn",
+            Region => "--region",
+            Endpoint => "--endpoint",
+            CaBundle => "--ca-bundle",
+            SessionDuration => "--session-duration",
+            RoleSessionName => "--role-session-name",
+        }),
+    }
+}
+
+/// Parses `IP:port` or `[IPv6]:port`; a name like `localhost` is refused so the bind is
+/// explicit.
+pub fn parse_listen(addr: &str) -> Result<SocketAddr, Problem> {
+    addr.parse::<SocketAddr>()
+        .map_err(|_| Problem::Listen(addr.to_owned()))
+}
+
+/// Role names appear in URL paths; keep them to a safe alphabet.
+pub fn valid_role_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+}
+
+/// Checks a minimum remaining lifetime: it must be below the shortest session, or no
+/// credentials could ever be handed out.
+pub fn min_remaining(seconds: u64) -> Result<Duration, Problem> {
+    let d = Duration::from_secs(seconds);
+    if d < agent::MAX_MIN_REMAINING {
+        Ok(d)
+    } else {
+        Err(Problem::MinRemaining(seconds))
+    }
+}
+
+/// The Roles Anywhere flags, validated into a ready exchange.
+fn exchange(args: &SessionArgs, clock: &Arc<dyn Clock>) -> Result<Exchange, PlanError> {
+    let required =
+        |v: &Option<String>, flag| v.clone().ok_or(PlanError::flag(flag, Problem::Required));
+    let spec = ExchangeSpec {
+        trust_anchor_arn: required(&args.trust_anchor_arn, "--trust-anchor-arn")?,
+        profile_arn: required(&args.profile_arn, "--profile-arn")?,
+        role_arn: required(&args.role_arn, "--role-arn")?,
+        region: args.region.clone(),
+        endpoint: args.endpoint.clone(),
+        ca_bundle: args.ca_bundle.clone(),
+        session_duration: args.session_duration,
+        role_session_name: args.role_session_name.clone(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    Exchange::new(&spec, Arc::clone(clock)).map_err(|e| PlanError::new(exchange_flag(e.field()), e))
+}
+
+/// The identity flags: files when `--certificate` is given, else the Workload API
+/// (`--workload-api-socket`, which clap fills from `SPIFFE_ENDPOINT_SOCKET`).
+fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
+    if let (Some(certificate), Some(private_key)) = (&args.certificate, &args.private_key) {
+        return Ok(IdentitySpec::Files {
+            certificate: certificate.clone(),
+            private_key: private_key.clone(),
+            intermediates: args.intermediates.clone(),
+        });
+    }
+    match args
+        .workload_api_socket
+        .as_deref()
+        .filter(|a| !a.is_empty())
+    {
+        Some(address) => Ok(IdentitySpec::WorkloadApi {
+            address: normalize_address(address),
+            spiffe_id: args.spiffe_id.clone(),
+            timeout: Duration::from_secs(args.workload_api_timeout),
+        }),
+        None => Err(PlanError::new(Location::Flags, Problem::NoWorkloadApiFlag)),
+    }
+}
+
+/// `credential-process` (without `--agent`): checks every flag before any I/O.
+pub fn credential_process(
+    args: &CredentialProcessArgs,
+    clock: &Arc<dyn Clock>,
+) -> Result<OneShotPlan, PlanError> {
+    let exchange = exchange(&args.session, clock)?;
+    let identity = identity(&args.identity)?;
+    Ok(OneShotPlan { identity, exchange })
+}
+
+/// One role from flags, named `name` or after its ARN.
+fn single_role(
+    identity_args: &IdentityArgs,
+    session: &SessionArgs,
+    name: Option<&str>,
+    clock: &Arc<dyn Clock>,
+) -> Result<(IdentitySpec, RolePlan), PlanError> {
+    let exchange = exchange(session, clock)?;
+    let identity = identity(identity_args)?;
+    let name = name
+        .map(str::to_owned)
+        .unwrap_or_else(|| agent::role_name_from_arn(exchange.role_arn()));
+    if !valid_role_name(&name) {
+        return Err(PlanError::flag("--role-name", Problem::RoleName(name)));
+    }
+    Ok((
+        identity,
+        RolePlan {
+            name,
+            spiffe_id: identity_args.spiffe_id.clone(),
+            exchange,
+        },
+    ))
+}
+
+/// `run`: a config file, or one role from flags.
+pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
+    if let Some(path) = &args.config {
+        return file::load(path, clock);
+    }
+    let (identity, role) = single_role(
+        &args.identity,
+        &args.session,
+        args.role_name.as_deref(),
+        clock,
+    )?;
+    let mut imds = Vec::new();
+    for a in &args.imds {
+        imds.push(parse_listen(a).map_err(|p| PlanError::flag("--imds", p))?);
+    }
+    let container = match &args.container {
+        None => None,
+        Some(a) => Some(ContainerSpec {
+            listen: parse_listen(a).map_err(|p| PlanError::flag("--container", p))?,
+            token_file: args.container_token_file.clone(),
+        }),
+    };
+    let credentials_files = match &args.credentials_profile {
+        None => vec![],
+        Some(profile) => {
+            credentials_file::validate_profile(profile)
+                .map_err(|e| PlanError::flag("--credentials-profile", e))?;
+            vec![CredentialsFileSpec {
+                role: role.name.clone(),
+                profile: profile.clone(),
+                path: None,
+            }]
+        }
+    };
+    let min_remaining =
+        min_remaining(args.min_remaining).map_err(|p| PlanError::flag("--min-remaining", p))?;
+    let servers = ServersSpec {
+        imds,
+        imds_roles: None,
+        hop_limit: None,
+        container,
+        agent_socket: args.agent_socket.clone(),
+        credentials_files,
+    };
+    if servers.is_empty() {
+        return Err(PlanError::new(Location::Flags, Problem::NoServerFlag));
+    }
+    Ok(AgentPlan {
+        identity,
+        roles: vec![role],
+        servers,
+        min_remaining,
+    })
+}
+
+/// `serve`: IMDS on 127.0.0.1:port for one role.
+pub fn serve(args: &ServeArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
+    let (identity, role) = single_role(&args.identity, &args.session, None, clock)?;
+    Ok(AgentPlan {
+        identity,
+        roles: vec![role],
+        servers: ServersSpec {
+            imds: vec![SocketAddr::from(([127, 0, 0, 1], args.port))],
+            hop_limit: Some(args.hop_limit),
+            ..ServersSpec::default()
+        },
+        min_remaining: agent::DEFAULT_MIN_REMAINING,
+    })
+}
+
+/// `update`: the credentials file for one role.
+pub fn update(args: &UpdateArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
+    let (identity, role) = single_role(&args.identity, &args.session, None, clock)?;
+    credentials_file::validate_profile(&args.profile)
+        .map_err(|e| PlanError::flag("--profile", e))?;
+    Ok(AgentPlan {
+        identity,
+        servers: ServersSpec {
+            credentials_files: vec![CredentialsFileSpec {
+                role: role.name.clone(),
+                profile: args.profile.clone(),
+                path: None,
+            }],
+            ..ServersSpec::default()
+        },
+        roles: vec![role],
+        min_remaining: agent::DEFAULT_MIN_REMAINING,
+    })
+}
