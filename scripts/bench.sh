@@ -17,7 +17,7 @@ need wrk wrk
 need hyperfine hyperfine
 need curl curl
 
-cargo build --release --quiet
+cargo build --release --quiet --features dev
 BIN="$PWD/target/release/spiffe-aws-agent"
 DIR="$(mktemp -d)"
 cleanup() { kill "${AGENT_PID:-}" "${DEV_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }

@@ -233,9 +233,14 @@ fn is_uuid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// A signing region that is not one (`us-east-1` is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid region: expected lowercase words and a number, like us-east-1")]
+pub struct RegionError(pub String);
+
 /// Checks a signing region's syntax (`us-east-1`).
-pub fn validate_region(region: &str) -> Result<(), String> {
-    check_region(region)
+pub fn validate_region(region: &str) -> Result<(), RegionError> {
+    check_region(region).map_err(|_| RegionError(region.to_owned()))
 }
 
 #[cfg(test)]

@@ -70,8 +70,8 @@ impl std::fmt::Debug for Credentials {
 pub enum ConfigError {
     #[error("{endpoint:?} is not a usable endpoint: {reason}")]
     Endpoint { endpoint: String, reason: String },
-    #[error("{region:?} is not a valid region: {reason}")]
-    Region { region: String, reason: String },
+    #[error(transparent)]
+    Region(#[from] super::arn::RegionError),
     #[error("cannot use the CA bundle {path}: {reason}")]
     CaBundle { path: String, reason: String },
     #[error(
@@ -167,10 +167,7 @@ impl RolesAnywhereClient {
         partition: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
-        super::arn::validate_region(&config.region).map_err(|reason| ConfigError::Region {
-            region: config.region.clone(),
-            reason,
-        })?;
+        super::arn::validate_region(&config.region)?;
         let url = endpoint_url(config, partition)?;
         let host = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),

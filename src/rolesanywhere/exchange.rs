@@ -94,7 +94,7 @@ impl SpecError {
                 ArnField::Profile => ExchangeField::ProfileArn,
                 ArnField::Role => ExchangeField::RoleArn,
             }),
-            SpecError::Client(ConfigError::Region { .. }) => Some(ExchangeField::Region),
+            SpecError::Client(ConfigError::Region(_)) => Some(ExchangeField::Region),
             SpecError::Client(ConfigError::Endpoint { .. }) => Some(ExchangeField::Endpoint),
             SpecError::Client(ConfigError::CaBundle { .. }) => Some(ExchangeField::CaBundle),
             SpecError::Client(_) => None,
