@@ -264,11 +264,6 @@ impl CredentialStore {
         }
     }
 
-    /// The minimum lifetime a reader gets.
-    pub fn min_remaining(&self) -> Duration {
-        self.min_remaining
-    }
-
     /// The clock this store judges expiry by.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

@@ -80,7 +80,6 @@ pub struct X509Identity {
     spiffe_id: Option<String>,
     serial_decimal: String,
     subject: String,
-    not_after: SystemTime,
     origin: Origin,
 }
 
@@ -137,7 +136,6 @@ impl X509Identity {
         }
         let key = SigningKey::from_der(key, leaf.tbs_certificate.subject_pki.raw)?;
         let serial_decimal = leaf.tbs_certificate.serial.to_str_radix(10);
-        let not_after = SystemTime::from(leaf.validity().not_after.to_datetime());
         Ok(X509Identity {
             leaf_der,
             intermediates_der,
@@ -145,7 +143,6 @@ impl X509Identity {
             spiffe_id,
             serial_decimal,
             subject,
-            not_after,
             origin,
         })
     }
@@ -173,10 +170,6 @@ impl X509Identity {
     /// The leaf's subject, for messages.
     pub fn subject(&self) -> &str {
         &self.subject
-    }
-    /// When the leaf expires.
-    pub fn not_after(&self) -> SystemTime {
-        self.not_after
     }
 }
 

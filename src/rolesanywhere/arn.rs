@@ -3,7 +3,7 @@
 
 /// The three ARNs a CreateSession call names, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionArns {
+pub(super) struct SessionArns {
     pub trust_anchor: String,
     pub profile: String,
     pub role: String,
@@ -40,7 +40,7 @@ const ROLE_EXAMPLE: &str = "arn:aws:iam::123456789012:role/<name>";
 impl SessionArns {
     /// Validates the trust anchor, profile and role ARNs, and that they agree on partition
     /// and (for the two Roles Anywhere ARNs) region and account.
-    pub fn parse(trust_anchor: &str, profile: &str, role: &str) -> Result<Self, ArnError> {
+    pub(super) fn parse(trust_anchor: &str, profile: &str, role: &str) -> Result<Self, ArnError> {
         let ta = parse_rolesanywhere(
             trust_anchor,
             ArnField::TrustAnchor,
@@ -239,7 +239,7 @@ fn is_uuid(s: &str) -> bool {
 pub struct RegionError(pub String);
 
 /// Checks a signing region's syntax (`us-east-1`).
-pub fn validate_region(region: &str) -> Result<(), RegionError> {
+pub(super) fn validate_region(region: &str) -> Result<(), RegionError> {
     check_region(region).map_err(|_| RegionError(region.to_owned()))
 }
 

@@ -23,7 +23,7 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// How to reach Roles Anywhere.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub(super) struct ClientConfig {
     /// Signing region; also picks the default endpoint.
     pub region: String,
     /// `https://host[:port]` to use instead of `https://rolesanywhere.{region}.amazonaws.com`.
@@ -36,7 +36,7 @@ pub struct ClientConfig {
 
 /// What to ask CreateSession for.
 #[derive(Debug, Clone)]
-pub struct SessionRequest {
+pub(super) struct SessionRequest {
     pub arns: SessionArns,
     pub duration_seconds: u32,
     pub role_session_name: Option<String>,
@@ -149,7 +149,7 @@ impl CreateSessionError {
 }
 
 /// A CreateSession client for one endpoint and region.
-pub struct RolesAnywhereClient {
+pub(super) struct RolesAnywhereClient {
     http: reqwest::Client,
     url: reqwest::Url,
     host: String,
@@ -162,7 +162,7 @@ pub struct RolesAnywhereClient {
 impl RolesAnywhereClient {
     /// Builds the client; fails on a bad endpoint, region or CA bundle, before any I/O
     /// beyond reading the bundle.
-    pub fn new(
+    pub(super) fn new(
         config: &ClientConfig,
         partition: &str,
         clock: Arc<dyn Clock>,
@@ -193,12 +193,12 @@ impl RolesAnywhereClient {
     }
 
     /// The `/sessions` URL this client posts to.
-    pub fn url(&self) -> &str {
+    pub(super) fn url(&self) -> &str {
         self.url.as_str()
     }
 
     /// Exchanges `identity` for credentials.
-    pub async fn create_session(
+    pub(super) async fn create_session(
         &self,
         identity: &X509Identity,
         request: &SessionRequest,

@@ -1,10 +1,11 @@
-//! IAM Roles Anywhere: the SigV4-X509 [`signer`] (pure), the CreateSession [`client`], and
-//! the [`exchange`] spec that says what one role asks for.
+//! IAM Roles Anywhere: the SigV4-X509 [`signer`] (pure), the CreateSession client, and the
+//! exchange spec that says what one role asks for.
 
-pub mod arn;
-pub mod client;
+mod arn;
+mod client;
 pub mod exchange;
 pub mod signer;
 
-pub use client::{CreateSessionError, Credentials, ErrorClass};
+pub use arn::{ArnError, ArnField, RegionError};
+pub use client::{ConfigError, CreateSessionError, Credentials, ErrorClass};
 pub use exchange::{Exchange, ExchangeField, ExchangeSpec, SpecError};

@@ -161,7 +161,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AgentSocketError> {
 }
 
 /// Builds the agent-socket router over `store`.
-pub fn router(store: Arc<CredentialStore>) -> Router {
+fn router(store: Arc<CredentialStore>) -> Router {
     let state = AgentSocket {
         memos: Arc::new(RoleMemos::new(store.role_names())),
         store,

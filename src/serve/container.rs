@@ -149,7 +149,7 @@ fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
 }
 
 /// Builds the container-credentials router over `store`, accepting `token`.
-pub fn router(store: Arc<CredentialStore>, token: Zeroizing<String>) -> Router {
+fn router(store: Arc<CredentialStore>, token: Zeroizing<String>) -> Router {
     let state = Container {
         memos: Arc::new(RoleMemos::new(store.role_names())),
         store,

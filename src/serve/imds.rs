@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::Router;
 use base64::Engine as _;
 use ring::rand::SecureRandom as _;
 use serde::Serialize;
@@ -49,23 +48,12 @@ pub const MAX_TOKEN_TTL: u64 = 21600;
 /// (its client gets a 401 and asks for a new one).
 const MAX_TOKENS: usize = 4096;
 
-/// Builds the IMDS router over `store`, serving every role in it.
-pub fn router(store: Arc<CredentialStore>) -> Router {
-    router_for(store, None)
-}
-
-/// Builds the IMDS router over `store`, serving only `roles` when given (every role in the
-/// store otherwise).
-pub fn router_for(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Router {
-    Router::new().fallback_service(ImdsService::new(store, roles))
-}
-
 /// The IMDS endpoint as one hyper/tower service. Every answer is computed synchronously from
 /// the store and the token table, so the service returns a ready future: no router, no
 /// middleware stack, no boxed futures or per-request clones on the hot path (measured: the
 /// axum router and its two middleware layers were most of the per-request instructions).
 #[derive(Clone)]
-pub struct ImdsService {
+struct ImdsService {
     imds: Imds,
 }
 
