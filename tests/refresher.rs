@@ -26,6 +26,8 @@ struct FakeExchanger {
     clock: Arc<TokioClock>,
     calls: AtomicUsize,
     failures_left: AtomicUsize,
+    /// Fail as Roles Anywhere does when it throttles, instead of with a 500.
+    throttle: std::sync::atomic::AtomicBool,
     seen_leaves: Mutex<Vec<String>>,
 }
 
@@ -48,6 +50,12 @@ impl Exchanger for FakeExchanger {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
                 .is_ok()
             {
+                if self.throttle.load(Ordering::SeqCst) {
+                    return Err(CreateSessionError::Throttled {
+                        error_type: "ThrottlingException".into(),
+                        message: "Rate exceeded".into(),
+                    });
+                }
                 return Err(CreateSessionError::Server {
                     status: 500,
                     error_type: "InternalServerError".into(),
@@ -113,6 +121,7 @@ fn start(initial: Snapshot, failures: usize) -> Harness {
         clock,
         calls: AtomicUsize::new(0),
         failures_left: AtomicUsize::new(failures),
+        throttle: Default::default(),
         seen_leaves: Mutex::new(Vec::new()),
     });
     let (tx, rx) = watch::channel(initial);
@@ -289,6 +298,25 @@ async fn failures_back_off_and_recover() {
     assert_eq!(h.calls(), 1, "no immediate retry");
     advance(Duration::from_secs(10)).await;
     assert_eq!(h.calls(), 4);
+    assert!(h.store.get("orders").is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_backs_off_longer_than_a_server_error() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    h.exchanger.throttle.store(true, Ordering::SeqCst);
+    h.exchanger.failures_left.store(3, Ordering::SeqCst);
+    advance(Duration::from_millis(100)).await;
+    assert_eq!(h.calls(), 1);
+    let e = h.store.get("orders").unwrap_err();
+    assert!(e.to_string().contains("ThrottlingException"), "{e}");
+    // A 500 is retried within 1 s; throttling waits at least 10 s each time.
+    advance(Duration::from_secs(9)).await;
+    assert_eq!(h.calls(), 1, "no retry before the throttled backoff");
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(h.calls(), 2);
+    advance(Duration::from_secs(25)).await;
+    assert_eq!(h.calls(), 4, "retries keep coming, at least 10 s apart");
     assert!(h.store.get("orders").is_ok());
 }
 

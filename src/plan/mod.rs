@@ -339,3 +339,73 @@ pub fn update(args: &UpdateArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, Pl
         min_remaining: agent::DEFAULT_MIN_REMAINING,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    const TA: &str = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001";
+    const PR: &str =
+        "arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/orders";
+
+    fn credential_process_error(extra: &[&str]) -> String {
+        let mut argv = vec![
+            "spiffe-aws-agent",
+            "credential-process",
+            "--workload-api-socket",
+            "unix:///tmp/none.sock",
+            "--trust-anchor-arn",
+            TA,
+            "--profile-arn",
+            PR,
+            "--role-arn",
+            ROLE,
+        ];
+        argv.extend_from_slice(extra);
+        let Command::CredentialProcess(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not credential-process");
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        match credential_process(&args, &clock) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn flag_errors_start_with_the_flag_and_name_the_value() {
+        for (extra, expected) in [
+            (
+                &["--session-duration", "899"][..],
+                "--session-duration 899 is out of range",
+            ),
+            (
+                &["--region", "nowhere"],
+                "--region \"nowhere\" is not a valid region",
+            ),
+            (
+                &["--endpoint", "http://localhost:1"],
+                "--endpoint \"http://localhost:1\" is not a usable endpoint",
+            ),
+            (
+                &["--role-session-name", "a"],
+                "--role-session-name \"a\" is not a valid role session name",
+            ),
+            (
+                &["--ca-bundle", "/nonexistent/ca.pem"],
+                "--ca-bundle cannot use the CA bundle /nonexistent/ca.pem",
+            ),
+        ] {
+            let e = credential_process_error(extra);
+            assert!(e.starts_with(expected), "{extra:?}: {e}");
+        }
+        assert_eq!(
+            credential_process_error(&[]),
+            "",
+            "the base flags are valid"
+        );
+    }
+}
