@@ -17,8 +17,14 @@ need wrk wrk
 need hyperfine hyperfine
 need curl curl
 
-cargo build --release --quiet --features dev
-BIN="$PWD/target/release/spiffe-aws-agent"
+# BENCH_BIN measures another build (e.g. an older commit's, for a before/after comparison);
+# it must include the `dev` feature, which starts the doubles.
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN="$BENCH_BIN"
+else
+    cargo build --release --quiet --features dev
+    BIN="$PWD/target/release/spiffe-aws-agent"
+fi
 DIR="$(mktemp -d)"
 cleanup() { kill "${AGENT_PID:-}" "${DEV_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
