@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 use super::http;
 use super::memo::RoleMemos;
 use super::private_file::write_private_file;
+use super::request_guard::RequestGuard;
 use crate::credentials::{CredentialStore, RoleCredentials};
 
 /// Tokens longer than this are not tokens anyone meant to write.
@@ -148,8 +149,9 @@ fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
     Ok(token)
 }
 
-/// Builds the container-credentials router over `store`, accepting `token`.
-fn router(store: Arc<CredentialStore>, token: Zeroizing<String>) -> Router {
+/// Builds the container-credentials router over `store`, accepting `token` on requests
+/// `guard` lets through.
+fn router(store: Arc<CredentialStore>, token: Zeroizing<String>, guard: RequestGuard) -> Router {
     let state = Container {
         memos: Arc::new(RoleMemos::new(store.role_names())),
         store,
@@ -159,6 +161,14 @@ fn router(store: Arc<CredentialStore>, token: Zeroizing<String>) -> Router {
         .route("/v1/credentials/{role}", get(credentials))
         .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn(http::limit_body))
+        .layer(middleware::from_fn(
+            move |req: axum::extract::Request, next: middleware::Next| async move {
+                match guard.refusal(req.uri(), req.headers()) {
+                    Some(refusal) => refusal,
+                    None => next.run(req).await,
+                }
+            },
+        ))
         .with_state(state)
 }
 
@@ -169,7 +179,8 @@ pub async fn serve(
     token: Zeroizing<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, router(store, token), shutdown, "container").await
+    let guard = RequestGuard::new(listener.local_addr()?);
+    http::serve(listener, router(store, token, guard), shutdown, "container").await
 }
 
 #[derive(Clone)]
@@ -259,6 +270,33 @@ mod tests {
             },
         ));
         (addr, tx)
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_or_a_proxy_header_is_refused_even_with_the_token() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "ASIACONT", HOUR));
+        let (addr, _stop) = start(s, "sekrit-token").await;
+        let auth = ("Authorization", "sekrit-token");
+        // `send` names the endpoint as `localhost`; a second Host is a foreign one.
+        let r = tcp(
+            addr,
+            "GET",
+            "/v1/credentials/app",
+            &[auth, ("Host", "evil.example")],
+        )
+        .await;
+        assert_eq!(r.status, 403);
+        let r = tcp(
+            addr,
+            "GET",
+            "/v1/credentials/app",
+            &[auth, ("X-Forwarded-For", "1.2.3.4")],
+        )
+        .await;
+        assert_eq!(r.status, 403);
+        let r = tcp(addr, "GET", "/v1/credentials/app", &[auth]).await;
+        assert_eq!(r.status, 200);
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@
 //! - Every other request carries `X-aws-ec2-metadata-token`; without a valid, unexpired one
 //!   it gets 401. Tokens are remembered only as their SHA-256, with their expiry on tokio's
 //!   monotonic clock, so a wall-clock jump cannot extend or cut short a token.
-//! - Any request with `X-Forwarded-For` gets 403, as real IMDS refuses proxied requests:
-//!   it keeps a misconfigured reverse proxy on the host from handing credentials out.
+//! - Any request with `X-Forwarded-For` (or another proxy header) gets 403, as real IMDS
+//!   refuses proxied requests: it keeps a misconfigured reverse proxy on the host from handing
+//!   credentials out. A `Host` that does not name the endpoint gets 403 and an absolute-form
+//!   target 400 (DNS rebinding; see `request_guard`).
 //! - `GET /latest/meta-data/iam/security-credentials/` lists the roles, one per line;
 //!   `GET …/{role}` returns the credentials document. botocore (so boto3 and the AWS CLI, as
 //!   of 1.44) and the Rust SDK use this legacy path only. The JS v3, Java v2, Ruby and PHP
@@ -36,6 +38,7 @@ use tokio::time::Instant;
 
 use super::http;
 use super::memo::RoleMemos;
+use super::request_guard::RequestGuard;
 use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
 
 const TOKEN_PATH: &str = "/latest/api/token";
@@ -58,7 +61,7 @@ struct ImdsService {
 }
 
 impl ImdsService {
-    fn new(store: Arc<CredentialStore>, roles: Option<Vec<String>>) -> Self {
+    fn new(store: Arc<CredentialStore>, roles: Option<Vec<String>>, guard: RequestGuard) -> Self {
         let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
         let names = || roles.iter().map(String::as_str);
         ImdsService {
@@ -68,6 +71,7 @@ impl ImdsService {
                 store,
                 roles: Arc::new(roles),
                 tokens: Arc::new(TokenTable::new(MAX_TOKENS)),
+                guard,
             },
         }
     }
@@ -90,7 +94,7 @@ impl<B> tower_service::Service<axum::http::Request<B>> for ImdsService {
         std::future::ready(Ok(handle(
             &self.imds,
             req.method(),
-            req.uri().path(),
+            req.uri(),
             req.headers(),
         )))
     }
@@ -126,19 +130,17 @@ fn route(path: &str) -> Route<'_> {
     Route::NotFound
 }
 
-/// Checks in IMDS's order: body limits, proxies, the session token (everywhere but the token
-/// request itself, unknown paths included), then the method and the path.
-fn handle(imds: &Imds, method: &Method, path: &str, headers: &HeaderMap) -> Response {
+/// Checks in IMDS's order: who is asking (Host, proxies, request target), body limits, the
+/// session token (everywhere but the token request itself, unknown paths included), then
+/// the method and the path.
+fn handle(imds: &Imds, method: &Method, uri: &axum::http::Uri, headers: &HeaderMap) -> Response {
+    if let Some(refusal) = imds.guard.refusal(uri, headers) {
+        return refusal;
+    }
     if let Some(refusal) = http::body_refusal(headers) {
         return refusal;
     }
-    if headers.contains_key("x-forwarded-for") {
-        return http::text(
-            StatusCode::FORBIDDEN,
-            "requests through a proxy (X-Forwarded-For) are refused",
-        );
-    }
-    let route = route(path);
+    let route = route(uri.path());
     if !matches!(route, Route::Token) {
         let valid = headers
             .get(TOKEN_HEADER)
@@ -221,7 +223,8 @@ pub async fn serve_with(
     config: ImdsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = ImdsService::new(store, config.roles);
+    let guard = RequestGuard::new(listener.local_addr()?);
+    let service = ImdsService::new(store, config.roles, guard);
     match config.hop_limit {
         None => http::serve(listener, service, shutdown, "imds").await,
         Some(ttl) => {
@@ -265,6 +268,8 @@ struct Imds {
     /// The documents of the legacy and the extended path, rendered once per credential set.
     legacy: Arc<RoleMemos>,
     extended: Arc<RoleMemos>,
+    /// Host, proxy and request-target checks (DNS rebinding).
+    guard: RequestGuard,
 }
 
 /// Session tokens, remembered as SHA-256 digests with their expiry.
@@ -604,6 +609,43 @@ mod tests {
         )
         .await;
         assert_eq!(r.status, 403);
+    }
+
+    #[tokio::test]
+    async fn a_dns_rebinding_page_cannot_get_a_token_or_credentials() {
+        let s = store(&["app"]);
+        s.publish("app", creds(&s, "app", "ASIAREBIND", HOUR));
+        let (addr, _stop) = start(s, "127.0.0.1:0").await;
+        // What a browser sends after rebinding evil.example to 127.0.0.1: its own name.
+        let raw = |request: String| async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            stream.read_to_end(&mut buf).await.unwrap();
+            http::parse_response(&buf).unwrap()
+        };
+        let port = addr.port();
+        let r = raw(format!("PUT {TOKEN_PATH} HTTP/1.1\r\nHost: evil.example:{port}\r\n{TTL_HEADER}: 60\r\nConnection: close\r\n\r\n")).await;
+        assert_eq!(r.status, 403);
+        assert!(body(&r).contains("Host"), "{}", body(&r));
+        // The same request naming the endpoint works.
+        let r = raw(format!("PUT {TOKEN_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{TTL_HEADER}: 60\r\nConnection: close\r\n\r\n")).await;
+        assert_eq!(r.status, 200);
+        let token = String::from_utf8(r.body).unwrap();
+        // Absolute-form targets (a request meant for a proxy) and other proxy headers.
+        let r = raw(format!("GET http://evil.example{LIST_PATH}/app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-aws-ec2-metadata-token: {token}\r\nConnection: close\r\n\r\n")).await;
+        assert_eq!(r.status, 400);
+        for header in [
+            "Forwarded: for=1.2.3.4",
+            "X-Real-IP: 1.2.3.4",
+            "Via: 1.1 proxy",
+        ] {
+            let r = raw(format!("GET {LIST_PATH}/app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-aws-ec2-metadata-token: {token}\r\n{header}\r\nConnection: close\r\n\r\n")).await;
+            assert_eq!(r.status, 403, "{header}");
+        }
+        let r = raw(format!("GET {LIST_PATH}/app HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-aws-ec2-metadata-token: {token}\r\nConnection: close\r\n\r\n")).await;
+        assert_eq!(r.status, 200);
     }
 
     #[test]

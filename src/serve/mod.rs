@@ -9,7 +9,8 @@
 //! - [`credentials_file`]: a profile in the shared credentials file, kept current.
 //!
 //! What they share lives beside them: `http` (the accept loop, limits, error responses),
-//! `memo` (each sink's rendered documents), `private_file` (atomic 0600 writes), and
+//! `request_guard` (Host, proxy and request-target checks against DNS rebinding), `memo`
+//! (each sink's rendered documents), `private_file` (atomic 0600 writes), and
 //! [`start_servers`], which binds everything a [`ServersSpec`] asks for.
 
 pub mod agent_socket;
@@ -20,6 +21,7 @@ pub mod imds;
 mod memo;
 mod private_file;
 pub mod process;
+mod request_guard;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
