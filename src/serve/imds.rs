@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -273,18 +274,72 @@ struct Imds {
 }
 
 /// Session tokens, remembered as SHA-256 digests with their expiry.
+///
+/// The table is bounded, so a local process can fill it with token requests. Tokens that
+/// were used since they were issued are what real clients hold; when the table is full, the
+/// oldest unused token is forgotten first, so a flood of token requests only displaces its
+/// own tokens, in constant time per request. Only when every token has been used is an
+/// expired one, else the used one closest to expiry, forgotten (its client gets a 401 and
+/// asks again).
 struct TokenTable {
     /// Read on every GET, written only when a token is issued or found expired: a read
     /// lock keeps concurrent GETs from queueing behind each other.
-    live: RwLock<HashMap<[u8; 32], Instant>>,
+    live: RwLock<Tokens>,
     cap: usize,
     rng: ring::rand::SystemRandom,
+}
+
+#[derive(Default)]
+struct Tokens {
+    by_digest: HashMap<[u8; 32], Issued>,
+    /// Digests in the order they were issued: where the next unused victim is found. Entries
+    /// of tokens that were used or are gone are skipped (and compacted away).
+    issue_order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// One issued token.
+struct Issued {
+    expiry: Instant,
+    /// Set by the first request that presents it (an atomic, so under the read lock).
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl Tokens {
+    fn is_unused(&self, key: &[u8; 32]) -> bool {
+        self.by_digest
+            .get(key)
+            .is_some_and(|t| !t.used.load(Ordering::Relaxed))
+    }
+
+    /// Makes room for one more token.
+    fn evict_one(&mut self, now: Instant) {
+        while let Some(key) = self.issue_order.pop_front() {
+            if self.is_unused(&key) {
+                self.by_digest.remove(&key);
+                return;
+            }
+        }
+        // Every token has been used: drop the expired, else the one closest to expiry.
+        let before = self.by_digest.len();
+        self.by_digest.retain(|_, t| t.expiry > now);
+        if self.by_digest.len() < before {
+            return;
+        }
+        let victim = self
+            .by_digest
+            .iter()
+            .min_by_key(|(_, t)| t.expiry)
+            .map(|(k, _)| *k);
+        if let Some(victim) = victim {
+            self.by_digest.remove(&victim);
+        }
+    }
 }
 
 impl TokenTable {
     fn new(cap: usize) -> Self {
         TokenTable {
-            live: RwLock::new(HashMap::new()),
+            live: RwLock::new(Tokens::default()),
             cap,
             rng: ring::rand::SystemRandom::new(),
         }
@@ -296,16 +351,31 @@ impl TokenTable {
         self.rng.fill(&mut raw[..]).ok()?;
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]);
         let now = Instant::now();
+        let key = digest(token.as_bytes());
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
-        if live.len() >= self.cap {
-            live.retain(|_, expiry| *expiry > now);
+        if live.by_digest.len() >= self.cap {
+            live.evict_one(now);
         }
-        if live.len() >= self.cap {
-            if let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k) {
-                live.remove(&oldest);
-            }
+        if live.issue_order.len() >= 2 * self.cap {
+            // Keep the order list proportional to the table.
+            let Tokens {
+                by_digest,
+                issue_order,
+            } = &mut *live;
+            issue_order.retain(|k| {
+                by_digest
+                    .get(k)
+                    .is_some_and(|t| !t.used.load(Ordering::Relaxed))
+            });
         }
-        live.insert(digest(token.as_bytes()), now + ttl);
+        live.by_digest.insert(
+            key,
+            Issued {
+                expiry: now + ttl,
+                used: std::sync::atomic::AtomicBool::new(false),
+            },
+        );
+        live.issue_order.push_back(key);
         Some(token)
     }
 
@@ -313,18 +383,22 @@ impl TokenTable {
     fn check(&self, token: &[u8]) -> bool {
         let key = digest(token);
         let now = Instant::now();
-        let expiry = self
-            .live
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied();
+        let expiry = {
+            let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+            live.by_digest.get(&key).map(|t| {
+                if !t.used.load(Ordering::Relaxed) {
+                    t.used.store(true, Ordering::Relaxed);
+                }
+                t.expiry
+            })
+        };
         match expiry {
             Some(expiry) if expiry > now => true,
             Some(_) => {
                 self.live
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
+                    .by_digest
                     .remove(&key);
                 false
             }
@@ -897,16 +971,37 @@ mod tests {
             // The token closest to expiry made room.
             assert!(!table.check(first.as_bytes()));
             assert!(later.iter().all(|t| table.check(t.as_bytes())));
-            assert_eq!(table.live.read().unwrap().len(), 3);
+            assert_eq!(table.live.read().unwrap().by_digest.len(), 3);
             tokio::time::advance(Duration::from_secs(101)).await;
             let fresh = table.issue(Duration::from_secs(5)).unwrap();
             assert_eq!(
-                table.live.read().unwrap().len(),
+                table.live.read().unwrap().by_digest.len(),
                 1,
                 "expired tokens were evicted"
             );
             assert!(table.check(fresh.as_bytes()));
         });
+    }
+
+    #[test]
+    fn a_token_in_use_survives_a_flood_of_token_requests() {
+        let table = TokenTable::new(MAX_TOKENS);
+        // A real client: a short-lived token, used.
+        let mine = table.issue(Duration::from_secs(60)).unwrap();
+        assert!(table.check(mine.as_bytes()));
+        // Another local process asks for 10,000 long-lived tokens and never uses them.
+        for _ in 0..10_000 {
+            table.issue(Duration::from_secs(MAX_TOKEN_TTL)).unwrap();
+        }
+        assert!(table.check(mine.as_bytes()), "the used token was kept");
+        assert_eq!(table.live.read().unwrap().by_digest.len(), MAX_TOKENS);
+        // A new client's token gets a place too, and keeps it once used.
+        let next = table.issue(Duration::from_secs(60)).unwrap();
+        assert!(table.check(next.as_bytes()));
+        for _ in 0..10_000 {
+            table.issue(Duration::from_secs(MAX_TOKEN_TTL)).unwrap();
+        }
+        assert!(table.check(mine.as_bytes()) && table.check(next.as_bytes()));
     }
 
     #[tokio::test]
