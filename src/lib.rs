@@ -15,6 +15,7 @@
 
 pub mod agent;
 mod backoff;
+mod bounded_file;
 pub mod cli;
 mod clock;
 pub mod credentials;
@@ -27,4 +28,5 @@ pub mod serve;
 #[cfg(feature = "dev")]
 pub mod dev;
 
+pub use bounded_file::FileError;
 pub use clock::{Clock, TokioClock};

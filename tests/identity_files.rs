@@ -178,3 +178,43 @@ fn debug_output_never_shows_key_material() {
     let b64_line = key_pem.lines().nth(1).unwrap();
     assert!(!shown.contains(b64_line));
 }
+
+#[test]
+fn special_files_and_long_chains_are_refused_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.pem");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for bad in [
+        fifo.as_path(),
+        std::path::Path::new("/dev/zero"),
+        dir.path(),
+    ] {
+        let e = files::load(
+            bad,
+            &common::cert("orders-p256.key"),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+    // 500 intermediates would become one enormous header: refused before any call.
+    let one = std::fs::read_to_string(common::cert("intermediate-ca.pem")).unwrap();
+    let chain = dir.path().join("chain.pem");
+    std::fs::write(&chain, one.repeat(500)).unwrap();
+    let e = files::load(
+        &common::cert("orders-p256.pem"),
+        &common::cert("orders-p256.key"),
+        Some(&chain),
+        SystemTime::now(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, IdentityError::ChainTooLong { count: 500 }),
+        "{e}"
+    );
+}

@@ -10,6 +10,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::key::SecretBytes;
 use super::{IdentityError, Origin, X509Identity};
+use crate::bounded_file::{self, Links};
 
 /// Reads and validates an identity from files.
 pub fn load(
@@ -27,8 +28,11 @@ pub fn load(
     X509Identity::new(chain, &key, Origin::Files, now)
 }
 
+/// The largest certificate or key file read: a PEM chain of a few certificates is a few KiB.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
-    std::fs::read(path).map_err(|source| IdentityError::Read {
+    bounded_file::read(path, MAX_PEM_BYTES, Links::Follow).map_err(|source| IdentityError::Read {
         what,
         path: path.display().to_string(),
         source,

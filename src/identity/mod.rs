@@ -21,6 +21,10 @@ use key::{KeyError, SigningKey};
 use rustls_pki_types::PrivateKeyDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+/// The most intermediates an identity may carry. They are sent base64-encoded in one
+/// `X-Amz-X509-Chain` header; real chains have one to three.
+pub const MAX_INTERMEDIATES: usize = 8;
+
 /// Where an identity came from; decides which checks apply and how errors are worded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -37,8 +41,10 @@ pub enum IdentityError {
     Read {
         what: &'static str,
         path: String,
-        source: std::io::Error,
+        source: crate::bounded_file::FileError,
     },
+    #[error("the certificate chain has {count} intermediates; at most {MAX_INTERMEDIATES} are sent (each travels in one request header)")]
+    ChainTooLong { count: usize },
     #[error("the {what} file {path} holds no PEM {expected} block")]
     NoPemBlock {
         what: &'static str,
@@ -112,6 +118,11 @@ impl X509Identity {
                 reason: "no certificate was given".into(),
             })?;
         let intermediates_der: Vec<Vec<u8>> = chain.collect();
+        if intermediates_der.len() > MAX_INTERMEDIATES {
+            return Err(IdentityError::ChainTooLong {
+                count: intermediates_der.len(),
+            });
+        }
         for (i, der) in intermediates_der.iter().enumerate() {
             X509Certificate::from_der(der).map_err(|e| IdentityError::MalformedCertificate {
                 which: format!("intermediate #{}", i + 1),

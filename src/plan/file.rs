@@ -39,6 +39,7 @@ use toml::Spanned;
 
 use super::{parse_listen, valid_role_name, Location, PlanError, Problem};
 use crate::agent::{AgentPlan, RolePlan, DEFAULT_MIN_REMAINING};
+use crate::bounded_file::Links;
 use crate::clock::Clock;
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
@@ -172,30 +173,14 @@ pub fn load(path: &Path, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError>
         };
         PlanError::new(Location::Flag("--config"), problem)
     };
-    let text = read_bounded(path).map_err(read_err)?;
+    let bytes = crate::bounded_file::read(path, MAX_FILE_BYTES, Links::Follow).map_err(read_err)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read_err(crate::FileError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not UTF-8 text",
+        )))
+    })?;
     parse(path, &text, clock)
-}
-
-/// The text of a regular file of at most [`MAX_FILE_BYTES`].
-fn read_bounded(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    // Checked before opening too: opening a FIFO for reading would wait for a writer.
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut text = String::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_FILE_BYTES} bytes"
-        )));
-    }
-    Ok(text)
 }
 
 /// Validates a config text (`path` is for messages).
@@ -546,6 +531,20 @@ mod tests {
             e.contains("agent.toml:8: credentials_file.role \"nope\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_small_regular_file_is_refused() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        let e = load(Path::new("/dev/zero"), &clock)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
+        let e = load(&big, &clock).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

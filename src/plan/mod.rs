@@ -95,7 +95,7 @@ pub enum Problem {
     #[error("cannot read the config file {path}: {source}")]
     ReadFile {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::FileError,
     },
     #[error("{}", .0.message().trim().replace('\n', " "))]
     Syntax(Box<toml::de::Error>),

@@ -15,9 +15,12 @@ use zeroize::Zeroizing;
 
 use super::arn::SessionArns;
 use super::signer;
+use crate::bounded_file::Links;
 use crate::clock::Clock;
 use crate::identity::X509Identity;
 
+/// Largest CA bundle read (a full system bundle is about 200 KiB).
+const MAX_CA_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
 /// Largest response body read; a real one is about 2 KiB.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -318,7 +321,8 @@ fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigEr
             path: path.display().to_string(),
             reason,
         };
-        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let pem = crate::bounded_file::read(path, MAX_CA_BUNDLE_BYTES, Links::Follow)
+            .map_err(|e| bad(e.to_string()))?;
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| bad(format!("bad PEM: {e}")))?;

@@ -30,6 +30,7 @@ use super::http;
 use super::memo::RoleMemos;
 use super::private_file::write_private_file;
 use super::request_guard::RequestGuard;
+use crate::bounded_file::{self, FileError, Links};
 use crate::credentials::{CredentialStore, RoleCredentials};
 
 /// Tokens longer than this are not tokens anyone meant to write.
@@ -45,6 +46,10 @@ pub enum ContainerTokenError {
     },
     #[error("the container authorization token file {path} is not a regular file")]
     NotAFile { path: PathBuf },
+    #[error("the container authorization token file {path} is a symbolic link: give the path of the file itself")]
+    Symlink { path: PathBuf },
+    #[error("the container authorization token file {path} belongs to uid {owner}, not to the agent's uid {me}: another user could have chosen the token")]
+    Owner { path: PathBuf, owner: u32, me: u32 },
     #[error("the container authorization token file {path} has mode {mode:04o}: it must not be readable or writable by group or others (chmod 600 it)")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("the container authorization token file {path} is empty: put a token in it, or delete it to have one generated")]
@@ -75,12 +80,23 @@ pub enum ContainerTokenError {
 /// temporary file created exclusively with mode 0600, synced, then renamed into place, so a
 /// reader never sees a partial token.
 pub fn load_or_create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
-    match fs::File::open(path) {
+    // Not through a link: whoever can replace the path with a link to a file of theirs would
+    // choose the token (or learn which file the agent reads).
+    match bounded_file::open_regular(path, Links::Refuse) {
         Ok(file) => read_token(path, file),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_token(path),
-        Err(source) => Err(ContainerTokenError::Read {
+        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => create_token(path),
+        Err(FileError::NotRegular) => Err(ContainerTokenError::NotAFile {
+            path: path.to_owned(),
+        }),
+        Err(FileError::Symlink) => Err(ContainerTokenError::Symlink {
+            path: path.to_owned(),
+        }),
+        Err(FileError::Io(source)) => Err(ContainerTokenError::Read {
             path: path.to_owned(),
             source,
+        }),
+        Err(FileError::TooLarge { .. }) => Err(ContainerTokenError::TooLarge {
+            path: path.to_owned(),
         }),
     }
 }
@@ -95,6 +111,15 @@ fn read_token(path: &Path, file: fs::File) -> Result<Zeroizing<String>, Containe
     if !meta.is_file() {
         return Err(ContainerTokenError::NotAFile {
             path: path.to_owned(),
+        });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(ContainerTokenError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me,
         });
     }
     let mode = meta.mode() & 0o7777;
@@ -419,6 +444,35 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn refuses_a_linked_or_foreign_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, "chosen-by-someone").unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("token");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = load_or_create_token(&link).unwrap_err();
+        assert!(matches!(err, ContainerTokenError::Symlink { .. }), "{err}");
+        // Owned by another user (the tests run as root in CI, which may chown).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&real, Some(4242), None).unwrap();
+            let err = load_or_create_token(&real).unwrap_err();
+            assert!(
+                matches!(err, ContainerTokenError::Owner { owner: 4242, .. }),
+                "{err}"
+            );
+        }
+        // A FIFO is refused at once instead of waiting for a writer.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = load_or_create_token(&fifo).unwrap_err();
+        assert!(matches!(err, ContainerTokenError::NotAFile { .. }), "{err}");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! SDKs use skips comments, while unknown keys are only ignored by most.
 //!
 //! Writes are atomic (a 0600 temporary file in the same directory, fsync, rename), so a
-//! client never reads half a file, and the result is always mode 0600. A symlinked file is
-//! updated at its target. Nothing is written while the role has no usable credentials.
+//! client never reads half a file, and the result is always mode 0600. A symbolic link or
+//! anything but a regular file at the path is refused (the agent would otherwise rewrite
+//! whatever the link points at). Nothing is written while the role has no usable credentials.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::bounded_file::{self, FileError, Links};
 use crate::credentials::{CredentialStore, RoleCredentials, Unavailable};
 
 const KEYS: [&str; 3] = [
@@ -27,6 +29,8 @@ const KEYS: [&str; 3] = [
 ];
 const MARKER_PREFIX: &str = "# expires ";
 const MARKER_SUFFIX: &str = " (written by spiffe-aws-agent)";
+/// The largest credentials file read: real ones are a few KiB.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// First retry delay after a failed write; doubles (with jitter) up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
@@ -41,10 +45,7 @@ pub enum CredentialsFileError {
     #[error("no role named {role:?} is configured for the credentials file")]
     UnknownRole { role: String },
     #[error("cannot read the credentials file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: FileError },
     #[error("the credentials file {path} is not UTF-8 text; fix or move it")]
     NotUtf8 { path: PathBuf },
     #[error("cannot write the credentials file {path}: {source} (check the directory exists and is writable)")]
@@ -106,21 +107,14 @@ pub fn write_profile(
             return Err(CredentialsFileError::InvalidValue { what });
         }
     }
-    // Rename would replace a symlink with a file; update what it points to instead.
-    let target = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::canonicalize(path).map_err(|source| CredentialsFileError::Read {
-                path: path.to_owned(),
-                source,
-            })?
-        }
-        _ => path.to_owned(),
-    };
-    let existing = match std::fs::read(&target) {
+    // A link at the path is refused: the agent would rewrite (and chmod) whatever file the
+    // link's owner pointed it at. Anything but a regular file is refused too.
+    let target = path.to_owned();
+    let existing = match bounded_file::read(path, MAX_FILE_BYTES, Links::Refuse) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| CredentialsFileError::NotUtf8 {
             path: target.clone(),
         })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(source) => {
             return Err(CredentialsFileError::Read {
                 path: target,
@@ -539,7 +533,7 @@ aws_session_token = TKOTHER
     }
 
     #[test]
-    fn creates_a_missing_file_and_directory_and_follows_symlinks() {
+    fn creates_a_missing_file_and_directory_and_refuses_links_and_special_files() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&["app"]);
         let c = creds(&s, "app", "ASIANEW", Duration::from_secs(3600));
@@ -553,12 +547,19 @@ aws_session_token = TKOTHER
         std::fs::write(&real, "[a]\n").unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        write_profile(&link, "spiffe", &c).unwrap();
+        let e = write_profile(&link, "spiffe", &c).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(std::fs::symlink_metadata(&link)
             .unwrap()
             .file_type()
             .is_symlink());
-        assert!(std::fs::read_to_string(&real).unwrap().contains("ASIANEW"));
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            "[a]\n",
+            "target untouched"
+        );
+        let e = write_profile(dir.path(), "spiffe", &c).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]
