@@ -327,7 +327,11 @@ fn servers(
         // botocore reads the whole role listing as one name: list one role unless told.
         None => roles.first().map(|r| vec![r.name.clone()]),
         Some(r) => {
+            let mut listed = BTreeSet::new();
             for name in r.get_ref() {
+                if !listed.insert(name) {
+                    return Err(loc.err(r.span(), None, Problem::ListedTwice(name.clone())));
+                }
                 if !names.contains(name) {
                     let problem = Problem::UnknownRole {
                         key: "imds.roles:",
@@ -363,7 +367,8 @@ fn servers(
             value(s.get_ref().path.as_ref()).unwrap_or_else(|| DEFAULT_AGENT_SOCKET.to_owned()),
         )
     });
-    let mut credentials_files = Vec::new();
+    let mut credentials_files: Vec<CredentialsFileSpec> = Vec::new();
+    let mut writers: Vec<(Option<PathBuf>, String, usize)> = Vec::new();
     for spanned in &config.credentials_file {
         let c = spanned.get_ref();
         if !names.contains(c.role.get_ref()) {
@@ -382,10 +387,23 @@ fn servers(
                 .unwrap_or(spanned.span());
             return Err(loc.err(span, Some("credentials_file.profile".into()), e));
         }
+        let path = value(c.path.as_ref()).map(PathBuf::from);
+        let line = loc.line(spanned.span());
+        if let Some((_, _, first)) = writers
+            .iter()
+            .find(|(p, pr, _)| *p == path && *pr == profile)
+        {
+            let problem = Problem::TwoWriters {
+                profile,
+                first_line: *first,
+            };
+            return Err(loc.err(spanned.span(), None, problem));
+        }
+        writers.push((path.clone(), profile.clone(), line));
         credentials_files.push(CredentialsFileSpec {
             role: c.role.get_ref().clone(),
             profile,
-            path: value(c.path.as_ref()).map(PathBuf::from),
+            path,
         });
     }
     Ok(ServersSpec {
@@ -545,6 +563,26 @@ mod tests {
         std::fs::write(&big, vec![b'#'; (MAX_FILE_BYTES + 1) as usize]).unwrap();
         let e = load(&big, &clock).unwrap_err().to_string();
         assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_role_listed_twice_or_two_writers_of_one_profile_are_refused() {
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}[imds]\nroles = [\"orders\", \"orders\"]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:8: imds.roles: \"orders\" is listed twice"),
+            "{e}"
+        );
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}[[credentials_file]]\nrole = \"orders\"\n[[credentials_file]]\nrole = \"orders\"\nprofile = \"default\"\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(e.starts_with("agent.toml:9: "), "{e}");
+        assert!(e.contains("line 7"), "{e}");
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub enum Problem {
     DuplicateRole(String),
     #[error("{key} {name:?} is not a configured [[role]] name")]
     UnknownRole { key: &'static str, name: String },
+    #[error("imds.roles: {0:?} is listed twice")]
+    ListedTwice(String),
+    #[error("[[credentials_file]] profile {profile:?} of this file is already kept by the entry at line {first_line}: two writers would overwrite each other")]
+    TwoWriters { profile: String, first_line: usize },
     #[error("spiffe_id must not be empty (omit it to use the first SVID)")]
     EmptySpiffeId,
     #[error(
