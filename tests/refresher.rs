@@ -28,6 +28,10 @@ struct FakeExchanger {
     failures_left: AtomicUsize,
     /// Fail as Roles Anywhere does when it throttles, instead of with a 500.
     throttle: std::sync::atomic::AtomicBool,
+    /// Lifetime of the credentials issued, in seconds.
+    lifetime_secs: std::sync::atomic::AtomicU64,
+    /// How long one exchange takes, in milliseconds.
+    delay_ms: std::sync::atomic::AtomicU64,
     seen_leaves: Mutex<Vec<String>>,
 }
 
@@ -44,7 +48,7 @@ impl Exchanger for FakeExchanger {
                 .unwrap()
                 .push(identity.serial_decimal().to_owned());
             // Simulate a network round trip.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
             if self
                 .failures_left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
@@ -66,7 +70,8 @@ impl Exchanger for FakeExchanger {
                 access_key_id: format!("ASIAFAKE{n:08}"),
                 secret_access_key: Zeroizing::new("secret".into()),
                 session_token: Zeroizing::new("token".into()),
-                expiration: self.clock.now() + LIFETIME,
+                expiration: self.clock.now()
+                    + Duration::from_secs(self.lifetime_secs.load(Ordering::SeqCst)),
                 assumed_role_arn: None,
                 role_arn: "arn:aws:iam::123456789012:role/orders".into(),
             })
@@ -108,13 +113,22 @@ struct Harness {
 }
 
 fn start(initial: Snapshot, failures: usize) -> Harness {
+    start_with(initial, failures, LIFETIME, Duration::from_secs(300))
+}
+
+fn start_with(
+    initial: Snapshot,
+    failures: usize,
+    lifetime: Duration,
+    min_remaining: Duration,
+) -> Harness {
     let clock = Arc::new(TokioClock::new());
     let store = Arc::new(CredentialStore::new(
         [(
             "orders".to_string(),
             "arn:aws:iam::123456789012:role/orders".to_string(),
         )],
-        Duration::from_secs(300),
+        min_remaining,
         clock.clone(),
     ));
     let exchanger = Arc::new(FakeExchanger {
@@ -122,6 +136,8 @@ fn start(initial: Snapshot, failures: usize) -> Harness {
         calls: AtomicUsize::new(0),
         failures_left: AtomicUsize::new(failures),
         throttle: Default::default(),
+        lifetime_secs: lifetime.as_secs().into(),
+        delay_ms: 50.into(),
         seen_leaves: Mutex::new(Vec::new()),
     });
     let (tx, rx) = watch::channel(initial);
@@ -336,4 +352,103 @@ async fn credentials_close_to_expiry_are_not_handed_out() {
     advance(Duration::from_secs(3)).await;
     let e = h.store.get("orders").unwrap_err();
     assert!(matches!(e, Unavailable::ExpiringSoon { .. }), "{e:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_minimum_lifetime_never_leaves_a_gap() {
+    // 900 s sessions, nothing handed out with under 600 s left: the refresh must come
+    // before 600 s remain, not at a third of the lifetime (300 s).
+    let h = start_with(
+        snapshot(1, &[identity("orders-p256")]),
+        0,
+        Duration::from_secs(900),
+        Duration::from_secs(600),
+    );
+    advance(Duration::from_secs(1)).await;
+    let mut refused = 0;
+    for _ in 0..(2 * 3600) {
+        if h.store.get("orders").is_err() {
+            refused += 1;
+        }
+        advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(refused, 0, "every poll over two hours was served");
+    assert!(
+        h.calls() >= 2 * 3600 / 300,
+        "refreshed every ~4 min: {}",
+        h.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_too_short_to_serve_are_a_failure_with_backoff_not_a_storm() {
+    // The service caps sessions below the minimum lifetime: nothing can ever be served.
+    let h = start_with(
+        snapshot(1, &[identity("orders-p256")]),
+        0,
+        Duration::from_secs(200),
+        Duration::from_secs(300),
+    );
+    advance(Duration::from_secs(15)).await;
+    // Backoff 1, 2, 4, 8 s (each at least half): at most 5 calls in 15 s, not hundreds.
+    assert!((2..=5).contains(&h.calls()), "{} calls", h.calls());
+    let e = h.store.get("orders").unwrap_err();
+    assert!(
+        e.to_string().contains("valid for 199 s") || e.to_string().contains("valid for 200 s"),
+        "{e}"
+    );
+    assert!(matches!(h.store.status("orders"), Some(Status::Failing(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawal_during_a_slow_exchange_wins_and_its_result_is_discarded() {
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    assert!(h.store.get("orders").is_ok());
+    // The SVID rotates and the exchange for it hangs for 30 s.
+    h.exchanger.delay_ms.store(30_000, Ordering::SeqCst);
+    h.tx.send_replace(snapshot(2, &[identity("orders-p384")]));
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(h.calls(), 2, "the exchange for the new SVID is running");
+    // Meanwhile SPIRE withdraws the identity.
+    h.tx.send_replace(Snapshot {
+        revision: 3,
+        entries: vec![],
+        problem: Some(Problem::Withdrawn(Arc::new(WorkloadApiError::NoIdentity {
+            address: "unix:///spire.sock".into(),
+            reason: "no identity issued".into(),
+        }))),
+    });
+    advance(Duration::from_millis(100)).await;
+    assert!(h.store.get("orders").is_err(), "withdrawn within 0.1 s");
+    advance(Duration::from_secs(60)).await;
+    assert!(
+        h.store.peek("orders").is_none(),
+        "nothing published after the withdrawal"
+    );
+    assert!(matches!(
+        h.store.status("orders"),
+        Some(Status::Withdrawn(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_spiffe_id_drops_the_old_identitys_credentials_even_if_the_exchange_fails() {
+    // A role without spiffe_id follows the default SVID.
+    let h = start(snapshot(1, &[identity("orders-p256")]), 0);
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.store.get("orders").unwrap().spiffe_id.as_deref(),
+        identity("orders-p256").spiffe_id()
+    );
+    h.exchanger
+        .failures_left
+        .store(usize::MAX, Ordering::SeqCst);
+    h.tx.send_replace(snapshot(2, &[identity("reviews-p256")]));
+    advance(Duration::from_secs(5)).await;
+    assert!(h.calls() >= 2);
+    assert!(
+        h.store.peek("orders").is_none(),
+        "credentials of the old SPIFFE ID are gone"
+    );
 }

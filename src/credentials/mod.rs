@@ -88,6 +88,12 @@ pub enum Failure {
     /// CreateSession failed.
     #[error(transparent)]
     Exchange(Arc<CreateSessionError>),
+    /// CreateSession succeeded, but the credentials live too briefly to serve and refresh.
+    #[error("Roles Anywhere issued credentials valid for {seconds_left} s, too few above the minimum lifetime of {min_remaining_seconds} s to serve them and refresh in time: is the profile's duration cap below the session duration, or the system clock off?")]
+    TooShort {
+        seconds_left: u64,
+        min_remaining_seconds: u64,
+    },
 }
 
 /// What the refresher last saw for a role; surfaced in errors and health.
@@ -262,6 +268,11 @@ impl CredentialStore {
                 self.changes.send_modify(|v| *v += 1);
             }
         }
+    }
+
+    /// The minimum lifetime a reader gets.
+    pub fn min_remaining(&self) -> Duration {
+        self.min_remaining
     }
 
     /// The clock this store judges expiry by.

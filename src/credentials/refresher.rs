@@ -86,6 +86,71 @@ impl RefreshPolicy {
     }
 }
 
+/// How long before credentials drop under the minimum lifetime the refresher must have
+/// replaced them: a tenth of their lifetime, at most a minute.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(MAX_REFRESH_MARGIN)
+}
+
+/// See [`refresh_margin`].
+pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// When to refresh credentials issued `now` that expire at `expiration`: the policy's point,
+/// but never later than [`refresh_margin`] before they drop under `min_remaining`. `None`
+/// when they leave no such room (they cannot be served, or only for less than the margin).
+pub fn next_refresh(
+    policy: &RefreshPolicy,
+    now: SystemTime,
+    expiration: SystemTime,
+    min_remaining: Duration,
+    random: f64,
+) -> Option<SystemTime> {
+    let lifetime = expiration.duration_since(now).ok()?;
+    let deadline = expiration.checked_sub(min_remaining + refresh_margin(lifetime))?;
+    if deadline <= now {
+        return None;
+    }
+    Some(policy.refresh_at(now, expiration, random).min(deadline))
+}
+
+/// How an exchange ended.
+enum Exchanged {
+    Done(Result<Credentials, CreateSessionError>),
+    /// The identity was withdrawn while the exchange ran: its result must not be served.
+    Withdrawn,
+}
+
+/// Runs one exchange, abandoning it as soon as the identity is withdrawn; a result that
+/// arrives after a withdrawal is discarded.
+async fn exchange_unless_withdrawn(
+    exchanger: &dyn Exchanger,
+    role: &str,
+    identity: &X509Identity,
+    identities: &mut watch::Receiver<Snapshot>,
+) -> Exchanged {
+    let exchange = exchanger.exchange(role, identity);
+    tokio::pin!(exchange);
+    loop {
+        tokio::select! {
+            result = &mut exchange => {
+                if identities.borrow().is_withdrawn() {
+                    return Exchanged::Withdrawn;
+                }
+                return Exchanged::Done(result);
+            }
+            changed = identities.changed() => {
+                if changed.is_err() {
+                    // The source is gone; nothing can withdraw the identity any more.
+                    return Exchanged::Done(exchange.await);
+                }
+                if identities.borrow().is_withdrawn() {
+                    return Exchanged::Withdrawn;
+                }
+            }
+        }
+    }
+}
+
 /// Runs the refresh loop for `role` until the identity channel closes.
 pub async fn run_role(
     store: Arc<CredentialStore>,
@@ -95,8 +160,9 @@ pub async fn run_role(
     policy: RefreshPolicy,
 ) {
     let clock = Arc::clone(store.clock());
+    let min_remaining = store.min_remaining();
     let mut backoff = Backoff::new(policy.min_backoff, policy.max_backoff);
-    let mut next_refresh: Option<SystemTime> = None;
+    let mut next_refresh_at: Option<SystemTime> = None;
     loop {
         let snapshot = identities.borrow_and_update().clone();
         let wait = match snapshot.select(role.spiffe_id.as_deref()) {
@@ -116,10 +182,18 @@ pub async fn run_role(
             }
             Ok(identity) => {
                 let leaf = sha256(identity.leaf_der());
+                if let Some(old) = store.peek(&role.name) {
+                    if old.spiffe_id.as_deref() != identity.spiffe_id() {
+                        // Credentials of another identity than the one the agent now has
+                        // must not outlive the change, even if the re-exchange fails.
+                        tracing::warn!(role = %role.name, old = ?old.spiffe_id, new = ?identity.spiffe_id(), "the SVID's SPIFFE ID changed: dropping the old identity's credentials");
+                        store.clear(&role.name, Status::Starting);
+                    }
+                }
                 let current = store.peek(&role.name);
                 let now = clock.now();
                 let rotated = current.as_ref().is_some_and(|c| c.leaf_sha256 != leaf);
-                let due = match (&current, next_refresh) {
+                let due = match (&current, next_refresh_at) {
                     (None, _) => true,
                     (Some(_), Some(at)) => now >= at,
                     (Some(_), None) => true,
@@ -128,26 +202,60 @@ pub async fn run_role(
                     if rotated {
                         tracing::info!(role = %role.name, "SVID rotated: exchanging the new one");
                     }
-                    match exchanger.exchange(&role.name, &identity).await {
-                        Ok(creds) => {
+                    let revision = snapshot.revision;
+                    let outcome = exchange_unless_withdrawn(
+                        &*exchanger,
+                        &role.name,
+                        &identity,
+                        &mut identities,
+                    )
+                    .await;
+                    let wait = match outcome {
+                        Exchanged::Withdrawn => Some(Duration::ZERO),
+                        Exchanged::Done(Ok(creds)) => {
                             let now = clock.now();
-                            next_refresh =
-                                Some(policy.refresh_at(now, creds.expiration, fastrand::f64()));
-                            tracing::info!(role = %role.name, access_key_id = %creds.access_key_id, "credentials refreshed");
-                            store.publish(
-                                &role.name,
-                                RoleCredentials::new(
-                                    creds,
-                                    now,
-                                    identity.spiffe_id().map(str::to_owned),
-                                    leaf,
-                                ),
+                            let schedule = next_refresh(
+                                &policy,
+                                now,
+                                creds.expiration,
+                                min_remaining,
+                                fastrand::f64(),
                             );
-                            backoff.reset();
-                            next_refresh
-                                .map(|at| at.duration_since(clock.now()).unwrap_or_default())
+                            let left = creds.expiration.duration_since(now).unwrap_or_default();
+                            let access_key_id = creds.access_key_id.clone();
+                            if left > min_remaining {
+                                store.publish(
+                                    &role.name,
+                                    RoleCredentials::new(
+                                        creds,
+                                        now,
+                                        identity.spiffe_id().map(str::to_owned),
+                                        leaf,
+                                    ),
+                                );
+                            }
+                            match schedule {
+                                Some(at) => {
+                                    tracing::info!(role = %role.name, %access_key_id, "credentials refreshed");
+                                    next_refresh_at = Some(at);
+                                    backoff.reset();
+                                    Some(at.duration_since(clock.now()).unwrap_or_default())
+                                }
+                                None => {
+                                    // Counted as a failure: retrying at once would get the
+                                    // same short credentials, as fast as the service answers.
+                                    let failure = Failure::TooShort {
+                                        seconds_left: left.as_secs(),
+                                        min_remaining_seconds: min_remaining.as_secs(),
+                                    };
+                                    tracing::warn!(role = %role.name, %failure, "unusable credentials; will retry");
+                                    store.set_status(&role.name, Status::Failing(failure));
+                                    next_refresh_at = None;
+                                    Some(backoff.next_delay())
+                                }
+                            }
                         }
-                        Err(error) => {
+                        Exchanged::Done(Err(error)) => {
                             let class = error.class();
                             tracing::warn!(role = %role.name, %error, ?class, "exchange failed; will retry");
                             store.set_status(
@@ -160,9 +268,15 @@ pub async fn run_role(
                                 _ => delay,
                             })
                         }
+                    };
+                    if identities.borrow().revision != revision {
+                        // The identity changed while the exchange ran: look at it now.
+                        Some(Duration::ZERO)
+                    } else {
+                        wait
                     }
                 } else {
-                    next_refresh.map(|at| at.duration_since(now).unwrap_or_default())
+                    next_refresh_at.map(|at| at.duration_since(now).unwrap_or_default())
                 }
             }
         };

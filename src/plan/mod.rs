@@ -86,6 +86,13 @@ pub enum Problem {
     RoleName(String),
     #[error("{0} must be below {max} (the shortest session Roles Anywhere issues)", max = agent::MAX_MIN_REMAINING.as_secs())]
     MinRemaining(u64),
+    #[error("{min_remaining} leaves sessions of {session_duration} s servable for only {window} s, less than the {margin} s the agent needs to refresh them before they drop under it: lower the minimum or raise the session duration")]
+    NoServingWindow {
+        min_remaining: u64,
+        session_duration: u32,
+        window: u64,
+        margin: u64,
+    },
     #[error("no server chosen: pass --imds, --container, --agent-socket or --credentials-profile (or use a --config file)")]
     NoServerFlag,
     #[error(
@@ -175,6 +182,25 @@ pub fn min_remaining(seconds: u64) -> Result<Duration, Problem> {
     } else {
         Err(Problem::MinRemaining(seconds))
     }
+}
+
+/// Checks that credentials of every role can be served above `min_remaining` and still be
+/// refreshed before they drop under it.
+pub fn serving_window(roles: &[RolePlan], min_remaining: Duration) -> Result<(), Problem> {
+    for role in roles {
+        let session = Duration::from_secs(u64::from(role.exchange.session_duration()));
+        let margin = crate::credentials::refresher::refresh_margin(session);
+        let window = session.saturating_sub(min_remaining);
+        if window <= margin {
+            return Err(Problem::NoServingWindow {
+                min_remaining: min_remaining.as_secs(),
+                session_duration: role.exchange.session_duration(),
+                window: window.as_secs(),
+                margin: margin.as_secs(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The Roles Anywhere flags, validated into a ready exchange.
@@ -290,6 +316,8 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
     };
     let min_remaining =
         min_remaining(args.min_remaining).map_err(|p| PlanError::flag("--min-remaining", p))?;
+    serving_window(std::slice::from_ref(&role), min_remaining)
+        .map_err(|p| PlanError::flag("--min-remaining", p))?;
     let servers = ServersSpec {
         imds,
         imds_roles: None,

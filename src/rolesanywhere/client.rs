@@ -453,6 +453,15 @@ fn parse_success(
             "the credentials expired already ({expiration_text}); check the system clock"
         )));
     }
+    // No session lasts longer than the longest duration (12 h); allow an hour of clock skew.
+    let latest = now
+        + Duration::from_secs(u64::from(super::exchange::MAX_SESSION_DURATION))
+        + Duration::from_secs(3600);
+    if expiration > latest {
+        return Err(bad(format!(
+            "credentials.expiration {expiration_text} is further away than any session lasts; check the system clock"
+        )));
+    }
     Ok(Credentials {
         access_key_id,
         secret_access_key,
@@ -604,8 +613,12 @@ mod tests {
         let no_token = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","expiration":"2099-01-01T00:00:00Z"}}]}"#;
         let e = parse_success(201, no_token, "r", SystemTime::now()).unwrap_err();
         assert!(e.to_string().contains("sessionToken"), "{e}");
+        let far = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","sessionToken":"T","expiration":"9999-01-01T00:00:00Z"}}]}"#;
+        let e = parse_success(201, far, "r", SystemTime::now()).unwrap_err();
+        assert!(e.to_string().contains("further away"), "{e}");
         let ok = br#"{"credentialSet":[{"credentials":{"accessKeyId":"A","secretAccessKey":"S","sessionToken":"T","expiration":"2099-01-01T00:00:00Z"}}]}"#;
-        let creds = parse_success(201, ok, "role", SystemTime::now()).unwrap();
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800 - 3600);
+        let creds = parse_success(201, ok, "role", then).unwrap();
         assert_eq!(creds.access_key_id, "A");
         let shown = format!("{creds:?}");
         assert!(

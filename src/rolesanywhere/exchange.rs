@@ -157,6 +157,11 @@ impl Exchange {
         &self.request.arns.role
     }
 
+    /// The session length asked for, in seconds.
+    pub fn session_duration(&self) -> u32 {
+        self.request.duration_seconds
+    }
+
     /// Calls CreateSession with `identity`.
     pub async fn run(&self, identity: &X509Identity) -> Result<Credentials, CreateSessionError> {
         self.client.create_session(identity, &self.request).await
