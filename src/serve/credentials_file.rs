@@ -40,7 +40,7 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 pub enum CredentialsFileError {
     #[error("invalid credentials-file profile name {profile:?}: it must be non-empty, without surrounding spaces, and must not contain '[', ']', or control characters such as newlines")]
     InvalidProfile { profile: String },
-    #[error("the {what} contains a line break and cannot be written to an INI file")]
+    #[error("the {what} contains a control character (such as a line break) and cannot be written to an INI file")]
     InvalidValue { what: &'static str },
     #[error("no role named {role:?} is configured for the credentials file")]
     UnknownRole { role: String },
@@ -53,6 +53,13 @@ pub enum CredentialsFileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lock the credentials file {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the credentials file {path} kept being replaced by another program while it was updated; try again")]
+    Contended { path: PathBuf },
     #[error("the credentials-file writer task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -103,42 +110,141 @@ pub fn write_profile(
         ("session token", c.session_token.as_str()),
     ];
     for (what, v) in values {
-        if v.contains(['\n', '\r']) {
+        // A line break would start a new line (a new key, a new section); other control
+        // characters have no business in a credential and confuse INI readers.
+        if v.chars().any(char::is_control) {
             return Err(CredentialsFileError::InvalidValue { what });
         }
     }
-    // A link at the path is refused: the agent would rewrite (and chmod) whatever file the
-    // link's owner pointed it at. Anything but a regular file is refused too.
-    let target = path.to_owned();
-    let existing = match bounded_file::read(path, MAX_FILE_BYTES, Links::Refuse) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| CredentialsFileError::NotUtf8 {
-            path: target.clone(),
-        })?,
-        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(CredentialsFileError::Read {
-                path: target,
-                source,
-            })
-        }
-    };
-    let existing = zeroize::Zeroizing::new(existing);
     let marker = format!(
         "{MARKER_PREFIX}{}{MARKER_SUFFIX}",
         super::http::aws_time(c.expiration)
     );
-    let updated = zeroize::Zeroizing::new(update_profile(
-        &existing,
-        profile,
-        [values[0].1, values[1].1, values[2].1],
-        &marker,
-    ));
-    super::private_file::write_private_file(&target, updated.as_bytes()).map_err(|source| {
-        CredentialsFileError::Write {
-            path: target.clone(),
-            source,
-        }
+    rewrite(path, |existing| {
+        Some(update_profile(
+            existing,
+            profile,
+            [values[0].1, values[1].1, values[2].1],
+            &marker,
+        ))
     })
+    .map(|_| ())
+}
+
+/// Removes the credentials this agent wrote into `[profile]` (the three keys and the expiry
+/// comment; the section and any other keys stay). Does nothing when the file or the profile
+/// does not exist. Used when the identity behind them was withdrawn: they must not stay
+/// readable until they expire.
+pub fn clear_profile(path: &Path, profile: &str) -> Result<(), CredentialsFileError> {
+    validate_profile(profile)?;
+    rewrite(path, |existing| {
+        let cleared = clear_profile_text(existing, profile);
+        (cleared != existing).then_some(cleared)
+    })
+    .map(|_| ())
+}
+
+/// How many times a rewrite starts over when another writer replaced the file meanwhile.
+const REWRITE_ATTEMPTS: usize = 5;
+
+/// Reads the file, lets `edit` compute its new text (`None`: leave it), and replaces it
+/// atomically: under an exclusive `flock` of its directory, so two agents never interleave, and only if nobody replaced the file since it was read
+/// (another tool renaming a new file into place), else it starts over with what is there.
+/// Returns whether the file was written.
+fn rewrite(
+    path: &Path,
+    edit: impl Fn(&str) -> Option<String>,
+) -> Result<bool, CredentialsFileError> {
+    let _lock = lock(path)?;
+    for _ in 0..REWRITE_ATTEMPTS {
+        let (existing, seen) = read_existing(path)?;
+        let Some(updated) = edit(&existing) else {
+            return Ok(false);
+        };
+        let updated = zeroize::Zeroizing::new(updated);
+        let written = super::private_file::write_private_file_if(path, updated.as_bytes(), || {
+            fingerprint(path) == seen
+        })
+        .map_err(|source| CredentialsFileError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+        if written {
+            return Ok(true);
+        }
+        tracing::debug!(path = %path.display(), "the credentials file changed while being updated; reading it again");
+    }
+    Err(CredentialsFileError::Contended {
+        path: path.to_owned(),
+    })
+}
+
+/// What identifies one version of the file: inode, size and modification time (`None`: no
+/// file).
+fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// The file's text (empty when it does not exist) and its fingerprint.
+fn read_existing(
+    path: &Path,
+) -> Result<(zeroize::Zeroizing<String>, Option<(u64, u64, i64, i64)>), CredentialsFileError> {
+    // A link at the path is refused: the agent would rewrite (and chmod) whatever file the
+    // link's owner pointed it at. Anything but a regular file is refused too.
+    let seen = fingerprint(path);
+    let text = match bounded_file::read(path, MAX_FILE_BYTES, Links::Refuse) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| CredentialsFileError::NotUtf8 {
+            path: path.to_owned(),
+        })?,
+        Err(FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(CredentialsFileError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    Ok((zeroize::Zeroizing::new(text), seen))
+}
+
+/// Takes the writers' lock of `path`: an exclusive `flock` on its directory (created if
+/// needed), which every spiffe-aws-agent writing a file there takes.
+fn lock(path: &Path) -> Result<std::fs::File, CredentialsFileError> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let lock_err = |source| CredentialsFileError::Lock {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|source| CredentialsFileError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+    }
+    // The directory itself is locked: no lock file is left beside the user's credentials.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(&dir)
+        .map_err(lock_err)?;
+    // SAFETY: flock on a file descriptor this function owns; blocking is fine here (the
+    // writer runs on a blocking thread).
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(lock_err(std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 /// What one line of an INI file is, as far as this module cares.
@@ -153,7 +259,12 @@ enum Line<'a> {
 }
 
 fn classify(line: &str) -> Line<'_> {
-    let body = line.trim_end_matches(['\n', '\r']);
+    // A UTF-8 byte-order mark before the first line is not part of it (editors on Windows
+    // write one); it stays in the file untouched.
+    let body = line
+        .strip_prefix('\u{feff}')
+        .unwrap_or(line)
+        .trim_end_matches(['\n', '\r']);
     let trimmed = body.trim();
     if trimmed.is_empty() {
         return Line::Blank;
@@ -181,16 +292,30 @@ fn ending(line: &str) -> &str {
         "\r\n"
     } else if line.ends_with('\n') {
         "\n"
+    } else if line.ends_with('\r') {
+        "\r"
     } else {
         ""
+    }
+}
+
+/// The file's line ending (CRLF, LF, or the old Mac CR alone) and its lines, each with its
+/// ending.
+fn split_lines(text: &str) -> (&'static str, Vec<&str>) {
+    if text.contains('\n') {
+        let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        (nl, text.split_inclusive('\n').collect())
+    } else if text.contains('\r') {
+        ("\r", text.split_inclusive('\r').collect())
+    } else {
+        ("\n", text.split_inclusive('\n').collect())
     }
 }
 
 /// `text` with `[profile]`'s three credential keys set to `values` and its expiry comment
 /// set to `marker`; all other bytes unchanged. Pure, so it is tested exhaustively.
 fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) -> String {
-    let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let (nl, lines) = split_lines(text);
     let kinds: Vec<Line<'_>> = lines.iter().map(|l| classify(l)).collect();
 
     // Which lines belong to the profile, which keys and marker it already has, and where
@@ -267,7 +392,7 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
             out.push_str(line);
         }
         if Some(i) == insert_after && !additions.is_empty() {
-            if !out.ends_with('\n') {
+            if !out.ends_with(['\n', '\r']) {
                 out.push_str(nl);
             }
             out.push_str(&additions);
@@ -275,7 +400,7 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
     }
     if first_section.is_none() {
         if !out.is_empty() {
-            if !out.ends_with('\n') {
+            if !out.ends_with(['\n', '\r']) {
                 out.push_str(nl);
             }
             if !out.ends_with(&format!("{nl}{nl}")) && out != nl {
@@ -291,6 +416,39 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
     out
 }
 
+/// `text` without the managed keys (and their continuation lines) and the expiry comment in
+/// every `[profile]` section; all other bytes unchanged.
+fn clear_profile_text(text: &str, profile: &str) -> String {
+    let (_, lines) = split_lines(text);
+    let mut out = String::with_capacity(text.len());
+    let mut in_target = false;
+    let mut dropping_continuation = false;
+    for line in lines {
+        let kind = classify(line);
+        if let Line::Section(name) = &kind {
+            in_target = *name == profile;
+            dropping_continuation = false;
+            out.push_str(line);
+            continue;
+        }
+        let managed = in_target
+            && match &kind {
+                Line::Key(k) => KEYS.contains(&k.as_str()),
+                Line::Comment => is_marker(line),
+                _ => false,
+            };
+        if managed {
+            dropping_continuation = matches!(kind, Line::Key(_));
+        } else if dropping_continuation && kind == Line::Continuation {
+            // The rest of a removed multi-line value.
+        } else {
+            dropping_continuation = false;
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 fn is_marker(line: &str) -> bool {
     let t = line.trim();
     t.starts_with(MARKER_PREFIX) && t.ends_with(MARKER_SUFFIX)
@@ -300,8 +458,9 @@ fn is_marker(line: &str) -> bool {
 /// `shutdown` completes.
 ///
 /// Writes at once when usable credentials exist, then whenever the store reports a change
-/// and the role's credentials are new. Never writes while they are unavailable (the file
-/// keeps the last good ones, which clients will see expire). A failed write is logged and
+/// and the role's credentials are new. While they are merely unavailable (a refresh is
+/// failing) the file keeps the last good ones, which clients will see expire; when the store
+/// drops them (the identity was withdrawn), they are removed from the file at once. A failed write is logged and
 /// retried with backoff (1 s doubling to 60 s). Returns an error only for a bad profile
 /// name or an unknown role, before anything is written.
 pub async fn run(
@@ -349,6 +508,27 @@ pub async fn run(
             Ok(_) => None,
             Err(Unavailable::UnknownRole(_)) => {
                 return Err(CredentialsFileError::UnknownRole { role });
+            }
+            Err(e) if written.is_some() && store.peek(&role).is_none() => {
+                // The store dropped the credentials (the identity was withdrawn or changed):
+                // the file must not keep serving them until they expire.
+                let (p, prof) = (path.clone(), profile.clone());
+                let result = tokio::task::spawn_blocking(move || clear_profile(&p, &prof))
+                    .await
+                    .unwrap_or_else(|e| Err(CredentialsFileError::Task(e)));
+                match result {
+                    Ok(()) => {
+                        tracing::warn!(path = %path.display(), profile = %profile, reason = %e, "removed the credentials from the credentials file");
+                        written = None;
+                        backoff.reset();
+                        None
+                    }
+                    Err(error) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot remove withdrawn credentials from the credentials file");
+                        Some(delay)
+                    }
+                }
             }
             Err(e) => {
                 tracing::debug!(reason = %e, "not updating the credentials file");
@@ -634,6 +814,141 @@ aws_session_token = TKOTHER
 
         tx.send(()).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_withdrawal_removes_the_credentials_from_the_file_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, "[spiffe]\nregion = eu-west-1\n[other]\nk = v\n").unwrap();
+        let s = store(&["app"]);
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(run(
+            Arc::clone(&s),
+            "app".into(),
+            path.clone(),
+            "spiffe".into(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        s.publish(
+            "app",
+            creds(&s, "app", "ASIAGONE", Duration::from_secs(3600)),
+        );
+        wait_for_file(&path, "ASIAGONE").await;
+        let start = std::time::Instant::now();
+        s.clear("app", crate::credentials::Status::Starting);
+        for _ in 0..100 {
+            if !std::fs::read_to_string(&path).unwrap().contains("ASIAGONE") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            text, "[spiffe]\nregion = eu-west-1\n[other]\nk = v\n",
+            "{text}"
+        );
+        // New credentials are written again.
+        s.publish(
+            "app",
+            creds(&s, "app", "ASIABACK", Duration::from_secs(3600)),
+        );
+        wait_for_file(&path, "ASIABACK").await;
+    }
+
+    #[test]
+    fn clearing_removes_only_what_the_agent_wrote() {
+        let before = "[a]\nk = v\n[spiffe]\nregion = x\n# expires 2026-01-01T00:00:00Z (written by spiffe-aws-agent)\naws_access_key_id = AK\naws_secret_access_key = SK\naws_session_token = TK\n  more-token\nother = 1\n";
+        assert_eq!(
+            clear_profile_text(before, "spiffe"),
+            "[a]\nk = v\n[spiffe]\nregion = x\nother = 1\n"
+        );
+        assert_eq!(clear_profile_text(before, "none"), before);
+    }
+
+    #[test]
+    fn byte_order_marks_and_cr_only_files_get_no_duplicate_profile() {
+        let bom = "\u{feff}[default]\naws_access_key_id = OLD\n";
+        let after = update_profile(bom, "default", V, M);
+        assert!(after.starts_with('\u{feff}'), "the BOM stays");
+        assert_eq!(after.matches("[default]").count(), 1, "{after:?}");
+        assert!(after.contains("aws_access_key_id = AKNEW") && !after.contains("OLD"));
+        let cr = "[default]\raws_access_key_id = OLD\r[x]\ry = 1\r";
+        let after = update_profile(cr, "default", V, M);
+        assert_eq!(after.matches("[default]").count(), 1, "{after:?}");
+        assert!(!after.contains('\n'), "CR endings kept: {after:?}");
+        assert!(after.contains("aws_access_key_id = AKNEW\r") && after.ends_with("[x]\ry = 1\r"));
+    }
+
+    #[test]
+    fn control_characters_from_the_service_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&["app"]);
+        for bad in ["TK\u{0}", "TK\u{1b}[31m", "TK\tX"] {
+            let mut c = creds(&s, "app", "AK", Duration::from_secs(3600));
+            c.credentials.session_token = zeroize::Zeroizing::new(bad.to_owned());
+            let err = write_profile(&dir.path().join("c"), "spiffe", &c).unwrap_err();
+            assert!(
+                matches!(err, CredentialsFileError::InvalidValue { .. }),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_never_lose_a_profile() {
+        // Several writers, each keeping its own profile of one file: every profile survives
+        // every write.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        let s = store(&["app"]);
+        let c = creds(&s, "app", "AKCONC", Duration::from_secs(3600));
+        std::thread::scope(|scope| {
+            for w in 0..4 {
+                let (path, c) = (&path, &c);
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        write_profile(path, &format!("p{w}"), c).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        for w in 0..4 {
+            assert_eq!(text.matches(&format!("[p{w}]")).count(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_file_replaced_while_being_updated_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, "[mine]\n").unwrap();
+        let calls = std::cell::Cell::new(0);
+        rewrite(&path, |existing| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                // Another tool renames a new version into place after we read ours.
+                let tmp = dir.path().join("other-tool.tmp");
+                std::fs::write(&tmp, "[mine]\n[theirs]\n").unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+            }
+            Some(format!("{existing}[added]\n"))
+        })
+        .unwrap();
+        assert_eq!(calls.get(), 2, "started over once");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[mine]\n[theirs]\n[added]\n",
+            "their profile was kept"
+        );
     }
 
     #[tokio::test]

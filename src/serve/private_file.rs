@@ -12,6 +12,16 @@ use ring::rand::SecureRandom as _;
 /// Writes `contents` to `path` through a 0600 temporary file in the same directory, then
 /// renames it into place. The parent directory is created (0755) when missing.
 pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_private_file_if(path, contents, || true).map(|_| ())
+}
+
+/// [`write_private_file`], but the rename happens only if `still_current()` says so right
+/// before it (the file was not replaced since it was read); `Ok(false)` when it did not.
+pub(crate) fn write_private_file_if(
+    path: &Path,
+    contents: &[u8],
+    still_current: impl FnOnce() -> bool,
+) -> std::io::Result<bool> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -42,14 +52,17 @@ pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Resul
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(contents)?;
         file.sync_all()?;
+        if !still_current() {
+            return Ok(false);
+        }
         fs::rename(&tmp, path)?;
         // Make the rename itself durable; not every filesystem can sync a directory.
         if let Ok(d) = fs::File::open(&dir) {
             let _ = d.sync_all();
         }
-        Ok(())
+        Ok(true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         let _ = fs::remove_file(&tmp);
     }
     result
