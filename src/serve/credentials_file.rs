@@ -181,7 +181,9 @@ fn rewrite(
 
 /// What identifies one version of the file: inode, size and modification time (`None`: no
 /// file).
-fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
+type Fingerprint = Option<(u64, u64, i64, i64)>;
+
+fn fingerprint(path: &Path) -> Fingerprint {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::symlink_metadata(path)
         .ok()
@@ -191,7 +193,7 @@ fn fingerprint(path: &Path) -> Option<(u64, u64, i64, i64)> {
 /// The file's text (empty when it does not exist) and its fingerprint.
 fn read_existing(
     path: &Path,
-) -> Result<(zeroize::Zeroizing<String>, Option<(u64, u64, i64, i64)>), CredentialsFileError> {
+) -> Result<(zeroize::Zeroizing<String>, Fingerprint), CredentialsFileError> {
     // A link at the path is refused: the agent would rewrite (and chmod) whatever file the
     // link's owner pointed it at. Anything but a regular file is refused too.
     let seen = fingerprint(path);
