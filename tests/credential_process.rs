@@ -476,3 +476,22 @@ async fn dev_pki_constants_match_the_files() {
         std::fs::read_to_string(common::cert("orders-p256.pem")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spiffe_id_session_tags_cannot_carry_is_refused_before_calling_aws() {
+    use spiffe_aws_agent::dev::workload_api::SvidIssuer;
+    let issuer = SvidIssuer::from_test_intermediate().unwrap();
+    let long_id = format!("spiffe://example.org/{}", "a".repeat(250));
+    let svid = issuer
+        .issue(&long_id, std::time::Duration::from_secs(3600))
+        .unwrap();
+    let stack = Stack::start(vec![svid]).await;
+    let out = stack.credential_process_wl(&[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = failure_line(&out);
+    assert!(
+        line.contains("aws:PrincipalTag/x509SAN/URI") && line.contains("271 characters"),
+        "{line}"
+    );
+    assert!(stack.rolesanywhere.calls().is_empty(), "nothing was sent");
+}

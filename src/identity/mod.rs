@@ -84,6 +84,7 @@ pub struct X509Identity {
     intermediates_der: Vec<Vec<u8>>,
     key: SigningKey,
     spiffe_id: Option<String>,
+    tag_attributes: Vec<(String, String)>,
     serial_decimal: String,
     subject: String,
     origin: Origin,
@@ -142,6 +143,7 @@ impl X509Identity {
             return Err(IdentityError::LeafIsCa { subject });
         }
         let spiffe_id = spiffe_id_of(&leaf);
+        let tag_attributes = tag_attributes(&leaf);
         if origin == Origin::WorkloadApi && spiffe_id.is_none() {
             return Err(IdentityError::MissingSpiffeId { subject });
         }
@@ -152,6 +154,7 @@ impl X509Identity {
             intermediates_der,
             key,
             spiffe_id,
+            tag_attributes,
             serial_decimal,
             subject,
             origin,
@@ -173,6 +176,12 @@ impl X509Identity {
     /// The SPIFFE ID (URI SAN `spiffe://…`), when the leaf has one.
     pub fn spiffe_id(&self) -> Option<&str> {
         self.spiffe_id.as_deref()
+    }
+    /// What Roles Anywhere's default attribute mapping turns into session tags, as
+    /// (`x509Subject/CN`-style tag name, value): the subject's and the issuer's attributes
+    /// and the first DNS and URI subject alternative names.
+    pub fn tag_attributes(&self) -> &[(String, String)] {
+        &self.tag_attributes
     }
     /// The leaf's serial number in decimal, as the SigV4-X509 credential scope wants it.
     pub fn serial_decimal(&self) -> &str {
@@ -221,6 +230,40 @@ fn check_validity(
         });
     }
     Ok(())
+}
+
+fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
+    use x509_parser::objects::{oid2abbrev, oid_registry};
+    let mut out = Vec::new();
+    for (field, name) in [
+        ("x509Subject", cert.subject()),
+        ("x509Issuer", cert.issuer()),
+    ] {
+        for attr in name.iter_attributes() {
+            let (Ok(abbrev), Ok(value)) =
+                (oid2abbrev(attr.attr_type(), oid_registry()), attr.as_str())
+            else {
+                continue;
+            };
+            out.push((format!("{field}/{abbrev}"), value.to_owned()));
+        }
+    }
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let names = &san.value.general_names;
+        if let Some(dns) = names.iter().find_map(|n| match n {
+            GeneralName::DNSName(d) => Some(*d),
+            _ => None,
+        }) {
+            out.push(("x509SAN/DNS".to_owned(), dns.to_owned()));
+        }
+        if let Some(uri) = names.iter().find_map(|n| match n {
+            GeneralName::URI(u) => Some(*u),
+            _ => None,
+        }) {
+            out.push(("x509SAN/URI".to_owned(), uri.to_owned()));
+        }
+    }
+    out
 }
 
 fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {

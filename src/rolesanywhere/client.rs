@@ -118,6 +118,13 @@ pub enum CreateSessionError {
     Timeout { endpoint: String, seconds: u64 },
     #[error("cannot sign the request: {0}")]
     Signing(#[from] crate::identity::key::KeyError),
+    #[error("the SPIFFE ID {spiffe_id} cannot become the session tag aws:PrincipalTag/x509SAN/URI: {problem}; Roles Anywhere would refuse the whole CreateSession, so it was not called")]
+    UnmappableSpiffeId {
+        spiffe_id: String,
+        problem: super::session_tags::TagProblem,
+    },
+    #[error("Roles Anywhere could not map the certificate into session tags ({message}): {hint}")]
+    TagMapping { message: String, hint: String },
 }
 
 /// What a failed CreateSession means for whoever retries it.
@@ -146,7 +153,7 @@ impl CreateSessionError {
             AccessDenied { .. } | Validation { .. } | NotFound { .. } | Unexpected { .. } => {
                 ErrorClass::Configuration
             }
-            Signing(_) => ErrorClass::Identity,
+            Signing(_) | UnmappableSpiffeId { .. } | TagMapping { .. } => ErrorClass::Identity,
         }
     }
 }
@@ -206,6 +213,14 @@ impl RolesAnywhereClient {
         identity: &X509Identity,
         request: &SessionRequest,
     ) -> Result<Credentials, CreateSessionError> {
+        if let Some(id) = identity.spiffe_id() {
+            if let Some(problem) = super::session_tags::problem(id) {
+                return Err(CreateSessionError::UnmappableSpiffeId {
+                    spiffe_id: id.chars().take(300).collect(),
+                    problem,
+                });
+            }
+        }
         let body = request_body(request);
         let signed = signer::sign(
             &signer::Request {
@@ -244,7 +259,10 @@ impl RolesAnywhereClient {
         if (200..300).contains(&status) {
             parse_success(status, &body, &request.arns.role, self.clock.now())
         } else {
-            Err(map_error(status, error_type_header, &body, &self.region))
+            Err(tag_mapping_hint(
+                map_error(status, error_type_header, &body, &self.region),
+                identity,
+            ))
         }
     }
 
@@ -534,6 +552,34 @@ fn map_error(
     }
 }
 
+/// The service's "Some attributes failed to be mapped into session tags", with the
+/// certificate value that cannot be a tag named.
+fn tag_mapping_hint(e: CreateSessionError, identity: &X509Identity) -> CreateSessionError {
+    let message = match &e {
+        CreateSessionError::AccessDenied { message, .. }
+        | CreateSessionError::Validation { message }
+        | CreateSessionError::Unexpected { message, .. } => message,
+        _ => return e,
+    };
+    if !message.to_ascii_lowercase().contains("session tag") {
+        return e;
+    }
+    let offending = identity.tag_attributes().iter().find_map(|(tag, value)| {
+        super::session_tags::problem(value).map(|problem| (tag, value, problem))
+    });
+    let hint = match offending {
+        Some((tag, value, problem)) => format!(
+            "the certificate's {tag} {:?} cannot be a session tag value: {problem}",
+            value.chars().take(80).collect::<String>()
+        ),
+        None => "check the certificate's subject, issuer and SAN values (at most 256 letters, digits, spaces and _.:/=+-@ each) and the profile's attribute mappings".to_owned(),
+    };
+    CreateSessionError::TagMapping {
+        message: message.clone(),
+        hint,
+    }
+}
+
 fn access_denied_hint(message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
     if m.contains("untrusted") || m.contains("trust anchor") || m.contains("chain") {
@@ -604,6 +650,43 @@ mod tests {
         assert!(matches!(e, CreateSessionError::Throttled { .. }), "{e}");
         let e = map_error(503, None, b"<html>busy</html>", "r");
         assert!(e.to_string().contains("<html>busy</html>"), "{e}");
+    }
+
+    #[test]
+    fn the_session_tag_mapping_failure_names_what_to_check() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let identity = crate::identity::files::load(
+            &root.join("orders-p256.pem"),
+            &root.join("orders-p256.key"),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert!(identity
+            .tag_attributes()
+            .iter()
+            .any(|(tag, value)| tag == "x509SAN/URI" && value.starts_with("spiffe://")));
+        let e = map_error(
+            403,
+            Some("AccessDeniedException".into()),
+            br#"{"message":"Unable to assume role for arn:aws:iam::1:role/r. Some attributes failed to be mapped into session tags. Issuer: [  ]; Subject: [ CN ]; SAN: [  ]"}"#,
+            "us-east-1",
+        );
+        let e = tag_mapping_hint(e, &identity);
+        assert!(matches!(e, CreateSessionError::TagMapping { .. }), "{e}");
+        assert_eq!(e.class(), ErrorClass::Identity);
+        assert!(e.to_string().contains("subject, issuer and SAN"), "{e}");
+        // Other denials keep their own hint.
+        let e = map_error(
+            403,
+            None,
+            br#"{"message":"Untrusted signing certificate"}"#,
+            "r",
+        );
+        assert!(matches!(
+            tag_mapping_hint(e, &identity),
+            CreateSessionError::AccessDenied { .. }
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod arn;
 mod client;
 pub mod exchange;
+pub mod session_tags;
 pub mod signer;
 
 pub use arn::{ArnError, ArnField, RegionError};

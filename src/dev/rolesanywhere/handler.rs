@@ -163,9 +163,30 @@ async fn process(
         return Err(ApiError::access_denied("Role is not in the profile's list of roles").into());
     }
 
+    check_session_tags(&auth, &params)?;
     let (body, session) = issue(shared, &auth, &params)?;
     lock(&shared.issued).push(session);
     Ok(json_response(201, body, None, request_id))
+}
+
+/// The service maps the leaf's first URI SAN (and subject/issuer attributes) to session tags;
+/// STS takes tag values of at most 256 characters of letters, separators, digits and
+/// `_.:/=+-@`, and one value it cannot map fails the call, naming the field that failed.
+fn check_session_tags(auth: &Authenticated, params: &Params) -> Result<(), ApiError> {
+    let Some(uri) = &auth.info.spiffe_id else {
+        return Ok(());
+    };
+    let mappable = uri.chars().count() <= 256
+        && uri
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c));
+    if mappable {
+        return Ok(());
+    }
+    Err(ApiError::access_denied(format!(
+        "Unable to assume role for {}. Some attributes failed to be mapped into session tags. Issuer: [  ]; Subject: [  ]; SAN: [ URI/1 ]",
+        params.role_arn
+    )))
 }
 
 /// Records the presented leaf (unverified) so refused calls still say who tried.
