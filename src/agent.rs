@@ -18,6 +18,7 @@ use crate::credentials::refresher::{self, Exchanger, RefreshPolicy, RoleSpec};
 use crate::credentials::{CredentialStore, Unavailable};
 use crate::identity::{IdentityError, IdentitySpec, X509Identity};
 use crate::rolesanywhere::{CreateSessionError, Credentials, Exchange};
+use crate::serve::credentials_file::WriteState;
 use crate::serve::{self, ServeError, ServersSpec};
 
 /// The shortest session Roles Anywhere issues, so the longest `min_remaining` (exclusive)
@@ -83,6 +84,8 @@ pub enum AgentError {
     Serve(#[from] ServeError),
     #[error("gave up waiting after {secs} s: {0}", secs = ONCE_WAIT.as_secs())]
     NoCredentials(Unavailable),
+    #[error("nothing was written: {0}")]
+    NotWritten(Arc<crate::serve::credentials_file::CredentialsFileError>),
 }
 
 /// The role name clients use when only a role ARN is given: its last path part, as
@@ -112,9 +115,36 @@ pub struct RunningAgent {
     pub container_addr: Option<std::net::SocketAddr>,
     pub container_token_file: Option<PathBuf>,
     pub agent_socket: Option<PathBuf>,
+    credentials_files: Vec<watch::Receiver<WriteState>>,
 }
 
 impl RunningAgent {
+    /// Waits until every credentials file was written once, or says why one was not.
+    async fn files_written(&mut self, deadline: tokio::time::Instant) -> Result<(), AgentError> {
+        for state in &mut self.credentials_files {
+            let settled = tokio::time::timeout_at(
+                deadline,
+                state.wait_for(|s| !matches!(s, WriteState::Pending)),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|s| s.clone());
+            // Timed out, or the writer stopped: report what it last did.
+            let outcome = settled.unwrap_or_else(|| state.borrow().clone());
+            match outcome {
+                WriteState::Written => {}
+                WriteState::Failed(e) => return Err(AgentError::NotWritten(e)),
+                WriteState::Pending => {
+                    return Err(AgentError::NotWritten(Arc::new(
+                        crate::serve::credentials_file::CredentialsFileError::NeverWritten,
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every task.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -174,6 +204,7 @@ pub async fn start(
         container_addr: servers.container_addr,
         container_token_file: servers.container_token_file,
         agent_socket: servers.agent_socket,
+        credentials_files: servers.credentials_files,
     })
 }
 
@@ -181,7 +212,7 @@ pub async fn start(
 /// credentials files were written.
 pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     let roles: Vec<String> = plan.roles.iter().map(|r| r.name.clone()).collect();
-    let agent = start(plan, RefreshPolicy::default(), Arc::new(TokioClock::new())).await?;
+    let mut agent = start(plan, RefreshPolicy::default(), Arc::new(TokioClock::new())).await?;
     for addr in &agent.imds_addrs {
         tracing::info!(
             "IMDS endpoint: AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{}/",
@@ -198,13 +229,11 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
         );
     }
     if once {
-        let result = agent
-            .store
-            .wait_ready(&roles, ONCE_WAIT)
-            .await
-            .map_err(AgentError::NoCredentials);
-        // Give the credentials-file writers a moment to write what just arrived.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = tokio::time::Instant::now() + ONCE_WAIT;
+        let result = match agent.store.wait_ready(&roles, ONCE_WAIT).await {
+            Ok(()) => agent.files_written(deadline).await,
+            Err(e) => Err(AgentError::NoCredentials(e)),
+        };
         agent.shutdown().await;
         return result;
     }

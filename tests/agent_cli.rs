@@ -172,6 +172,35 @@ async fn update_once_writes_the_profile_and_keeps_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_once_fails_with_the_reason_when_nothing_could_be_written() {
+    let stack = Stack::start(vec![]).await;
+    let dir = stack.dir.path().join("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    let dangling = stack.dir.path().join("dangling");
+    std::os::unix::fs::symlink(stack.dir.path().join("nowhere"), &dangling).unwrap();
+    for (target, expected) in [(dir, "not a regular file"), (dangling, "symbolic link")] {
+        let mut args = vec!["update".to_string(), "--once".into()];
+        args.extend(helper_flags(&stack));
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+                .args(args)
+                .env("AWS_SHARED_CREDENTIALS_FILE", &target)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{expected}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("spiffe-aws-agent: nothing was written") && line.contains(expected),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_flags_serves_under_the_given_role_name() {
     let stack = Stack::start(vec![]).await;
     let mut args = vec![

@@ -60,6 +60,8 @@ pub enum CredentialsFileError {
     },
     #[error("the credentials file {path} kept being replaced by another program while it was updated; try again")]
     Contended { path: PathBuf },
+    #[error("the credentials-file writer stopped before writing")]
+    NeverWritten,
     #[error("the credentials-file writer task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -472,6 +474,31 @@ pub async fn run(
     profile: String,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), CredentialsFileError> {
+    let (report, _) = tokio::sync::watch::channel(WriteState::Pending);
+    run_reporting(store, role, path, profile, shutdown, report).await
+}
+
+/// What the last attempt to write the file did.
+#[derive(Debug, Clone)]
+pub enum WriteState {
+    /// Nothing tried yet (no usable credentials so far).
+    Pending,
+    /// The credentials were written.
+    Written,
+    /// The last write failed (it is being retried).
+    Failed(Arc<CredentialsFileError>),
+}
+
+/// [`run`], publishing the outcome of every write on `report` (how `update --once` knows
+/// whether it wrote anything).
+pub(crate) async fn run_reporting(
+    store: Arc<CredentialStore>,
+    role: String,
+    path: PathBuf,
+    profile: String,
+    shutdown: impl Future<Output = ()> + Send,
+    report: tokio::sync::watch::Sender<WriteState>,
+) -> Result<(), CredentialsFileError> {
     validate_profile(&profile)?;
     if store.role_arn(&role).is_none() {
         return Err(CredentialsFileError::UnknownRole { role });
@@ -498,11 +525,13 @@ pub async fn run(
                         );
                         written = Some(creds);
                         backoff.reset();
+                        report.send_replace(WriteState::Written);
                         None
                     }
                     Err(e) => {
                         let delay = backoff.next_delay();
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot update the credentials file");
+                        report.send_replace(WriteState::Failed(Arc::new(e)));
                         Some(delay)
                     }
                 }

@@ -111,6 +111,8 @@ pub struct StartedServers {
     pub container_addr: Option<SocketAddr>,
     pub container_token_file: Option<PathBuf>,
     pub agent_socket: Option<PathBuf>,
+    /// The write outcome of each credentials file, in the spec's order.
+    pub credentials_files: Vec<watch::Receiver<credentials_file::WriteState>>,
 }
 
 /// A future that completes when `rx` turns true: how every task is told to stop.
@@ -217,8 +219,12 @@ pub async fn start_servers(
     for (role, path, profile) in files {
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
+        let (report, state) = watch::channel(credentials_file::WriteState::Pending);
+        out.credentials_files.push(state);
         out.tasks.push(tokio::spawn(async move {
-            if let Err(e) = credentials_file::run(store, role, path, profile, stop).await {
+            if let Err(e) =
+                credentials_file::run_reporting(store, role, path, profile, stop, report).await
+            {
                 tracing::error!(error = %e, "the credentials file writer stopped");
             }
         }));
