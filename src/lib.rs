@@ -21,6 +21,7 @@ mod clock;
 pub mod credentials;
 mod display;
 pub mod identity;
+mod log_limit;
 pub mod plan;
 pub mod rolesanywhere;
 pub mod serve;

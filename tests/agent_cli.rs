@@ -402,3 +402,79 @@ async fn run_without_a_server_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(failure_line(&out).contains("no server chosen"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_does_not_flood_the_log() {
+    let stack = Stack::start(vec![]).await;
+    let missing = stack.dir.path().join("no-spire-agent.sock");
+    let log = stack.dir.path().join("agent.log");
+    let mut args = vec![
+        "run".to_string(),
+        "--workload-api-socket".into(),
+        format!("unix://{}", missing.display()),
+        "--imds".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(
+        stack
+            .session_args()
+            .into_iter()
+            .filter(|a| !a.starts_with("--workload")),
+    );
+    let (_agent, base) = spawn(args, &log).await;
+    let lines_before = std::fs::read_to_string(&log).unwrap().lines().count();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token = client
+        .put(format!("{base}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "600")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // 4,000 refused credential requests (the role has no credentials: 503 each) ...
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, base, token) = (client.clone(), base.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut unavailable = 0;
+            for _ in 0..500 {
+                let resp = client
+                    .get(format!(
+                        "{base}/latest/meta-data/iam/security-credentials/orders"
+                    ))
+                    .header("X-aws-ec2-metadata-token", &token)
+                    .send()
+                    .await
+                    .unwrap();
+                if resp.status() == 503 {
+                    unavailable += 1;
+                }
+            }
+            unavailable
+        }));
+    }
+    let mut unavailable = 0;
+    for t in tasks {
+        unavailable += t.await.unwrap();
+    }
+    assert_eq!(unavailable, 4000, "every request was refused");
+    // ... and 2,000 connections opened and dropped.
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    for _ in 0..2000 {
+        drop(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let added = text.lines().count() - lines_before;
+    assert!(added <= 20, "{added} log lines for the flood:\n{text}");
+    assert!(
+        text.contains("refusing credentials requests"),
+        "the first refusal is still logged:\n{text}"
+    );
+}

@@ -7,9 +7,12 @@
 //! hold a connection forever, a cap on header size and on open connections, and a graceful
 //! shutdown that lets in-flight requests finish for a bounded time.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,16 +25,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 
 use crate::credentials::Unavailable;
+use crate::log_limit::LogLimiter;
 
 /// Largest request body any endpoint accepts. No endpoint reads a body; a client sending a
 /// large one is not an AWS SDK.
 pub(crate) const MAX_BODY: u64 = 1024;
-/// How long a client may take to send its request headers.
+/// How long a client may take to send its request headers (also how long an idle
+/// keep-alive connection stays open).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same while more than half of [`MAX_CONNECTIONS`] are open.
+const PRESSURE_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// hyper's read buffer, and so the largest request head (its minimum allowed value).
 const MAX_HEAD: usize = 8192;
-/// Connections beyond this are closed at once instead of queuing.
-const MAX_CONNECTIONS: usize = 1024;
+/// Open connections per listener; at the limit, the likeliest flood connection makes room.
+const MAX_CONNECTIONS: usize = 4096;
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,7 +65,71 @@ impl Accept for tokio::net::UnixListener {
     }
 }
 
+/// What the accept loop knows about one open connection.
+#[derive(Default)]
+struct ConnState {
+    /// Requests whose head arrived complete on it.
+    requests: AtomicU64,
+    /// When it last delivered a request (or opened), in ms since the loop started.
+    last_active_ms: AtomicU64,
+}
+
+/// A service that marks its connection active on every request.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl<S, R> tower_service::Service<R> for Tracked<S>
+where
+    S: tower_service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.state.requests.fetch_add(1, Ordering::Relaxed);
+        self.state
+            .last_active_ms
+            .store(millis_since(self.epoch), Ordering::Relaxed);
+        self.inner.call(req)
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Which open connection to close to make room: one that never delivered a request (idle or
+/// trickling its headers: what a flood holds), the oldest first; else the one idle longest.
+fn shed_victim(open: &HashMap<tokio::task::Id, Arc<ConnState>>) -> Option<tokio::task::Id> {
+    open.iter()
+        .min_by_key(|(_, c)| {
+            (
+                c.requests.load(Ordering::Relaxed) > 0,
+                c.last_active_ms.load(Ordering::Relaxed),
+            )
+        })
+        .map(|(id, _)| *id)
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains connections.
+///
+/// At [`MAX_CONNECTIONS`] open connections a new one is still accepted: the connection most
+/// likely held by a flood (never sent a whole request, oldest first; else idle longest) is
+/// closed to make room, so clients that send requests keep being served while another local
+/// process holds thousands of idle or slow connections. Above half the limit, new
+/// connections get [`PRESSURE_HEADER_READ_TIMEOUT`] instead of [`HEADER_READ_TIMEOUT`].
 ///
 /// Returns an error only when the listener itself fails in a way retrying cannot fix;
 /// per-connection errors are logged at debug level and never end the server.
@@ -81,28 +152,55 @@ where
 {
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
+    let mut open: HashMap<tokio::task::Id, Arc<ConnState>> = HashMap::new();
+    let mut handles: HashMap<tokio::task::Id, tokio::task::AbortHandle> = HashMap::new();
+    let epoch = Instant::now();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(done) = conns.join_next_with_id(), if !conns.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.remove(&id);
+                handles.remove(&id);
+            }
             accepted = listener.accept_io() => match accepted {
                 Ok(io) => {
-                    if conns.len() >= MAX_CONNECTIONS {
-                        tracing::warn!(endpoint = what, "too many open connections; refusing one");
-                        drop(io);
-                        continue;
+                    if open.len() >= MAX_CONNECTIONS {
+                        if let Some(victim) = shed_victim(&open) {
+                            if let Some(handle) = handles.remove(&victim) {
+                                handle.abort();
+                            }
+                            open.remove(&victim);
+                        }
+                        if SHED_LOG.admit(what) {
+                            tracing::warn!(endpoint = what, "{MAX_CONNECTIONS} connections are open: closing idle ones to serve new clients (a local process may be flooding the endpoint)");
+                        }
                     }
-                    let router = router.clone();
+                    let header_timeout = if open.len() > MAX_CONNECTIONS / 2 {
+                        PRESSURE_HEADER_READ_TIMEOUT
+                    } else {
+                        HEADER_READ_TIMEOUT
+                    };
+                    let state = Arc::new(ConnState::default());
+                    state.last_active_ms.store(millis_since(epoch), Ordering::Relaxed);
+                    let service = Tracked {
+                        inner: router.clone(),
+                        state: Arc::clone(&state),
+                        epoch,
+                    };
                     let mut closing = closing_rx.clone();
-                    conns.spawn(async move {
+                    let handle = conns.spawn(async move {
                         let mut builder = hyper::server::conn::http1::Builder::new();
                         builder
                             .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
+                            .header_read_timeout(header_timeout)
                             .max_buf_size(MAX_HEAD);
                         let conn = builder
-                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+                            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
                         tokio::pin!(conn);
                         let result = tokio::select! {
                             r = conn.as_mut() => r,
@@ -115,11 +213,15 @@ where
                             tracing::debug!(endpoint = what, error = %e, "connection ended with an error");
                         }
                     });
+                    open.insert(handle.id(), state);
+                    handles.insert(handle.id(), handle);
                 }
                 Err(e) => match accept_error_kind(&e) {
                     AcceptError::Ignore => {}
                     AcceptError::Backoff => {
-                        tracing::warn!(endpoint = what, error = %e, "accept failed; retrying shortly");
+                        if ACCEPT_LOG.admit(what) {
+                            tracing::warn!(endpoint = what, error = %e, "accept failed; retrying shortly");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     AcceptError::Fatal => return Err(e),
@@ -141,6 +243,30 @@ where
     // Dropping the JoinSet aborts whatever is left.
     Ok(())
 }
+
+/// Raises this process's open-file limit to its hard limit (systemd and many shells start
+/// services at a soft limit of 1024, which a local connection flood exhausts before
+/// [`MAX_CONNECTIONS`] is reached). Best effort: a failure leaves the limit as it was.
+pub(crate) fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Rate limits for the accept loop's own log lines.
+static SHED_LOG: LogLimiter = LogLimiter::new();
+static ACCEPT_LOG: LogLimiter = LogLimiter::new();
+/// ... and for refused credential requests.
+static REFUSAL_LOG: LogLimiter = LogLimiter::new();
 
 enum AcceptError {
     Ignore,
@@ -229,8 +355,11 @@ pub(crate) fn unavailable(e: &Unavailable) -> Response {
     match e {
         Unavailable::UnknownRole(_) => text(StatusCode::NOT_FOUND, e.to_string()),
         Unavailable::NotReady { .. } | Unavailable::ExpiringSoon { .. } => {
-            tracing::info!(reason = %e, "refusing a credentials request");
-            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            let reason = e.to_string();
+            if REFUSAL_LOG.admit(&reason) {
+                tracing::info!(%reason, "refusing credentials requests");
+            }
+            let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, reason);
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
             resp
@@ -406,6 +535,102 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One local process holds 2,000 idle or slow connections (reconnecting whenever one is
+    /// closed) while a client makes requests: the client is served.
+    #[test]
+    fn a_connection_flood_does_not_lock_clients_out() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        raise_open_file_limit();
+        // The server, on its own runtime and thread, as in the agent.
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = server_rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        #[derive(Clone)]
+        struct Ok200;
+        impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for Ok200 {
+            type Response = Response;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Response, Self::Error>>;
+            fn poll_ready(
+                &mut self,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+                std::future::ready(Ok(text(StatusCode::OK, "ok")))
+            }
+        }
+        server_rt.spawn(serve(listener, Ok200, std::future::pending(), "test"));
+
+        // The flood: half idle, half sending a header line and then nothing.
+        let flood_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        for i in 0..2000 {
+            flood_rt.spawn(async move {
+                loop {
+                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    if i % 2 == 1 {
+                        let _ = s.write_all(b"GET / HTTP/1.1\r\n").await;
+                    }
+                    // Held until the server closes it.
+                    let mut buf = [0u8; 64];
+                    let _ = s.read(&mut buf).await;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+
+        // The client.
+        let client_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (served, mut latencies) = client_rt.block_on(async move {
+            let mut served = 0;
+            let mut latencies = Vec::new();
+            for _ in 0..300 {
+                let start = Instant::now();
+                let result = tokio::time::timeout(Duration::from_secs(2), async {
+                    let mut s = tokio::net::TcpStream::connect(addr).await?;
+                    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                        .await?;
+                    let mut buf = Vec::new();
+                    s.read_to_end(&mut buf).await?;
+                    Ok::<_, io::Error>(buf)
+                })
+                .await;
+                latencies.push(start.elapsed());
+                if let Ok(Ok(buf)) = result {
+                    if buf.starts_with(b"HTTP/1.1 200") {
+                        served += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (served, latencies)
+        });
+        flood_rt.shutdown_background();
+        server_rt.shutdown_background();
+        latencies.sort();
+        let p99 = latencies[latencies.len() * 99 / 100];
+        assert!(served >= 297, "served {served} of 300 requests");
+        assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    }
 
     #[test]
     fn parses_a_strict_response() {

@@ -129,6 +129,7 @@ pub async fn start_servers(
     store: Arc<CredentialStore>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<StartedServers, ServeError> {
+    http::raise_open_file_limit();
     let bind_err = |what: &'static str, address: SocketAddr| {
         move |source: std::io::Error| ServeError::Bind {
             what,
