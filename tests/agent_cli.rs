@@ -478,3 +478,77 @@ async fn a_request_flood_does_not_flood_the_log() {
         "the first refusal is still logged:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spire_restart_is_logged_and_followed_within_two_seconds() {
+    use spiffe_aws_agent::dev::pki;
+    use spiffe_aws_agent::dev::workload_api::{SvidIssuer, WorkloadApiDouble};
+    let stack = Stack::start(vec![]).await;
+    let issuer = SvidIssuer::from_test_intermediate().unwrap();
+    let socket = stack.dir.path().join("spire-agent.sock");
+    let orders = "spiffe://example.org/service/orders";
+    let spire = WorkloadApiDouble::start(
+        &socket,
+        vec![issuer.issue(orders, Duration::from_secs(3600)).unwrap()],
+        pki::root_bundle_der(),
+    )
+    .await
+    .unwrap();
+    let log = stack.dir.path().join("agent.log");
+    let mut args = vec![
+        "run".to_string(),
+        "--workload-api-socket".into(),
+        format!("unix://{}", socket.display()),
+        "--imds".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(stack.session_args());
+    let (_agent, base) = spawn(args, &log).await;
+    let first = wait_for_imds(&base, "orders").await;
+
+    // SPIRE goes away: logged once, credentials still served.
+    spire.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("lost the connection to the SPIFFE Workload API")
+    {
+        assert!(Instant::now() < deadline, "the outage was never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = wait_for_imds(&base, "orders").await;
+    assert_eq!(during["AccessKeyId"], first["AccessKeyId"], "kept serving");
+
+    // SPIRE is back with a new SVID: followed within 2 s.
+    let _spire = WorkloadApiDouble::start(
+        &socket,
+        vec![issuer.issue(orders, Duration::from_secs(3600)).unwrap()],
+        pki::root_bundle_der(),
+    )
+    .await
+    .unwrap();
+    let back = Instant::now();
+    loop {
+        let now = wait_for_imds(&base, "orders").await;
+        if now["AccessKeyId"] != first["AccessKeyId"] {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(2),
+            "the new SVID was not exchanged within 2 s:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("reconnected to the SPIFFE Workload API"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("lost the connection").count(),
+        1,
+        "one line for the outage:\n{text}"
+    );
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use spiffe::x509_source::{MetricsErrorKind, MetricsRecorder};
 use spiffe::{WorkloadApiClient, X509Source};
 use tokio::sync::watch;
 
@@ -21,6 +22,66 @@ use crate::clock::Clock;
 
 /// How long one probe of the Workload API may take before it counts as unanswered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect backoff after the Workload API stream breaks: a restarted SPIRE agent is
+/// followed again within about a second of answering.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+/// Says when the connection to the Workload API is lost and when it is back, once each (the
+/// `X509Source` reconnects on its own and keeps the last identities meanwhile; without this
+/// a SPIRE outage left no trace in the log).
+struct ConnectionLog {
+    address: String,
+    /// [`STARTING`], [`UP`] or [`DOWN`].
+    state: std::sync::atomic::AtomicU8,
+}
+
+const STARTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+impl ConnectionLog {
+    fn new(address: &str) -> Self {
+        ConnectionLog {
+            address: address.to_owned(),
+            state: std::sync::atomic::AtomicU8::new(STARTING),
+        }
+    }
+
+    /// The initial sync succeeded.
+    fn connected(&self) {
+        self.state.store(UP, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl MetricsRecorder for ConnectionLog {
+    fn record_update(&self) {
+        if self.state.swap(UP, std::sync::atomic::Ordering::Relaxed) == DOWN {
+            tracing::info!(address = %self.address, "reconnected to the SPIFFE Workload API");
+        }
+    }
+
+    fn record_reconnect(&self) {}
+
+    fn record_error(&self, kind: MetricsErrorKind) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use MetricsErrorKind::*;
+        let lost = matches!(
+            kind,
+            ClientCreation | StreamConnect | StreamError | StreamEnded
+        );
+        if lost
+            && self
+                .state
+                .compare_exchange(UP, DOWN, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(address = %self.address, error = kind.as_str(), "lost the connection to the SPIFFE Workload API: keeping the current identities and reconnecting");
+        } else {
+            tracing::debug!(address = %self.address, error = kind.as_str(), "Workload API error");
+        }
+    }
+}
 
 /// Every identity the source currently offers.
 #[derive(Clone, Debug, Default)]
@@ -169,9 +230,12 @@ pub fn spawn_workload_api(
                     continue;
                 }
             }
+            let connection = Arc::new(ConnectionLog::new(&address));
             let source = match X509Source::builder()
                 .endpoint(&address)
                 .initial_sync_timeout(PROBE_TIMEOUT)
+                .reconnect_backoff(RECONNECT_MIN, RECONNECT_MAX)
+                .metrics(Arc::clone(&connection) as Arc<dyn MetricsRecorder>)
                 .build()
                 .await
             {
@@ -187,6 +251,7 @@ pub fn spawn_workload_api(
                 }
             };
             backoff.reset();
+            connection.connected();
             follow(&source, &address, &*clock, &mut publisher).await;
             source.shutdown().await;
         }
