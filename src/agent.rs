@@ -55,7 +55,7 @@ pub async fn one_shot(plan: &OneShotPlan, clock: &dyn Clock) -> Result<Credentia
         serial = identity.serial_decimal(),
         "exchanging identity"
     );
-    Ok(plan.exchange.run(&identity).await?)
+    Ok(plan.exchange.run_with_retries(&identity).await?)
 }
 
 /// One role the agent keeps fresh, validated.

@@ -274,10 +274,63 @@ async fn fault_line(fault: Fault) -> String {
         true,
     )])
     .await;
-    stack.rolesanywhere.inject(fault, 1);
-    let out = stack.credential_process_wl(&[]).await;
+    // Persistent: transient failures are retried until --timeout runs out.
+    stack.rolesanywhere.inject(fault, 1000);
+    let out = stack.credential_process_wl(&["--timeout", "2"]).await;
     assert_eq!(out.status.code(), Some(1));
     failure_line(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_within_the_timeout() {
+    let stack = Stack::start(vec![svid_from_files(
+        ORDERS,
+        "orders-p256.pem",
+        "orders-p256.key",
+        true,
+    )])
+    .await;
+    let status = |status: u16, error_type: &str| Fault::Status {
+        status,
+        error_type: error_type.into(),
+        message: "try again".into(),
+    };
+    stack
+        .rolesanywhere
+        .inject(status(429, "ThrottlingException"), 1);
+    stack
+        .rolesanywhere
+        .inject(status(503, "ServiceUnavailableException"), 1);
+    stack.rolesanywhere.inject(Fault::CloseConnection, 1);
+    let started = std::time::Instant::now();
+    let out = stack.credential_process_wl(&[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = parse_process_output(&out);
+    assert_issued_to(&stack, &json, "orders-p256.pem");
+    assert_eq!(
+        stack.rolesanywhere.calls().len(),
+        4,
+        "three failures, then success"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // A refusal is not retried.
+    let stack = Stack::start(vec![svid_from_files(
+        ORDERS,
+        "orders-p256.pem",
+        "orders-p256.key",
+        true,
+    )])
+    .await;
+    stack
+        .rolesanywhere
+        .inject(status(403, "AccessDeniedException"), 1000);
+    let out = stack.credential_process_wl(&[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stack.rolesanywhere.calls().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,10 @@ impl CreateSessionError {
         use CreateSessionError::*;
         match self {
             Throttled { .. } => ErrorClass::Throttled,
+            // The endpoint's TLS certificate is not trusted: retrying changes nothing.
+            Unreachable { reason, .. } if reason.contains("certificate") => {
+                ErrorClass::Configuration
+            }
             Server { .. } | BadResponse { .. } | Unreachable { .. } | Timeout { .. } => {
                 ErrorClass::Transient
             }

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::arn::{ArnError, ArnField, SessionArns};
+use super::client::ErrorClass;
 use super::client::{
     ClientConfig, ConfigError, CreateSessionError, Credentials, RolesAnywhereClient, SessionRequest,
 };
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::identity::X509Identity;
 
@@ -22,8 +24,11 @@ pub const DEFAULT_SESSION_DURATION: u32 = 3600;
 pub const MIN_SESSION_DURATION: u32 = 900;
 /// Longest session Roles Anywhere issues, in seconds.
 pub const MAX_SESSION_DURATION: u32 = 43_200;
-/// How long one CreateSession call may take unless told otherwise.
+/// How long one CreateSession call (with its retries) may take unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// First and longest wait between one-shot retries.
+const RETRY_MIN_BACKOFF: Duration = Duration::from_millis(200);
+const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 /// Everything needed to exchange an identity for one role's credentials, unvalidated.
 #[derive(Debug, Clone)]
@@ -108,6 +113,7 @@ impl SpecError {
 pub struct Exchange {
     client: RolesAnywhereClient,
     request: SessionRequest,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Exchange {
@@ -149,6 +155,7 @@ impl Exchange {
                 duration_seconds: spec.session_duration,
                 role_session_name: spec.role_session_name.clone(),
             },
+            timeout: spec.timeout,
         })
     }
 
@@ -162,9 +169,42 @@ impl Exchange {
         self.request.duration_seconds
     }
 
-    /// Calls CreateSession with `identity`.
+    /// Calls CreateSession with `identity`, once.
     pub async fn run(&self, identity: &X509Identity) -> Result<Credentials, CreateSessionError> {
         self.client.create_session(identity, &self.request).await
+    }
+
+    /// Calls CreateSession, retrying throttling and transient failures (5xx, timeouts,
+    /// unreachable) with jittered backoff, all within the spec's timeout: what a one-shot
+    /// caller wants, as an SDK's retryer does. (The agent's refresher schedules its own
+    /// retries and uses [`run`](Self::run).)
+    pub async fn run_with_retries(
+        &self,
+        identity: &X509Identity,
+    ) -> Result<Credentials, CreateSessionError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut backoff = Backoff::new(RETRY_MIN_BACKOFF, RETRY_MAX_BACKOFF);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.run(identity))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CreateSessionError::Timeout {
+                        endpoint: self.client.url().to_owned(),
+                        seconds: self.timeout.as_secs(),
+                    })
+                });
+            let error = match attempt {
+                Ok(credentials) => return Ok(credentials),
+                Err(e) => e,
+            };
+            let retryable = matches!(error.class(), ErrorClass::Transient | ErrorClass::Throttled);
+            let delay = backoff.next_delay();
+            if !retryable || tokio::time::Instant::now() + delay >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "CreateSession failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
     }
 }
 
