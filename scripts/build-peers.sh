@@ -5,8 +5,8 @@
 #                                                                          (tests/peers/signing-helper)
 # Each peer is a `tool` of its own Go module (its own go.mod/go.sum, so one peer's dependency
 # versions never move the other's). The binaries go to target/peers/bin (or
-# $SPIFFE_AWS_AGENT_PEERS_DIR/bin); the script does nothing when they are newer than the
-# module files and were built by the same Go. Needs Go >= 1.24 (fetched from the Go module
+# $SPIFFE_AWS_AGENT_PEERS_DIR/bin); the script does nothing when they were built by the same
+# Go from the same module files and script. Needs Go >= 1.24 (fetched from the Go module
 # proxy when missing) and a C compiler (cgo: SPIRE's sqlite3, the helper's PKCS#11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ PEERS_DIR="${SPIFFE_AWS_AGENT_PEERS_DIR:-$ROOT/target/peers}"
 BIN="$PEERS_DIR/bin"
 GO_TOOLCHAIN_VERSION=1.25.3
 HELPER_VERSION=1.4.0
+SPIRE_VERSION=1.13.3
 
 go_ok() { # go on PATH, version >= 1.21 (older ones cannot switch toolchains)
     command -v go >/dev/null || return 1
@@ -46,9 +47,9 @@ if ! command -v gcc >/dev/null; then
 fi
 export CGO_ENABLED=1 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-# Up to date when every binary is newer than both modules' files and the Go version matches.
+# Up to date when the binaries were built by this Go from these module files and this script.
 STAMP="$BIN/.built-with"
-want="$(go env GOVERSION) $(cat tests/peers/*/go.mod tests/peers/*/go.sum | sha256sum | cut -c1-16)"
+want="$(go env GOVERSION) $(cat "$0" tests/peers/*/go.mod tests/peers/*/go.sum | sha256sum | cut -c1-16)"
 if [ -x "$BIN/spire-server" ] && [ -x "$BIN/spire-agent" ] && [ -x "$BIN/aws_signing_helper" ] \
     && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ]; then
     exit 0
@@ -57,8 +58,9 @@ fi
 mkdir -p "$BIN"
 rm -f "$STAMP"
 start=$(date +%s)
-echo "== build-peers: spire-server, spire-agent (spiffe/spire v1.13.3)"
-(cd tests/peers/spire && go build -trimpath -o "$BIN/" \
+echo "== build-peers: spire-server, spire-agent (spiffe/spire v$SPIRE_VERSION)"
+(cd tests/peers/spire && go build -trimpath \
+    -ldflags "-s -w -X github.com/spiffe/spire/pkg/common/version.gittag=$SPIRE_VERSION" -o "$BIN/" \
     github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent)
 echo "== build-peers: aws_signing_helper (aws/rolesanywhere-credential-helper v$HELPER_VERSION)"
 (cd tests/peers/signing-helper && go build -trimpath \

@@ -46,10 +46,10 @@ impl Default for SpireOptions {
 
 /// A running SPIRE server and agent.
 pub struct Spire {
-    pub dir: tempfile::TempDir,
-    // Dropped before `dir` (fields drop in order): the processes die before their files go.
+    // Fields drop in order: the processes die before their files go with `dir`.
     agent: Guard,
     server: Guard,
+    pub dir: tempfile::TempDir,
     pub server_socket: PathBuf,
     /// The agent's Workload API socket.
     pub workload_socket: PathBuf,
@@ -73,31 +73,19 @@ fn hcl_duration(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-impl Spire {
-    /// Starts the server, joins an agent with a fresh join token, and waits until both are
-    /// healthy.
-    pub async fn start(options: SpireOptions) -> Spire {
-        let dir = tempfile::Builder::new()
-            .prefix("spire-")
-            .tempdir()
-            .expect("temp dir");
-        let d = dir.path().to_path_buf();
-        // Workloads under other uids must reach the Workload API socket and their own dirs.
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        for sub in ["server-data", "agent-data", "private", "admin"] {
-            mkdir(&d.join(sub), 0o700);
-        }
-        mkdir(&d.join("public"), 0o755);
-        let server_socket = d.join("private/server.sock");
-        let workload_socket = d.join("public/api.sock");
-        let admin_socket = d.join("admin/admin.sock");
-        let server_conf = d.join("server.conf");
-        write(
-            &server_conf,
-            &format!(
-                r#"server {{
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn server_config(spire: &Spire, d: &Path, port: u16, svid_ttl: Duration) -> String {
+    format!(
+        r#"server {{
     bind_address = "127.0.0.1"
-    bind_port = "0"
+    bind_port = "{port}"
     socket_path = "{server_socket}"
     trust_domain = "{TRUST_DOMAIN}"
     data_dir = "{data}"
@@ -123,36 +111,73 @@ plugins {{
     }}
 }}
 "#,
-                server_socket = server_socket.display(),
-                data = d.join("server-data").display(),
-                svid_ttl = hcl_duration(options.default_x509_svid_ttl),
-            ),
-        );
+        server_socket = spire.server_socket.display(),
+        data = d.join("server-data").display(),
+        svid_ttl = hcl_duration(svid_ttl),
+    )
+}
+
+impl Spire {
+    /// Starts the server, joins an agent with a fresh join token, and waits until both are
+    /// healthy.
+    pub async fn start(options: SpireOptions) -> Spire {
+        let dir = tempfile::Builder::new()
+            .prefix("spire-")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path().to_path_buf();
+        // Workloads under other uids must reach the Workload API socket and their own dirs.
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for sub in ["server-data", "agent-data", "private", "admin"] {
+            mkdir(&d.join(sub), 0o700);
+        }
+        mkdir(&d.join("public"), 0o755);
+        let server_socket = d.join("private/server.sock");
+        let workload_socket = d.join("public/api.sock");
+        let admin_socket = d.join("admin/admin.sock");
+        let server_conf = d.join("server.conf");
         let server_log = d.join("spire-server.log");
-        let server = Guard::new(
-            Command::new(bin("spire-server"))
-                .arg("run")
-                .arg("-config")
-                .arg(&server_conf)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&server_log).expect("log"))
-                .stderr(std::fs::File::create(d.join("spire-server.stderr")).expect("log"))
-                .spawn()
-                .expect("start spire-server"),
-        );
         let mut spire = Spire {
             agent_conf: d.join("agent.conf"),
             agent_log: d.join("spire-agent.log"),
             dir,
             agent: Guard(None),
-            server,
+            server: Guard(None),
             server_socket,
             workload_socket,
             admin_socket,
             server_log,
         };
-        spire.wait_healthy("spire-server").await;
-        let port = spire.server_port().await;
+        // SPIRE takes `bind_port = 0` for "unset" (8081), so the port is picked here; another
+        // process may take it before the server binds, hence the retries.
+        let mut port = 0;
+        for attempt in 1..=5 {
+            port = free_port();
+            write(
+                &server_conf,
+                &server_config(&spire, &d, port, options.default_x509_svid_ttl),
+            );
+            spire.server = Guard::new(
+                Command::new(bin("spire-server"))
+                    .arg("run")
+                    .arg("-config")
+                    .arg(&server_conf)
+                    .stdin(Stdio::null())
+                    .stdout(std::fs::File::create(&spire.server_log).expect("log"))
+                    .stderr(std::fs::File::create(d.join("spire-server.stderr")).expect("log"))
+                    .spawn()
+                    .expect("start spire-server"),
+            );
+            let started = match spire.wait_healthy("spire-server").await {
+                Ok(()) => spire.listens_on(port).await,
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => eprintln!("spire-server on port {port}: {e}; retrying"),
+                Err(e) => panic!("{e}"),
+            }
+        }
 
         let token = spire
             .server_cli(&["token", "generate", "-spiffeID", NODE_ID, "-ttl", "600"])
@@ -228,7 +253,9 @@ plugins {{
                 .spawn()
                 .expect("start spire-agent"),
         );
-        self.wait_healthy("spire-agent").await;
+        if let Err(e) = self.wait_healthy("spire-agent").await {
+            panic!("{e}");
+        }
     }
 
     /// Kills `spire-agent` (SIGKILL: no graceful shutdown).
@@ -320,7 +347,32 @@ plugins {{
         )
     }
 
-    async fn wait_healthy(&mut self, which: &str) {
+    /// Whether the server logged its TCP listener on `port` (it exits if the bind failed).
+    async fn listens_on(&mut self, port: u16) -> Result<(), String> {
+        let deadline = Instant::now() + SPIRE_WAIT;
+        let wanted = format!("127.0.0.1:{port}");
+        loop {
+            let text = std::fs::read_to_string(&self.server_log).unwrap_or_default();
+            let listening = text.lines().any(|line| {
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|j| {
+                    j["msg"] == "Starting Server APIs" && j["address"] == wanted.as_str()
+                })
+            });
+            if listening {
+                return Ok(());
+            }
+            if let Some(status) = self.server.exited() {
+                self.server.0 = None;
+                return Err(format!("spire-server exited ({status}):\n{}", self.logs()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("spire-server never listened on {wanted}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_healthy(&mut self, which: &str) -> Result<(), String> {
         let deadline = Instant::now() + SPIRE_WAIT;
         loop {
             let socket = if which == "spire-server" {
@@ -339,7 +391,7 @@ plugins {{
                 .map(|s| s.success())
                 .unwrap_or(false);
             if ok {
-                return;
+                return Ok(());
             }
             let guard = if which == "spire-server" {
                 &mut self.server
@@ -347,39 +399,16 @@ plugins {{
                 &mut self.agent
             };
             if let Some(status) = guard.exited() {
-                panic!("{which} exited ({status}):\n{}", self.logs());
+                guard.0 = None;
+                return Err(format!("{which} exited ({status}):\n{}", self.logs()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "{which} not healthy after {SPIRE_WAIT:?}:\n{}",
-                self.logs()
-            );
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{which} not healthy after {SPIRE_WAIT:?}:\n{}",
+                    self.logs()
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The TCP port the server API listens on, from its JSON log.
-    async fn server_port(&self) -> u16 {
-        let deadline = Instant::now() + SPIRE_WAIT;
-        loop {
-            let text = std::fs::read_to_string(&self.server_log).unwrap_or_default();
-            for line in text.lines() {
-                let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                if json["msg"] == "Starting Server APIs" && json["network"] == "tcp" {
-                    let addr = json["address"].as_str().unwrap_or_default();
-                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                        return port;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "spire-server never logged its TCP address:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
