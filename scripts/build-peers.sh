@@ -6,8 +6,10 @@
 # Each peer is a `tool` of its own Go module (its own go.mod/go.sum, so one peer's dependency
 # versions never move the other's). The binaries go to target/peers/bin (or
 # $SPIFFE_AWS_AGENT_PEERS_DIR/bin); the script does nothing when they were built by the same
-# Go from the same module files and script. Needs Go >= 1.24 (fetched from the Go module
-# proxy when missing) and a C compiler (cgo: SPIRE's sqlite3, the helper's PKCS#11).
+# Go from the same module files and script. Needs Go: 1.21+ fetches the toolchain the go.mod
+# files ask for by itself (GOTOOLCHAIN=auto); without Go (or an older one) Go 1.25.3 is fetched
+# from the Go module proxy into target/peers. And a C compiler (cgo: SPIRE's sqlite3, the
+# helper's PKCS#11), installed from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"

@@ -111,9 +111,8 @@ async fn credential_process_same_command_line_same_answer_shape() {
         );
         let mine = json_of(&run(ours(), args, &stack).await, "spiffe-aws-agent");
 
-        let keys = |m: &serde_json::Map<String, serde_json::Value>| {
-            m.keys().cloned().collect::<Vec<_>>()
-        };
+        let keys =
+            |m: &serde_json::Map<String, serde_json::Value>| m.keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&mine), keys(&theirs), "{leaf}: the same fields");
         assert_eq!(
             keys(&mine),

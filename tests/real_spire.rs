@@ -138,6 +138,8 @@ async fn served_key(agent: &AgentProcess) -> Result<String, String> {
 
 /// Status of the IMDS credentials GET for `role`.
 async fn imds_status(agent: &AgentProcess, role: &str) -> u16 {
+    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -467,13 +469,7 @@ async fn seed_scenario_with_two_workloads_attested_by_uid() {
     let stack = SpireStack::start(SpireOptions::default()).await;
     stack.spire.create_entry(ORDERS, ORDERS_UID).await;
     stack.spire.create_entry(REVIEWS, REVIEWS_UID).await;
-    let orders = start_agent(
-        &stack,
-        "orders",
-        orders_role(),
-        (ORDERS_UID, ORDERS_UID),
-    )
-    .await;
+    let orders = start_agent(&stack, "orders", orders_role(), (ORDERS_UID, ORDERS_UID)).await;
     let reviews = start_agent(
         &stack,
         "reviews",
@@ -515,7 +511,10 @@ async fn seed_scenario_with_two_workloads_attested_by_uid() {
     assert_eq!(
         ids,
         vec![
-            (Some(ORDERS.to_owned()), Some(DEV_ROLE_ARN_ORDERS.to_owned())),
+            (
+                Some(ORDERS.to_owned()),
+                Some(DEV_ROLE_ARN_ORDERS.to_owned())
+            ),
             (
                 Some(REVIEWS.to_owned()),
                 Some(DEV_ROLE_ARN_REVIEWS.to_owned())

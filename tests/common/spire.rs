@@ -443,9 +443,10 @@ impl SpireStack {
         let rolesanywhere = RolesAnywhereDouble::start(config)
             .await
             .expect("Roles Anywhere double");
-        let aws = AwsServicesDouble::start(AwsServicesConfig::seed(), rolesanywhere.session_lookup())
-            .await
-            .expect("AWS services double");
+        let aws =
+            AwsServicesDouble::start(AwsServicesConfig::seed(), rolesanywhere.session_lookup())
+                .await
+                .expect("AWS services double");
         let ca_bundle = spire.dir.path().join("roles-anywhere-tls-ca.pem");
         write(&ca_bundle, RolesAnywhereDouble::ca_pem());
         SpireStack {
