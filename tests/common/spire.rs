@@ -152,6 +152,7 @@ impl Spire {
         // process may take it before the server binds, hence the retries.
         let mut port = 0;
         for attempt in 1..=5 {
+            spire.server.kill();
             port = free_port();
             write(
                 &server_conf,
