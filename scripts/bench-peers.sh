@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 RUNS="${BENCH_PEER_RUNS:-200}"
 DURATION="${BENCH_DURATION:-10s}"
 CLI_RUNS="${BENCH_CLI_RUNS:-100}"
@@ -68,7 +69,7 @@ PY
 
 echo "== 2. IMDS credentials GET, 64 connections, $DURATION each"
 wait_port() { for _ in $(seq 200); do grep -o 'AWS_EC2_METADATA_SERVICE_ENDPOINT=http://[0-9.:]*' "$1" 2>/dev/null | head -1 | sed 's/.*http:\/\///' | grep . && return; sleep 0.1; done; cat "$1" >&2; return 1; }
-TOKIO_WORKER_THREADS="${TOKIO_WORKER_THREADS:-}" RUST_LOG=info "$BIN" serve --port 0 $ARGS 2>"$DIR/ours-serve.log" &
+RUST_LOG=info "$BIN" serve --port 0 $ARGS 2>"$DIR/ours-serve.log" &
 OURS_SERVE=$!; PIDS+=($OURS_SERVE)
 "$HELPER" serve --port 0 $ARGS 2>"$DIR/helper-serve.log" &
 HELPER_SERVE=$!; PIDS+=($HELPER_SERVE)
@@ -130,8 +131,9 @@ cli_runs() { # profile -> seconds
 need bc bc
 CLI_OURS_S="$(cli_runs ours)"
 CLI_HELPER_S="$(cli_runs helper)"
+# (The helper ends its JSON without a newline, so the log is counted by match, not by line.)
 keys() { grep -o '"AccessKeyId": *"[^"]*"' "$DIR/cp-$1.log" | sort -u | wc -l; }
-calls() { grep -c '"AccessKeyId"' "$DIR/cp-$1.log"; }
+calls() { grep -o '"AccessKeyId"' "$DIR/cp-$1.log" | wc -l; }
 
 ratio() { python3 -c "a, b = float('$1'), float('$2'); print(f'{a / b:.2f}' if b else '-')"; }
 fmt() { python3 -c "print(f'{float(\"$1\"):.${2:-2}f}')"; }
@@ -147,6 +149,6 @@ cat <<REPORT
 | $CLI_RUNS x \`aws sts get-caller-identity\` via credential_process: wall | $(fmt "$CLI_OURS_S" 1) s (\`--agent\`) | $(fmt "$CLI_HELPER_S" 1) s | $(ratio "$CLI_OURS_S" "$CLI_HELPER_S") |
 | … credential_process runs / distinct credentials (= CreateSession calls) | $(calls ours) / $(keys ours) | $(calls helper) / $(keys helper) | |
 
-machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load generator and servers share the cores.
+machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load generator and servers share the cores; load average at the start: $LOAD_AT_START.
 wrk errors: ours: $(errs ours) helper: $(errs helper)
 REPORT

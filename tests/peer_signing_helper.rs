@@ -5,7 +5,8 @@
 //! - `credential-process` with certificate files: both are accepted and print the same JSON
 //!   shape, each with credentials the double issued for that call;
 //! - `serve`: boto3 and the AWS CLI read credentials from both IMDS emulations and sign an STS
-//!   call the STS double accepts.
+//!   call the STS double accepts; when CreateSession fails, ours answers 503 where the helper
+//!   (still in v1.4.0) answers 200 "Success" with empty credentials.
 //!
 //! Both binaries trust the double's TLS certificate through `SSL_CERT_FILE` (Go's system pool
 //! and `rustls-native-certs` both read it), so not even `--ca-bundle` differs.
@@ -210,22 +211,8 @@ async fn boto3_and_the_aws_cli_read_credentials_from_both_servers() {
         ("aws_signing_helper", bin("aws_signing_helper")),
         ("spiffe-aws-agent", ours()),
     ] {
-        let mut args = vec!["serve".to_string(), "--port".into(), "0".into()];
-        args.extend(common_args(&stack, "orders-p256.pem", "orders-p256.key"));
-        let log = stack.dir.path().join(format!("{name}.log"));
-        let mut cmd = Command::new(&program);
-        cmd.args(&args)
-            .env("SSL_CERT_FILE", &stack.ca_bundle)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
-                cmd.env_remove(k);
-            }
-        }
-        let _server = Guard::new(cmd.spawn().expect("start serve"));
-        let endpoint = wait_for_log_value(&log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/').await;
+        let args = common_args(&stack, "orders-p256.pem", "orders-p256.key");
+        let (_server, endpoint) = serve(name, program, args, &stack).await;
         let env = imds_env(stack.dir.path(), &endpoint);
 
         // boto3 (retrying while the server makes its first CreateSession).
@@ -247,7 +234,8 @@ async fn boto3_and_the_aws_cli_read_credentials_from_both_servers() {
             out.status.success(),
             "boto3 from {name}: {}\nserver log:\n{}",
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            std::fs::read_to_string(stack.dir.path().join(format!("{name}-serve.log")))
+                .unwrap_or_default()
         );
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         assert_eq!(got["method"], "iam-role", "{name}");
@@ -283,4 +271,114 @@ async fn boto3_and_the_aws_cli_read_credentials_from_both_servers() {
         assert_eq!(last.status, 200, "{name}: {last:?}");
         assert_eq!(last.spiffe_id.as_deref(), Some(ORDERS), "{name}");
     }
+}
+
+/// Starts `program serve --port 0 ARGS` and returns it with its `http://127.0.0.1:PORT`.
+async fn serve(
+    name: &str,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    stack: &Stack,
+) -> (Guard, String) {
+    let log = stack.dir.path().join(format!("{name}-serve.log"));
+    let mut cmd = Command::new(program);
+    cmd.arg("serve")
+        .args(["--port", "0"])
+        .args(&args)
+        .env("SSL_CERT_FILE", &stack.ca_bundle)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
+            cmd.env_remove(k);
+        }
+    }
+    let guard = Guard::new(cmd.spawn().expect("start serve"));
+    let endpoint = wait_for_log_value(&log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/').await;
+    (guard, endpoint)
+}
+
+/// (status, body) of the IMDSv2 credentials GET for the orders role.
+async fn imds_credentials(endpoint: &str) -> (u16, String) {
+    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let token = client
+        .put(format!("{endpoint}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        .send()
+        .await
+        .expect("token")
+        .text()
+        .await
+        .expect("token");
+    let resp = client
+        .get(format!(
+            "{endpoint}/latest/meta-data/iam/security-credentials/orders"
+        ))
+        .header("X-aws-ec2-metadata-token", token)
+        .send()
+        .await
+        .expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_create_session_fails_ours_answers_503_and_the_helper_serves_empty_success() {
+    let stack = Stack::start(vec![]).await;
+    let unknown_anchor = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-00000000dead";
+    let args: Vec<String> = common_args(&stack, "orders-p256.pem", "orders-p256.key")
+        .into_iter()
+        .map(|a| {
+            if a == DEV_TRUST_ANCHOR_ARN {
+                unknown_anchor.to_owned()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let (_theirs, theirs_endpoint) = serve(
+        "aws_signing_helper",
+        bin("aws_signing_helper"),
+        args.clone(),
+        &stack,
+    )
+    .await;
+    let (_ours, ours_endpoint) = serve("spiffe-aws-agent", ours(), args, &stack).await;
+
+    // Ours: no credentials, a status clients retry on, and (once the first exchange has
+    // failed) the reason.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = imds_credentials(&ours_endpoint).await;
+        assert_eq!(status, 503, "{body}");
+        if body.contains("ResourceNotFoundException") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The helper: 200 and Code "Success" around empty credentials (its handler ignores the
+    // CreateSession error), which botocore then rejects as a partial credential set.
+    let (status, body) = imds_credentials(&theirs_endpoint).await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["Code"], "Success", "{body}");
+    assert_eq!(json["AccessKeyId"], "", "{body}");
+    assert_eq!(json["SecretAccessKey"], "", "{body}");
+    assert!(
+        stack
+            .rolesanywhere
+            .calls()
+            .iter()
+            .all(|c| c.error_type.as_deref() == Some("ResourceNotFoundException")),
+        "every CreateSession was refused: {:?}",
+        stack.rolesanywhere.calls()
+    );
 }
