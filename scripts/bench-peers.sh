@@ -119,20 +119,22 @@ credential_process = /bin/sh -c '"\$0" "\$@" | tee -a $DIR/cp-ours.log' $BIN cre
 region = us-east-1
 credential_process = /bin/sh -c '"\$0" "\$@" | tee -a $DIR/cp-helper.log' $HELPER credential-process $ARGS
 INI
-cli_runs() { # profile -> seconds
+# Interleaved (ours, helper, ours, ...) so both see the same background load; each run timed.
+cli_run() { # profile -> nanoseconds
     local start end
-    start=$(date +%s.%N)
-    for _ in $(seq "$CLI_RUNS"); do
-        AWS_CONFIG_FILE="$DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
-            "$AWS" sts get-caller-identity --profile "$1" --endpoint-url "$STS_ENDPOINT" --output text >/dev/null
-    done
-    end=$(date +%s.%N)
-    echo "$end - $start" | bc -l 2>/dev/null || python3 -c "print($end - $start)"
+    start=$(date +%s%N)
+    AWS_CONFIG_FILE="$DIR/aws-config" AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true \
+        "$AWS" sts get-caller-identity --profile "$1" --endpoint-url "$STS_ENDPOINT" --output text >/dev/null
+    end=$(date +%s%N)
+    echo $((end - start))
 }
-need bc bc
-CLI_OURS_S="$(cli_runs ours)"
-CLI_HELPER_S="$(cli_runs helper)"
-# (The helper ends its JSON without a newline, so the log is counted by match, not by line.)
+CLI_OURS_NS=0; CLI_HELPER_NS=0
+for _ in $(seq "$CLI_RUNS"); do
+    CLI_OURS_NS=$((CLI_OURS_NS + $(cli_run ours)))
+    CLI_HELPER_NS=$((CLI_HELPER_NS + $(cli_run helper)))
+done
+CLI_OURS_S="$(python3 -c "print($CLI_OURS_NS / 1e9)")"
+CLI_HELPER_S="$(python3 -c "print($CLI_HELPER_NS / 1e9)")"
 keys() { grep -o '"AccessKeyId": *"[^"]*"' "$DIR/cp-$1.log" | sort -u | wc -l; }
 calls() { grep -o '"AccessKeyId"' "$DIR/cp-$1.log" | wc -l; }
 
