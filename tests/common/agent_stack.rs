@@ -204,7 +204,19 @@ impl AgentProcess {
         std::fs::write(&aws_config_path, aws_config).expect("write aws config");
 
         let log = dir.join("agent.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"));
+        let mut program = PathBuf::from(env!("CARGO_BIN_EXE_spiffe-aws-agent"));
+        if spec.uid_gid.is_some() {
+            // The build tree may sit where the other uid cannot reach (/root is 0700): run a
+            // link (or copy) of the binary from the workload's own directory.
+            let local = dir.join("spiffe-aws-agent");
+            if !local.exists() {
+                std::fs::hard_link(&program, &local)
+                    .or_else(|_| std::fs::copy(&program, &local).map(|_| ()))
+                    .expect("place the agent binary in the workload dir");
+            }
+            program = local;
+        }
+        let mut cmd = Command::new(&program);
         cmd.arg("run")
             .arg("--config")
             .arg(&config_path)
