@@ -257,6 +257,17 @@ plugins {{
         if let Err(e) = self.wait_healthy("spire-agent").await {
             panic!("{e}");
         }
+        // The admin socket (Delegated Identity API) is there for per-caller mode.
+        let deadline = Instant::now() + SPIRE_WAIT;
+        while !self.admin_socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no admin socket at {}:\n{}",
+                self.admin_socket.display(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Kills `spire-agent` (SIGKILL: no graceful shutdown).

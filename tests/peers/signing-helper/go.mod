@@ -1,3 +1,7 @@
+// The real aws_signing_helper (tests/peer_signing_helper.rs, scripts/bench-peers.sh), built by
+// scripts/build-peers.sh. To move to another release, in this directory:
+//   go get -tool github.com/aws/rolesanywhere-credential-helper@vX.Y.Z
+// and update HELPER_VERSION in scripts/build-peers.sh.
 module spiffe-aws-agent/tests/peers/signing-helper
 
 go 1.24

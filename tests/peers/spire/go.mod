@@ -1,3 +1,7 @@
+// The real SPIRE server and agent the tests run against (tests/real_spire.rs), built by
+// scripts/build-peers.sh. To move to another release, in this directory:
+//   go get -tool github.com/spiffe/spire/cmd/spire-server@vX.Y.Z github.com/spiffe/spire/cmd/spire-agent@vX.Y.Z
+// and update SPIRE_VERSION in scripts/build-peers.sh.
 module spiffe-aws-agent/tests/peers/spire
 
 go 1.25.3
