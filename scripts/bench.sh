@@ -4,7 +4,8 @@
 #   2. requests/s and p99 latency of the IMDS credentials GET with 64 connections (wrk),
 #   3. the agent process's peak resident memory (VmHWM) after the load.
 # The doubles run in `spiffe-aws-agent dev`; the measured agent is a separate `run` process
-# so its memory is its own. Everything stays on 127.0.0.1.
+# so its memory is its own. Everything stays on 127.0.0.1. Then scripts/bench-peers.sh compares
+# with the real aws_signing_helper (BENCH_PEERS=0 skips that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,3 +91,12 @@ cat <<REPORT
 machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load generator and agent share the cores.
 ${ERRORS:+wrk reported: $ERRORS}
 REPORT
+
+# Side by side with the real aws_signing_helper (its own doubles and servers, started after
+# ours are gone): BENCH_PEERS=0 skips it.
+if [ "${BENCH_PEERS:-1}" != 0 ]; then
+    cleanup
+    trap - EXIT
+    echo
+    scripts/bench-peers.sh
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite from a fresh machine: installs what the tests need (a Python venv
-# with boto3, the AWS CLI and cryptography from PyPI), checks formatting and lints, then runs
-# every test.
+# with boto3, the AWS CLI and cryptography from PyPI; the real SPIRE and aws_signing_helper,
+# built from the Go module proxy by scripts/build-peers.sh), checks formatting and lints, then
+# runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,11 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
+
+# Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire.rs and
+# tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
+echo "== building the real peers (scripts/build-peers.sh)"
+scripts/build-peers.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -52,26 +52,17 @@ impl AgentOptions {
     }
 }
 
-/// A running agent process and the doubles it talks to.
+/// A running agent process and the doubles it talks to. Derefs to the [`AgentProcess`].
 pub struct AgentStack {
     pub stack: Stack,
     pub aws: AwsServicesDouble,
-    child: Child,
-    pub imds_url: String,
-    pub container_base: String,
-    pub container_token_file: PathBuf,
-    pub agent_socket: PathBuf,
-    /// The shared credentials file the agent keeps (profile `default`, first role).
-    pub credentials_file: PathBuf,
-    /// An AWS config file with one `credential_process … --agent` profile per role.
-    pub aws_config: PathBuf,
-    pub log: PathBuf,
+    pub process: AgentProcess,
 }
 
-impl Drop for AgentStack {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for AgentStack {
+    type Target = AgentProcess;
+    fn deref(&self) -> &AgentProcess {
+        &self.process
     }
 }
 
@@ -107,20 +98,83 @@ impl AgentStack {
         )
         .await
         .expect("AWS services double");
-        let dir = stack.dir.path().to_path_buf();
+        let process = AgentProcess::spawn(AgentSpec {
+            dir: stack.dir.path().to_path_buf(),
+            workload_api: stack.workload_api.endpoint(),
+            endpoint: stack.rolesanywhere.endpoint(),
+            ca_bundle: stack.ca_bundle.clone(),
+            roles: options.roles.clone(),
+            min_remaining_seconds: options.min_remaining_seconds,
+            uid_gid: None,
+        })
+        .await;
+        let agent = AgentStack {
+            stack,
+            aws,
+            process,
+        };
+        for (name, _, _) in &options.roles {
+            agent.wait_for_role(name).await;
+        }
+        agent
+    }
+}
+
+/// How to start `spiffe-aws-agent run`: every server on, one `[[role]]` per role.
+pub struct AgentSpec {
+    /// Where the config, sockets, token and log go (must exist; writable by `uid_gid`).
+    pub dir: PathBuf,
+    /// `unix:///…` of the Workload API (the double, or a real SPIRE agent).
+    pub workload_api: String,
+    /// The Roles Anywhere endpoint and the CA bundle its TLS certificate chains to.
+    pub endpoint: String,
+    pub ca_bundle: PathBuf,
+    /// (role name, role ARN, SPIFFE ID selecting the SVID)
+    pub roles: Vec<(String, String, Option<String>)>,
+    pub min_remaining_seconds: Option<u64>,
+    /// Run the agent as this (uid, gid) instead of the test's own (needs root).
+    pub uid_gid: Option<(u32, u32)>,
+}
+
+/// A running `spiffe-aws-agent run` process; killed on drop.
+pub struct AgentProcess {
+    child: Child,
+    pub dir: PathBuf,
+    pub imds_url: String,
+    pub container_base: String,
+    pub container_token_file: PathBuf,
+    pub agent_socket: PathBuf,
+    /// The shared credentials file the agent keeps (profile `default`, first role).
+    pub credentials_file: PathBuf,
+    /// An AWS config file with one `credential_process … --agent` profile per role.
+    pub aws_config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AgentProcess {
+    /// Writes the config and starts the agent; returns once it listens (not once it serves).
+    pub async fn spawn(spec: AgentSpec) -> AgentProcess {
+        let dir = spec.dir;
         let agent_socket = dir.join("spiffe-aws-agent.sock");
         let container_token_file = dir.join("container-token");
         let credentials_file = dir.join("credentials");
         let mut toml = format!(
             "workload_api_socket = \"{}\"\nendpoint = \"{}\"\nca_bundle = \"{}\"\n",
-            stack.workload_api.endpoint(),
-            stack.rolesanywhere.endpoint(),
-            stack.ca_bundle.display()
+            spec.workload_api,
+            spec.endpoint,
+            spec.ca_bundle.display()
         );
-        if let Some(m) = options.min_remaining_seconds {
+        if let Some(m) = spec.min_remaining_seconds {
             toml.push_str(&format!("min_remaining_seconds = {m}\n"));
         }
-        for (name, arn, spiffe_id) in &options.roles {
+        for (name, arn, spiffe_id) in &spec.roles {
             toml.push_str(&format!(
                 "[[role]]\nname = \"{name}\"\ntrust_anchor_arn = \"{DEV_TRUST_ANCHOR_ARN}\"\nprofile_arn = \"{DEV_PROFILE_ARN}\"\nrole_arn = \"{arn}\"\n"
             ));
@@ -128,7 +182,7 @@ impl AgentStack {
                 toml.push_str(&format!("spiffe_id = \"{id}\"\n"));
             }
         }
-        let first = options.roles[0].0.clone();
+        let first = spec.roles[0].0.clone();
         toml.push_str(&format!(
             "[imds]\nlisten = \"127.0.0.1:0\"\n[container]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[agent_socket]\npath = \"{}\"\n[[credentials_file]]\nrole = \"{first}\"\nprofile = \"default\"\npath = \"{}\"\n",
             container_token_file.display(),
@@ -139,7 +193,7 @@ impl AgentStack {
         std::fs::write(&config_path, toml).expect("write agent.toml");
 
         let mut aws_config = String::new();
-        for (name, _, _) in &options.roles {
+        for (name, _, _) in &spec.roles {
             aws_config.push_str(&format!(
                 "[profile {name}]\nregion = us-east-1\ncredential_process = {} credential-process --agent {} --role {name}\n",
                 env!("CARGO_BIN_EXE_spiffe-aws-agent"),
@@ -150,51 +204,69 @@ impl AgentStack {
         std::fs::write(&aws_config_path, aws_config).expect("write aws config");
 
         let log = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
-            .arg("run")
+        let mut program = PathBuf::from(env!("CARGO_BIN_EXE_spiffe-aws-agent"));
+        if spec.uid_gid.is_some() {
+            // The build tree may sit where the other uid cannot reach (/root is 0700): run a
+            // link (or copy) of the binary from the workload's own directory.
+            let local = dir.join("spiffe-aws-agent");
+            if !local.exists() {
+                std::fs::hard_link(&program, &local)
+                    .or_else(|_| std::fs::copy(&program, &local).map(|_| ()))
+                    .expect("place the agent binary in the workload dir");
+            }
+            program = local;
+        }
+        let mut cmd = Command::new(&program);
+        cmd.arg("run")
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "spiffe_aws_agent=debug")
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start the agent");
-        // The agent binds port 0 and logs where it listens: no port can be taken in between.
-        let imds_url = wait_for_log_value(&log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/').await;
-        let container_base =
-            wait_for_log_value(&log, "AWS_CONTAINER_CREDENTIALS_FULL_URI=", '/').await;
-        let agent = AgentStack {
-            stack,
-            aws,
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some((uid, gid)) = spec.uid_gid {
+            use std::os::unix::process::CommandExt as _;
+            cmd.uid(uid).gid(gid).env("HOME", &dir);
+        }
+        let child = cmd.spawn().expect("start the agent");
+        let mut process = AgentProcess {
             child,
-            imds_url,
-            container_base,
+            dir,
+            imds_url: String::new(),
+            container_base: String::new(),
             container_token_file,
             agent_socket,
             credentials_file,
             aws_config: aws_config_path,
             log,
         };
-        for (name, _, _) in &options.roles {
-            agent.wait_for_role(name).await;
-        }
-        agent
+        // The agent binds port 0 and logs where it listens: no port can be taken in between.
+        process.imds_url =
+            wait_for_log_value(&process.log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/').await;
+        process.container_base =
+            wait_for_log_value(&process.log, "AWS_CONTAINER_CREDENTIALS_FULL_URI=", '/').await;
+        process
     }
 
     /// Waits until the agent serves `role` on its socket.
     pub async fn wait_for_role(&self, role: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_role_within(role, Duration::from_secs(20))
+            .await;
+    }
+
+    /// Waits up to `limit` until the agent serves `role` on its socket; returns the output.
+    pub async fn wait_for_role_within(&self, role: &str, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
         loop {
             let out = self.credential_process(role).await;
             if out.status.success() {
-                return;
+                return out;
             }
             assert!(
                 Instant::now() < deadline,
                 "the agent never served {role}: {}\nlog:\n{}",
                 String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -225,7 +297,7 @@ impl AgentStack {
 
     /// Environment for a client that must find credentials through `via` only.
     pub fn client_env(&self, via: Via) -> Vec<(String, String)> {
-        let dir = self.stack.dir.path();
+        let dir = &self.dir;
         let mut env = vec![
             (
                 "AWS_CONFIG_FILE".to_string(),

@@ -2,8 +2,10 @@
 //! one call, signed with a key Roles Anywhere issued for the orders SVID and role, and the
 //! client was told the assumed-role ARN of that session.
 
-use spiffe_aws_agent::dev::aws_services::ServiceKind;
-use spiffe_aws_agent::dev::rolesanywhere::{IssuedSession, DEV_ROLE_ARN_ORDERS};
+use spiffe_aws_agent::dev::aws_services::{AwsServicesDouble, ServiceKind};
+use spiffe_aws_agent::dev::rolesanywhere::{
+    IssuedSession, RolesAnywhereDouble, DEV_ROLE_ARN_ORDERS,
+};
 
 use super::agent_stack::{AgentStack, ORDERS};
 
@@ -16,7 +18,24 @@ pub fn assert_orders_call(
     returned_arn: &str,
     what: &str,
 ) -> IssuedSession {
-    let calls = stack.aws.calls();
+    assert_orders_call_on(
+        &stack.aws,
+        &stack.stack.rolesanywhere,
+        before,
+        returned_arn,
+        what,
+    )
+}
+
+/// [`assert_orders_call`] for any pair of AWS and Roles Anywhere doubles.
+pub fn assert_orders_call_on(
+    aws: &AwsServicesDouble,
+    rolesanywhere: &RolesAnywhereDouble,
+    before: usize,
+    returned_arn: &str,
+    what: &str,
+) -> IssuedSession {
+    let calls = aws.calls();
     let new = &calls[before..];
     assert_eq!(new.len(), 1, "{what}: one call to the AWS double: {new:?}");
     let call = &new[0];
@@ -31,14 +50,12 @@ pub fn assert_orders_call(
         .access_key_id
         .as_deref()
         .unwrap_or_else(|| panic!("{what}: the call was signed: {call:?}"));
-    let session = stack
-        .stack
-        .rolesanywhere
+    let session = rolesanywhere
         .session_for_access_key(key)
         .unwrap_or_else(|| {
             panic!(
                 "{what}: {key} was not issued by Roles Anywhere: {:?}",
-                stack.stack.rolesanywhere.issued()
+                rolesanywhere.issued()
             )
         });
     assert_eq!(

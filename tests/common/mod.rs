@@ -3,6 +3,8 @@
 
 pub mod agent_stack;
 pub mod clients;
+pub mod peers;
+pub mod spire;
 pub mod stack;
 
 use std::path::PathBuf;

@@ -11,6 +11,10 @@
 //! What it records ([`RolesAnywhereDouble::calls`], [`RolesAnywhereDouble::issued`]) is what
 //! tests assert on, and the issued secrets are what later doubles (STS, VPC Lattice) verify
 //! HMAC SigV4 signatures against.
+//!
+//! It stands for IAM Roles Anywhere's `CreateSession` (no AWS account in tests). The real
+//! `aws_signing_helper` is accepted by it (`tests/peer_signing_helper.rs`), and a trust anchor
+//! can be any CA PEM, such as a real SPIRE server's bundle (`tests/real_spire.rs`).
 
 mod canonical;
 mod handler;

@@ -17,6 +17,10 @@
 //!
 //! The double serves what it is given without validating it, so tests can also send broken
 //! material (a key that does not match its certificate, a wrong SPIFFE ID).
+//!
+//! It stands for a SPIRE agent's Workload API (checked against real SPIRE v1.13.3 in
+//! `tests/real_spire.rs`) where SPIRE cannot act on demand: rotation or withdrawal at an exact
+//! moment, several SVIDs for one workload, P-384 or broken SVIDs, a stalled or absent agent.
 
 mod svid;
 
