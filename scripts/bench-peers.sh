@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/aws ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
-cargo build --release --quiet
+cargo build --release --quiet --features dev
 BIN="$PWD/target/release/spiffe-aws-agent"
 HELPER="${SPIFFE_AWS_AGENT_PEERS_DIR:-$PWD/target/peers}/bin/aws_signing_helper"
 AWS="$PWD/.venv/bin/aws"
