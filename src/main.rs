@@ -104,8 +104,22 @@ fn run_agent(plan: Result<agent::AgentPlan, plan::PlanError>, once: bool) -> Exi
     // with the clients it serves, and on two cores one worker gave the best tail latency with
     // no loss of throughput (BENCHMARKS.md).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
+    match std::env::var("TOKIO_WORKER_THREADS") {
+        // tokio reads the variable itself (and panics on a bad value): check it first.
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => {
+                builder.worker_threads(n);
+            }
+            _ => {
+                return fail(
+                    &format!("TOKIO_WORKER_THREADS={v:?} is not a positive number of threads"),
+                    2,
+                )
+            }
+        },
+        _ => {
+            builder.worker_threads(1);
+        }
     }
     let runtime = match build_runtime(&mut builder) {
         Ok(rt) => rt,

@@ -404,6 +404,28 @@ async fn run_without_a_server_is_a_usage_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_worker_thread_count_is_a_usage_error_not_a_panic() {
+    let stack = Stack::start(vec![]).await;
+    let mut args = vec!["run".to_string(), "--imds".into(), "127.0.0.1:0".into()];
+    args.extend(helper_flags(&stack));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+            .args(args)
+            .env("TOKIO_WORKER_THREADS", "many")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        failure_line(&out).contains("TOKIO_WORKER_THREADS=\"many\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_flood_does_not_flood_the_log() {
     let stack = Stack::start(vec![]).await;
     let missing = stack.dir.path().join("no-spire-agent.sock");

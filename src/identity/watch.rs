@@ -22,6 +22,8 @@ use crate::clock::Clock;
 
 /// How long one probe of the Workload API may take before it counts as unanswered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between probes while the Workload API is absent or issues no identity.
+const PROBE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Reconnect backoff after the Workload API stream breaks: a restarted SPIRE agent is
 /// followed again within about a second of answering.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -194,7 +196,9 @@ pub fn spawn_workload_api(
     });
     let mut publisher = Publisher { tx, revision: 0 };
     let task = tokio::spawn(async move {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        // A local socket is cheap to probe: keep the wait short so an identity SPIRE issues
+        // again (entry re-created, agent back) is picked up within seconds.
+        let mut backoff = Backoff::new(Duration::from_millis(200), PROBE_MAX_BACKOFF);
         while !publisher.tx.is_closed() {
             // Ask once first: it reports the real reason when SPIRE is absent or says no.
             let probe = async {
