@@ -71,6 +71,14 @@ pub enum Command {
     /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
+
+    /// (Not in this build: it was built without the `dev` feature.)
+    #[cfg(not(feature = "dev"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Dev {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        ignored: Vec<String>,
+    },
 }
 
 const CREDENTIAL_PROCESS_EXAMPLES: &str = "\

@@ -47,6 +47,11 @@ fn main() -> ExitCode {
         Command::Run(args) => run_agent(plan::run(&args, &clock), false),
         Command::Serve(args) => run_agent(plan::serve(&args, &clock), false),
         Command::Update(args) => run_agent(plan::update(&args, &clock), args.once),
+        #[cfg(not(feature = "dev"))]
+        Command::Dev { .. } => fail(
+            "this build has no `dev` (its doubles carry test keys, so it is opt-in): run `cargo run --release --features dev -- dev`",
+            2,
+        ),
         #[cfg(feature = "dev")]
         Command::Dev(args) => {
             let runtime = match build_runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
