@@ -69,6 +69,9 @@ pub enum Command {
     /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
     /// AWS client, and commands that call the `billing` service as orders (allowed) and as
     /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
+    /// Print the version (as `aws_signing_helper version`).
+    Version,
+
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
 
@@ -205,6 +208,92 @@ pub struct SessionArgs {
     /// Seconds to wait for Roles Anywhere.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
     pub timeout: u64,
+
+    #[command(flatten)]
+    pub compat: HelperCompatArgs,
+}
+
+/// `aws_signing_helper` flags taken so that its command lines run unchanged: the ones that
+/// mean the same here, and the ones this build cannot honour, which fail with the reason
+/// instead of clap's "unexpected argument".
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "aws_signing_helper compatibility")]
+pub struct HelperCompatArgs {
+    /// Log the signing process at debug level (as RUST_LOG=spiffe_aws_agent=debug; secrets
+    /// are never logged).
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Accepted for compatibility: proxies from HTTPS_PROXY/HTTP_PROXY/NO_PROXY are always
+    /// honoured here (aws_signing_helper honours them only with this flag).
+    #[arg(long)]
+    pub with_proxy: bool,
+
+    /// Not supported: certificate stores are Windows and macOS only; on Linux give
+    /// --certificate and --private-key.
+    #[arg(long, value_name = "SELECTOR", hide = true)]
+    pub cert_selector: Option<String>,
+    /// Not supported (Windows certificate store).
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub system_store_name: Option<String>,
+    /// Not supported (certificate stores).
+    #[arg(long, hide = true)]
+    pub use_latest_expiring_certificate: bool,
+    /// Not supported yet: encrypted PKCS#8 keys.
+    #[arg(long, value_name = "PASSWORD", hide = true)]
+    pub pkcs8_password: Option<String>,
+    /// Not supported yet: PKCS#11.
+    #[arg(long, value_name = "LIB", hide = true)]
+    pub pkcs11_lib: Option<String>,
+    /// Not supported yet: PKCS#11.
+    #[arg(long, hide = true)]
+    pub reuse_pin: bool,
+    /// Not supported yet: TPM keys.
+    #[arg(long, value_name = "PASSWORD", hide = true)]
+    pub tpm_key_password: Option<String>,
+    /// Not supported yet: TPM keys.
+    #[arg(long, hide = true)]
+    pub no_tpm_key_password: bool,
+    /// Not supported: the agent always verifies the endpoint's TLS certificate (use
+    /// --ca-bundle for a private CA).
+    #[arg(long, hide = true)]
+    pub no_verify_ssl: bool,
+}
+
+impl HelperCompatArgs {
+    /// The first flag given that this build cannot honour, and why.
+    pub fn unsupported(&self) -> Option<(&'static str, &'static str)> {
+        const STORES: &str = "certificate stores exist on Windows and macOS only; on Linux give --certificate and --private-key (PEM files)";
+        const LATER: &str = "not supported by this version; decrypt the key or export it to a PEM file for --private-key";
+        if self.cert_selector.is_some() {
+            return Some(("--cert-selector", STORES));
+        }
+        if self.system_store_name.is_some() {
+            return Some(("--system-store-name", STORES));
+        }
+        if self.use_latest_expiring_certificate {
+            return Some(("--use-latest-expiring-certificate", STORES));
+        }
+        if self.pkcs8_password.is_some() {
+            return Some(("--pkcs8-password", LATER));
+        }
+        if self.pkcs11_lib.is_some() || self.reuse_pin {
+            return Some((
+                "--pkcs11-lib",
+                "PKCS#11 keys are not supported by this version",
+            ));
+        }
+        if self.tpm_key_password.is_some() || self.no_tpm_key_password {
+            return Some((
+                "--tpm-key-password",
+                "TPM keys are not supported by this version",
+            ));
+        }
+        if self.no_verify_ssl {
+            return Some(("--no-verify-ssl", "the agent always verifies Roles Anywhere's TLS certificate: give a private CA with --ca-bundle"));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -14,9 +14,21 @@ use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let session = match &cli.command {
+        Command::CredentialProcess(a) => Some(&a.session),
+        Command::Run(a) => Some(&a.session),
+        Command::Serve(a) => Some(&a.session),
+        Command::Update(a) => Some(&a.session),
+        _ => None,
+    };
+    if let Some((flag, why)) = session.and_then(|s| s.compat.unsupported()) {
+        return fail(&format!("{flag}: {why}"), 2);
+    }
+    let debug = session.is_some_and(|s| s.compat.debug);
     // credential-process output is read by SDKs: keep stderr quiet unless asked.
-    init_logging(match cli.command {
-        Command::CredentialProcess(_) => "warn",
+    init_logging(match (&cli.command, debug) {
+        (_, true) => "spiffe_aws_agent=debug,info",
+        (Command::CredentialProcess(_), false) => "warn",
         _ => "info",
     });
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
@@ -47,6 +59,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_agent(plan::run(&args, &clock), false),
         Command::Serve(args) => run_agent(plan::serve(&args, &clock), false),
         Command::Update(args) => run_agent(plan::update(&args, &clock), args.once),
+        Command::Version => print_line(env!("CARGO_PKG_VERSION")),
         #[cfg(not(feature = "dev"))]
         Command::Dev { .. } => fail(
             "this build has no `dev` (its doubles carry test keys, so it is opt-in): run `cargo run --release --features dev -- dev`",

@@ -548,3 +548,75 @@ async fn a_spiffe_id_session_tags_cannot_carry_is_refused_before_calling_aws() {
     );
     assert!(stack.rolesanywhere.calls().is_empty(), "nothing was sent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_signing_helper_flags_work_or_say_why_not() {
+    let stack = Stack::start(vec![]).await;
+    let files = |extra: &[&str]| {
+        let mut args = vec![
+            "credential-process".to_string(),
+            "--certificate".into(),
+            common::cert("orders-p256.pem").display().to_string(),
+            "--private-key".into(),
+            common::cert("orders-p256.key").display().to_string(),
+            "--intermediates".into(),
+            common::cert("intermediate-ca.pem").display().to_string(),
+        ];
+        args.extend(stack.session_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    // --debug and --with-proxy mean what they mean to the helper; debug logs hold no secret.
+    let out = run_agent(files(&["--debug", "--with-proxy"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = parse_process_output(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEBUG"), "debug logging is on: {stderr}");
+    for secret in ["SecretAccessKey", "SessionToken"] {
+        assert!(
+            !stderr.contains(json[secret].as_str().unwrap()),
+            "{secret} logged"
+        );
+    }
+    // Flags this build cannot honour fail before any I/O, naming the flag and the reason.
+    for (flag, value, reason) in [
+        (
+            "--cert-selector",
+            Some("Key=x509Subject,Value=CN=orders"),
+            "Windows and macOS",
+        ),
+        ("--system-store-name", Some("MY"), "Windows and macOS"),
+        (
+            "--use-latest-expiring-certificate",
+            None,
+            "Windows and macOS",
+        ),
+        ("--pkcs8-password", Some("pw"), "not supported"),
+        (
+            "--pkcs11-lib",
+            Some("/usr/lib/softhsm/libsofthsm2.so"),
+            "PKCS#11",
+        ),
+        ("--tpm-key-password", Some("pw"), "TPM"),
+        ("--no-verify-ssl", None, "--ca-bundle"),
+    ] {
+        let mut extra = vec![flag];
+        extra.extend(value);
+        let out = run_agent(files(&extra)).await;
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let line = failure_line(&out);
+        assert!(line.contains(flag) && line.contains(reason), "{line}");
+    }
+    let calls = stack.rolesanywhere.calls().len();
+    assert_eq!(calls, 1, "only the --debug run called Roles Anywhere");
+    let out = run_agent(vec!["version".into()]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+}
