@@ -125,17 +125,18 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         Ok(RolePlan {
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
+            bound_to: None,
             exchange: Exchange::new(&spec, Arc::clone(&clock))?,
         })
     };
     let agent_socket = dir.join("agent.sock");
     let credentials_file = dir.join("credentials");
     let plan = AgentPlan {
-        identity: IdentitySpec::WorkloadApi {
+        identity: Some(IdentitySpec::WorkloadApi {
             address: workload_api.endpoint(),
             spiffe_id: None,
             timeout: DEFAULT_WORKLOAD_API_TIMEOUT,
-        },
+        }),
         roles: vec![
             role("orders", DEV_ROLE_ARN_ORDERS, pki::ORDERS_SPIFFE_ID)?,
             role("reviews", DEV_ROLE_ARN_REVIEWS, pki::REVIEWS_SPIFFE_ID)?,
@@ -156,6 +157,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             }],
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
+        per_caller: None,
     };
     let running = agent::start(plan, RefreshPolicy::default(), clock).await?;
     running

@@ -7,6 +7,8 @@
 //! # endpoint = "https://rolesanywhere.us-east-1.amazonaws.com"
 //! # ca_bundle = "/etc/ssl/private-ca.pem"
 //! # min_remaining_seconds = 300   # never hand out credentials with less left
+//! # spire_admin_socket = "unix:///run/spire/agent/admin/admin.sock"  # per-caller mode
+//! # per_caller_idle_seconds = 900  # per-caller: drop credentials unused this long
 //!
 //! [[role]]
 //! name = "orders"                 # what clients ask for
@@ -14,6 +16,7 @@
 //! profile_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/…"
 //! role_arn = "arn:aws:iam::123456789012:role/orders"
 //! # spiffe_id = "spiffe://example.org/service/orders"   # which SVID; default: the first
+//! #   (per-caller mode: required; the callers this role is for, or ".../service/*")
 //! # region, session_duration, role_session_name, endpoint: as the flags
 //!
 //! [imds]                          # IMDSv2-style endpoint
@@ -38,9 +41,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{parse_listen, valid_role_name, Location, PlanError, Problem};
-use crate::agent::{AgentPlan, RolePlan, DEFAULT_MIN_REMAINING};
+use crate::agent::{AgentPlan, PerCallerPlan, RolePlan, DEFAULT_MIN_REMAINING};
 use crate::clock::Clock;
+use crate::credentials::per_caller::DEFAULT_IDLE;
+use crate::identity::delegated::{self, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::workload_api::normalize_address;
+use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
@@ -65,6 +71,8 @@ struct FileConfig {
     region: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
     min_remaining_seconds: Option<Spanned<u64>>,
+    spire_admin_socket: Option<Spanned<String>>,
+    per_caller_idle_seconds: Option<Spanned<u64>>,
     #[serde(default)]
     role: Vec<Spanned<RoleToml>>,
     imds: Option<Spanned<ImdsToml>>,
@@ -205,7 +213,8 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
         Some(span) => loc.err(span, None, Problem::Syntax(Box::new(e))),
         None => loc.whole(Problem::Syntax(Box::new(e))),
     })?;
-    let identity = identity(&config, &loc)?;
+    let identity = identity(&config, &loc);
+    let per_caller = per_caller(&config, &loc)?;
 
     if config.role.is_empty() {
         return Err(loc.whole(Problem::NoRole));
@@ -246,9 +255,21 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
             // An empty selector matches no SVID: the role would never get credentials.
             return Err(loc.err(id.span(), None, Problem::EmptySpiffeId));
         }
+        let bound_to = match (&per_caller, &role.spiffe_id) {
+            (None, _) => None,
+            (Some(_), None) => {
+                let key = Some(format!("role {name:?} spiffe_id"));
+                return Err(loc.err(role.name.span(), key, Problem::SpiffeIdRequired));
+            }
+            (Some(_), Some(id)) => Some(
+                SpiffeIdPattern::parse(id.get_ref())
+                    .map_err(|e| loc.err(id.span(), Some(format!("role {name:?} spiffe_id")), e))?,
+            ),
+        };
         roles.push(RolePlan {
             name,
             spiffe_id: value(role.spiffe_id.as_ref()),
+            bound_to,
             exchange,
         });
     }
@@ -261,12 +282,54 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
     if servers.is_empty() {
         return Err(loc.whole(Problem::NoServerKey));
     }
+    if let (Some(_), Some(key), None) = (
+        &per_caller,
+        &config.spire_admin_socket,
+        &servers.agent_socket,
+    ) {
+        let at = Some("spire_admin_socket".into());
+        return Err(loc.err(key.span(), at, Problem::PerCallerWithoutSocket));
+    }
+    // Per-caller mode needs the agent's own identity only for the host-level channels.
+    let identity = if per_caller.is_some() && !servers.has_host_channels() {
+        None
+    } else {
+        Some(identity?)
+    };
     Ok(AgentPlan {
         identity,
         roles,
         servers,
         min_remaining,
+        per_caller,
     })
+}
+
+/// `spire_admin_socket` and `per_caller_idle_seconds`: per-caller mode.
+fn per_caller(config: &FileConfig, loc: &Locator<'_>) -> Result<Option<PerCallerPlan>, PlanError> {
+    let Some(socket) = &config.spire_admin_socket else {
+        if let Some(idle) = &config.per_caller_idle_seconds {
+            let at = Some("per_caller_idle_seconds".into());
+            return Err(loc.err(idle.span(), at, Problem::PerCallerIdleWithoutSocket));
+        }
+        return Ok(None);
+    };
+    let admin_socket = normalize_address(socket.get_ref());
+    delegated::check_address(&admin_socket)
+        .map_err(|e| loc.err(socket.span(), Some("spire_admin_socket".into()), e))?;
+    let idle = match &config.per_caller_idle_seconds {
+        None => DEFAULT_IDLE,
+        Some(s) if *s.get_ref() == 0 => {
+            let at = Some("per_caller_idle_seconds".into());
+            return Err(loc.err(s.span(), at, Problem::Zero(0)));
+        }
+        Some(s) => Duration::from_secs(*s.get_ref()),
+    };
+    Ok(Some(PerCallerPlan {
+        admin_socket,
+        idle,
+        attest_timeout: DEFAULT_ATTEST_TIMEOUT,
+    }))
 }
 
 fn value(s: Option<&Spanned<String>>) -> Option<String> {

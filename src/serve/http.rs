@@ -79,6 +79,29 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_each(listener, move |_: &L::Io| router.clone(), shutdown, what).await
+}
+
+/// [`serve`], with a service made for each connection from the connection itself (the agent
+/// socket in per-caller mode learns who is calling from the socket).
+pub(crate) async fn serve_each<L, S, F>(
+    listener: L,
+    make_service: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> io::Result<()>
+where
+    L: Accept,
+    F: Fn(&L::Io) -> S + Send + 'static,
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -93,7 +116,7 @@ where
                         drop(io);
                         continue;
                     }
-                    let router = router.clone();
+                    let router = make_service(&io);
                     let mut closing = closing_rx.clone();
                     conns.spawn(async move {
                         let mut builder = hyper::server::conn::http1::Builder::new();
