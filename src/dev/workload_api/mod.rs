@@ -17,7 +17,12 @@
 //!
 //! The double serves what it is given without validating it, so tests can also send broken
 //! material (a key that does not match its certificate, a wrong SPIFFE ID).
+//!
+//! [`DelegatedIdentityDouble`] is the same SPIRE agent's admin socket: the Delegated Identity
+//! API that per-caller mode asks about each caller (see its module docs for what it stands
+//! for).
 
+mod delegated;
 mod svid;
 
 #[cfg(test)]
@@ -36,6 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
+pub use delegated::{DelegatedIdentityDouble, Registration};
 pub use svid::{SvidEntry, SvidIssuer};
 
 /// Code generated from `proto/workload.proto` by `build.rs`.
