@@ -218,7 +218,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     println!();
     println!("Point any AWS client at the agent (each line is one way):");
     println!("  export AWS_EC2_METADATA_SERVICE_ENDPOINT={imds_url}");
-    println!("  export AWS_CONTAINER_CREDENTIALS_FULL_URI={container_url} AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", dir.join("container-token").display());
+    println!("  export AWS_CONTAINER_CREDENTIALS_FULL_URI={container_url} AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", dir.join("container-token.orders").display());
     println!(
         "  export {config_env} AWS_PROFILE=orders      # credential_process via the agent socket"
     );
