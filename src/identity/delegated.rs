@@ -282,20 +282,6 @@ impl Subscription {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_time_is_field_22_even_with_odd_command_names() {
-        let line = "4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
-        assert_eq!(parse_start_time(line), Some(987654));
-        assert_eq!(parse_start_time("4242 (x) S 1"), None);
-        let own = process_start_time(std::process::id() as i32).unwrap();
-        assert_eq!(process_start_time(std::process::id() as i32).unwrap(), own);
-    }
-}
-
 /// The SVIDs of a response, validated one by one (an unusable one is kept with its reason).
 fn entries(response: &SubscribeToX509sviDsResponse, now: std::time::SystemTime) -> Vec<Entry> {
     response
@@ -327,4 +313,18 @@ fn entries(response: &SubscribeToX509sviDsResponse, now: std::time::SystemTime) 
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_even_with_odd_command_names() {
+        let line = "4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        assert_eq!(parse_start_time(line), Some(987654));
+        assert_eq!(parse_start_time("4242 (x) S 1"), None);
+        let own = process_start_time(std::process::id() as i32).unwrap();
+        assert_eq!(process_start_time(std::process::id() as i32).unwrap(), own);
+    }
 }
