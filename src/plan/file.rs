@@ -612,6 +612,88 @@ mod tests {
     }
 
     #[test]
+    fn per_caller_mode_binds_every_role_to_spiffe_ids() {
+        let admin = "spire_admin_socket = \"unix:///run/spire/admin.sock\"\n";
+        let text = format!(
+            "{admin}per_caller_idle_seconds = 60\n{}spiffe_id = \"spiffe://example.org/service/*\"\n[agent_socket]\npath = \"/tmp/a.sock\"\n",
+            role("services", "arn:aws:iam::123456789012:role/services")
+        );
+        let plan = parse_text(&text).unwrap();
+        let pc = plan.per_caller.unwrap();
+        assert_eq!(pc.admin_socket, "unix:///run/spire/admin.sock");
+        assert_eq!(pc.idle, Duration::from_secs(60));
+        assert_eq!(
+            plan.roles[0].bound_to,
+            Some(SpiffeIdPattern::Below(
+                "spiffe://example.org/service/".into()
+            ))
+        );
+        // No host-level channel: no Workload API needed for the agent itself.
+        assert!(plan.identity.is_none());
+
+        // A role without spiffe_id: the file, the role's line and the key.
+        let text = format!(
+            "{admin}{}[agent_socket]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "agent.toml:3: role \"orders\" spiffe_id: is required in per-caller mode"
+            ),
+            "{e}"
+        );
+        // A bad pattern.
+        let text = format!(
+            "{admin}{}spiffe_id = \"spiffe://example.org/*/x\"\n[agent_socket]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:7: role \"orders\" spiffe_id: \"spiffe://example.org/*/x\" is not a SPIFFE ID or pattern"),
+            "{e}"
+        );
+        // Per-caller mode serves on the agent socket only.
+        let text = format!(
+            "{admin}workload_api_socket = \"unix:///tmp/w.sock\"\n{}spiffe_id = \"spiffe://example.org/x\"\n[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:1: spire_admin_socket: needs an [agent_socket]"),
+            "{e}"
+        );
+        // The idle time only applies to per-caller mode, and must be positive.
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/w.sock\"\nper_caller_idle_seconds = 5\n{}[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:2: per_caller_idle_seconds: only applies"),
+            "{e}"
+        );
+        let text = format!(
+            "{admin}per_caller_idle_seconds = 0\n{}spiffe_id = \"spiffe://example.org/x\"\n[agent_socket]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:2: per_caller_idle_seconds: 0 must be at least 1"),
+            "{e}"
+        );
+        // Host-level channels in per-caller mode need the agent's own identity.
+        let text = format!(
+            "{admin}{}spiffe_id = \"spiffe://example.org/x\"\n[agent_socket]\n[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_none() {
+            let e = parse_text(&text).unwrap_err().to_string();
+            assert!(e.contains("no SPIFFE Workload API address"), "{e}");
+        }
+    }
+
+    #[test]
     fn duplicate_roles_and_missing_servers_are_refused() {
         let text = format!(
             "workload_api_socket = \"unix:///tmp/a.sock\"\n[imds]\n{}{}",

@@ -427,6 +427,67 @@ mod tests {
         }
     }
 
+    fn run_plan(extra: &[&str]) -> Result<AgentPlan, PlanError> {
+        let mut argv = vec![
+            "spiffe-aws-agent",
+            "run",
+            "--trust-anchor-arn",
+            TA,
+            "--profile-arn",
+            PR,
+            "--role-arn",
+            ROLE,
+            "--agent-socket",
+            "/tmp/a.sock",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not run");
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        run(&args, &clock)
+    }
+
+    #[tokio::test]
+    async fn per_caller_flags() {
+        let admin = ["--spire-admin-socket", "/run/spire/admin.sock"];
+        let e = run_plan(&admin).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--spiffe-id is required in per-caller mode"),
+            "{e}"
+        );
+        let plan = run_plan(&[
+            admin[0],
+            admin[1],
+            "--spiffe-id",
+            "spiffe://example.org/service/*",
+            "--per-caller-idle",
+            "30",
+        ])
+        .unwrap();
+        let pc = plan.per_caller.unwrap();
+        assert_eq!(pc.admin_socket, "unix:///run/spire/admin.sock");
+        assert_eq!(pc.idle, Duration::from_secs(30));
+        assert!(
+            plan.identity.is_none(),
+            "no host-level channel, no own SVID"
+        );
+        let e = run_plan(&[admin[0], admin[1], "--spiffe-id", "spiffe://x/*/y"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--spiffe-id \"spiffe://x/*/y\" is not a SPIFFE ID"),
+            "{e}"
+        );
+        let e = run_plan(&[admin[0], "tcp:nope", "--spiffe-id", "spiffe://x/y"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--spire-admin-socket invalid SPIRE admin socket address"),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
     async fn flag_errors_start_with_the_flag_and_name_the_value() {
         for (extra, expected) in [
