@@ -63,6 +63,15 @@ impl Drop for PerCallerStack {
 impl PerCallerStack {
     /// `roles`: (name, role ARN, spiffe_id pattern).
     async fn start(roles: &[(&str, &str, &str)], extra: &str) -> PerCallerStack {
+        Self::start_authorizing(roles, extra, vec![AGENT_ID.to_owned()]).await
+    }
+
+    /// `authorized`: the SPIRE agent's `authorized_delegates`.
+    async fn start_authorizing(
+        roles: &[(&str, &str, &str)],
+        extra: &str,
+        authorized: Vec<String>,
+    ) -> PerCallerStack {
         let stack = Stack::start_with(Vec::new(), RolesAnywhereDoubleConfig::default()).await;
         let dir = stack.dir.path().to_path_buf();
         // Workloads under other uids must reach the socket and the binary's paths.
@@ -70,7 +79,7 @@ impl PerCallerStack {
         let spire = DelegatedIdentityDouble::start(
             dir.join("spire-admin.sock"),
             HashMap::from([(0, AGENT_ID.to_owned())]),
-            vec![AGENT_ID.to_owned()],
+            authorized,
             vec![
                 registration(ORDERS_UID, orders_svid()),
                 registration(REVIEWS_UID, reviews_svid()),
@@ -253,6 +262,26 @@ async fn a_process_spire_does_not_attest_is_refused() {
         );
     }
     assert!(stack.sessions().is_empty(), "{:?}", stack.sessions());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_spire_does_not_authorize_as_a_delegate_serves_nothing_and_says_why() {
+    let stack = PerCallerStack::start_authorizing(
+        &PerCallerStack::seed(),
+        "",
+        vec!["spiffe://example.org/someone-else".to_owned()],
+    )
+    .await;
+    let out = stack.fetch_as(ORDERS_UID, None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = failure_line(&out);
+    assert!(
+        line.contains("refused this agent as a delegate")
+            && line.contains("caller not configured as an authorized delegate")
+            && line.contains("authorized_delegates"),
+        "{line}"
+    );
+    assert!(stack.sessions().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,16 +232,7 @@ impl PerCallerCache {
         let pair = self.pair(spiffe_id, bound);
         pair.last_used
             .store(millis(self.clock.now()), Ordering::Relaxed);
-        match pair.store.get(&bound.name) {
-            Ok(creds) => Ok(creds),
-            Err(Unavailable::NotReady { .. }) => {
-                pair.store
-                    .wait_ready(&[&bound.name], FIRST_EXCHANGE_WAIT)
-                    .await?;
-                Ok(pair.store.get(&bound.name)?)
-            }
-            Err(e) => Err(e.into()),
-        }
+        first_credentials(&pair.store, &bound.name).await
     }
 
     /// Takes in what an attestation said: every SPIFFE ID it issued gets its latest SVID,
@@ -346,6 +337,39 @@ impl PerCallerCache {
             }
         });
         pair
+    }
+}
+
+/// The credentials in `store`, waiting for the first exchange of a new pair (it is in
+/// flight) while it neither succeeded nor failed, at most [`FIRST_EXCHANGE_WAIT`].
+async fn first_credentials(
+    store: &CredentialStore,
+    role: &str,
+) -> Result<Arc<RoleCredentials>, Refusal> {
+    let mut changes = store.subscribe();
+    let deadline = tokio::time::Instant::now() + FIRST_EXCHANGE_WAIT;
+    loop {
+        match store.get(role) {
+            Ok(creds) => return Ok(creds),
+            Err(e @ Unavailable::NotReady { .. })
+                if matches!(store.status(role), Some(super::Status::Starting)) =>
+            {
+                // A failure sets the status without a change notice: look again shortly.
+                let wait = tokio::time::sleep(Duration::from_millis(50));
+                if tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        _ = wait => {}
+                    }
+                })
+                .await
+                .is_err()
+                {
+                    return Err(e.into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
