@@ -348,6 +348,13 @@ pub struct DevArgs {
     #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_CONTAINER_LISTEN)]
     pub container: String,
 
+    /// Run the agent in per-caller mode: a double of the SPIRE agent's admin socket attests
+    /// each caller of the agent socket, and orders and reviews (processes under uids 2101 and
+    /// 2102 when run as root; else this user is orders) each get their own credentials from
+    /// one agent. The host-level endpoints stay off.
+    #[arg(long)]
+    pub per_caller: bool,
+
     /// VPC Lattice auth policies for the Lattice double, as JSON in IAM policy syntax:
     /// {"billing": {"Version": "2012-10-17", "Statement": [...]}, ...}, conditions on
     /// aws:PrincipalTag/x509SAN/URI. Default: billing allows orders only, rates allows
