@@ -184,10 +184,23 @@ fn router(store: Arc<CredentialStore>) -> Router {
         store,
     };
     Router::new()
+        .route("/v1/credentials", get(which_role))
         .route("/v1/credentials/{role}", get(credentials))
         .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn(http::limit_body))
         .with_state(state)
+}
+
+/// In host mode every caller may read every role, so the caller must name one.
+async fn which_role(State(state): State<AgentSocket>) -> Response {
+    let roles: Vec<&str> = state.store.role_names().collect();
+    http::text(
+        StatusCode::CONFLICT,
+        format!(
+            "this agent is in host mode: pass --role NAME (one of: {})",
+            roles.join(", ")
+        ),
+    )
 }
 
 #[derive(Clone)]
@@ -456,6 +469,22 @@ mod tests {
         );
         let odd = fetch(&path, Some("role with/odd+chars")).await.unwrap();
         assert!(odd.contains("ASIAODD"), "{odd}");
+    }
+
+    #[tokio::test]
+    async fn host_mode_asks_for_a_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let s = store(&["app", "other"]);
+        s.publish("app", creds(&s, "app", "ASIASOCK", HOUR));
+        let _stop = start(&path, s).await;
+        match fetch(&path, None).await {
+            Err(AgentSocketError::Refused { message }) => assert_eq!(
+                message,
+                "this agent is in host mode: pass --role NAME (one of: app, other)"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
