@@ -478,3 +478,56 @@ async fn seed_scenario_against_lattice_policies_through_per_caller_mode() {
     }
     assert_eq!(stack.sessions().len(), 2, "{:?}", stack.sessions());
 }
+
+/// The pid check: SPIRE attested the process, but it ended before the answer came back, so
+/// the pid may already name another process. The agent refuses instead of trusting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_ends_during_attestation_is_refused() {
+    use spiffe_aws_agent::identity::delegated::{AttestError, DelegatedIdentity, PeerProcess};
+
+    let dir = tempfile::tempdir().unwrap();
+    let spire = DelegatedIdentityDouble::start(
+        dir.path().join("admin.sock"),
+        HashMap::from([(0, AGENT_ID.to_owned())]),
+        vec![AGENT_ID.to_owned()],
+        vec![registration(ORDERS_UID, orders_svid())],
+    )
+    .await
+    .unwrap();
+    let api = DelegatedIdentity::new(spire.endpoint(), Duration::from_secs(5));
+    let clock: std::sync::Arc<dyn spiffe_aws_agent::Clock> =
+        std::sync::Arc::new(spiffe_aws_agent::TokioClock::new());
+    let spawn = || {
+        Command::new("sleep")
+            .arg("0.3")
+            .uid(ORDERS_UID)
+            .gid(ORDERS_UID)
+            .spawn()
+            .unwrap()
+    };
+    let process = |child: &Child| PeerProcess {
+        pid: child.id() as i32,
+        uid: ORDERS_UID,
+        gid: ORDERS_UID,
+    };
+
+    // Answered while the process lives: attested as orders.
+    let mut child = spawn();
+    let (entries, _) = api.attest(process(&child), clock.clone()).await.unwrap();
+    assert_eq!(entries[0].spiffe_id.as_deref(), Some(ORDERS));
+    child.wait().unwrap();
+
+    // Answered after it ended: refused.
+    spire.delay_answers(Duration::from_millis(800));
+    let mut child = spawn();
+    let caller = process(&child);
+    let reaper = std::thread::spawn(move || child.wait());
+    match api.attest(caller, clock.clone()).await {
+        Err(e @ AttestError::PidReused { .. }) => {
+            assert!(e.to_string().contains("pid was reused"), "{e}")
+        }
+        Ok(_) => panic!("a process gone during attestation was accepted"),
+        Err(e) => panic!("{e}"),
+    }
+    reaper.join().unwrap().unwrap();
+}

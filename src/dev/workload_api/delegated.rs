@@ -208,6 +208,8 @@ fn workload(request: &di::SubscribeToX509sviDsRequest) -> Result<(u32, u32), Sta
 struct Shared {
     state: watch::Sender<Registry>,
     subscriptions: AtomicUsize,
+    /// Milliseconds to wait, after attesting, before the first answer.
+    answer_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A running Delegated Identity double; see the [module docs](self).
@@ -258,6 +260,7 @@ impl DelegatedIdentityDouble {
         let shared = Arc::new(Shared {
             state,
             subscriptions: AtomicUsize::new(0),
+            answer_delay_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let service = di::delegated_identity_server::DelegatedIdentityServer::new(Service {
             shared: Arc::clone(&shared),
@@ -320,6 +323,14 @@ impl DelegatedIdentityDouble {
         });
     }
 
+    /// Waits this long after attesting a process before sending the first answer, as a busy
+    /// SPIRE agent might: lets tests end or replace the process in between.
+    pub fn delay_answers(&self, delay: std::time::Duration) {
+        self.shared
+            .answer_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// How many subscriptions were opened (attestations asked for), refused ones included.
     pub fn subscriptions(&self) -> usize {
         self.shared.subscriptions.load(Ordering::SeqCst)
@@ -375,6 +386,10 @@ impl di::delegated_identity_server::DelegatedIdentity for Service {
         state.borrow_and_update().authorize(delegate_uid)?;
         let (uid, gid) = workload(request.get_ref())?;
         let first = state.borrow_and_update().response(uid, gid);
+        let delay = self.shared.answer_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut next = Ok(first);
