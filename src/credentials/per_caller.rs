@@ -163,7 +163,6 @@ impl PerCallerCache {
             }
         }
         let (entries, subscription) = self.api.attest(process, Arc::clone(&self.clock)).await?;
-        self.observe(&entries, subscription);
         let ids: Vec<&str> = entries
             .iter()
             .filter(|e| e.identity.is_ok())
@@ -229,15 +228,18 @@ impl PerCallerCache {
                 }
             }
         };
+        self.observe(&entries, subscription, spiffe_id);
         let pair = self.pair(spiffe_id, bound);
         pair.last_used
             .store(millis(self.clock.now()), Ordering::Relaxed);
         first_credentials(&pair.store, &bound.name).await
     }
 
-    /// Takes in what an attestation said: every SPIFFE ID it issued gets its latest SVID,
-    /// and the subscription stays open for the IDs no other subscription reports on.
-    fn observe(self: &Arc<Self>, entries: &[Entry], subscription: Subscription) {
+    /// Takes in what an attestation said: `serving` (the SPIFFE ID the caller is served as)
+    /// and every other ID the agent already follows get their latest SVID, and the
+    /// subscription stays open for those no other subscription reports on. IDs nobody is
+    /// served as are not followed: a refused caller leaves nothing behind.
+    fn observe(self: &Arc<Self>, entries: &[Entry], subscription: Subscription, serving: &str) {
         let mut unfed = Vec::new();
         {
             let mut subjects = lock(&self.subjects);
@@ -245,6 +247,9 @@ impl PerCallerCache {
                 let (Some(id), Ok(identity)) = (&entry.spiffe_id, &entry.identity) else {
                     continue;
                 };
+                if id != serving && !subjects.contains_key(id) {
+                    continue;
+                }
                 let subject = subjects
                     .entry(id.clone())
                     .or_insert_with(|| {
@@ -482,4 +487,125 @@ fn withdraw(
         Some(Problem::Withdrawn(Arc::new(reason))),
     );
     subjects.remove(id);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::os::unix::process::CommandExt as _;
+    use std::pin::Pin;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::dev::workload_api::{DelegatedIdentityDouble, Registration, SvidIssuer};
+    use crate::identity::X509Identity;
+    use crate::rolesanywhere::{CreateSessionError, Credentials};
+
+    const ORDERS: &str = "spiffe://example.org/service/orders";
+    const REVIEWS: &str = "spiffe://example.org/service/reviews";
+    const DELEGATE: &str = "spiffe://example.org/agent";
+
+    /// Counts exchanges and hands out numbered credentials.
+    struct Counting(AtomicUsize);
+
+    impl Exchanger for Counting {
+        fn exchange<'a>(
+            &'a self,
+            role: &'a str,
+            _identity: &'a X509Identity,
+        ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>>
+        {
+            Box::pin(async move {
+                let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+                // Slow enough that concurrent callers find the exchange in flight.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(Credentials {
+                    access_key_id: format!("ASIA{role}{n}"),
+                    secret_access_key: zeroize::Zeroizing::new("s".into()),
+                    session_token: zeroize::Zeroizing::new("t".into()),
+                    expiration: SystemTime::now() + Duration::from_secs(3600),
+                    assumed_role_arn: None,
+                    role_arn: format!("arn:aws:iam::123456789012:role/{role}"),
+                })
+            })
+        }
+    }
+
+    /// Needs root (the workload runs as uid 2102), as the integration tests do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_callers_leave_nothing_behind_and_callers_share_one_exchange() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = SvidIssuer::from_test_intermediate().unwrap();
+        let own_uid = {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata("/proc/self").unwrap().uid()
+        };
+        let spire = DelegatedIdentityDouble::start(
+            dir.path().join("admin.sock"),
+            HashMap::from([(own_uid, DELEGATE.to_owned())]),
+            vec![DELEGATE.to_owned()],
+            vec![Registration {
+                uid: 2102,
+                gid: None,
+                svid: issuer.issue(REVIEWS, Duration::from_secs(3600)).unwrap(),
+            }],
+        )
+        .await
+        .unwrap();
+        let exchanges = Arc::new(Counting(AtomicUsize::new(0)));
+        let role = |name: &str, id: &str| BoundRole {
+            name: name.into(),
+            role_arn: format!("arn:aws:iam::123456789012:role/{name}"),
+            bound_to: SpiffeIdPattern::Exact(id.into()),
+            exchanger: Arc::clone(&exchanges) as Arc<dyn Exchanger>,
+        };
+        let cache = PerCallerCache::new(
+            vec![role("orders", ORDERS), role("reviews", REVIEWS)],
+            DelegatedIdentity::new(spire.endpoint(), Duration::from_secs(5)),
+            Duration::from_secs(3600),
+            Duration::from_secs(300),
+            RefreshPolicy::default(),
+            Arc::new(crate::clock::TokioClock::new()),
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .uid(2102)
+            .gid(2102)
+            .spawn()
+            .unwrap();
+        let pid = Some(child.id() as i32);
+
+        let refused = cache.credentials(pid, 2102, 2102, Some("orders")).await;
+        assert!(
+            matches!(&refused, Err(Refusal::NotBound { role, .. }) if role == "orders"),
+            "{refused:?}"
+        );
+        assert_eq!(cache.pair_count(), 0);
+        assert!(
+            lock(&cache.subjects).is_empty(),
+            "a refused caller is not followed"
+        );
+
+        let calls = (0..10).map(|_| {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.credentials(pid, 2102, 2102, None).await })
+        });
+        let mut keys = std::collections::BTreeSet::new();
+        for call in calls {
+            let creds = call.await.unwrap().unwrap();
+            assert_eq!(creds.spiffe_id.as_deref(), Some(REVIEWS));
+            keys.insert(creds.credentials.access_key_id.clone());
+        }
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_eq!(
+            exchanges.0.load(Ordering::SeqCst),
+            1,
+            "one exchange in flight"
+        );
+        assert_eq!(cache.pair_count(), 1);
+
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
