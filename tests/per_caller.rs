@@ -72,7 +72,22 @@ impl PerCallerStack {
         extra: &str,
         authorized: Vec<String>,
     ) -> PerCallerStack {
-        let stack = Stack::start_with(Vec::new(), RolesAnywhereDoubleConfig::default()).await;
+        Self::start_full(
+            roles,
+            extra,
+            authorized,
+            RolesAnywhereDoubleConfig::default(),
+        )
+        .await
+    }
+
+    async fn start_full(
+        roles: &[(&str, &str, &str)],
+        extra: &str,
+        authorized: Vec<String>,
+        rolesanywhere: RolesAnywhereDoubleConfig,
+    ) -> PerCallerStack {
+        let stack = Stack::start_with(Vec::new(), rolesanywhere).await;
         let dir = stack.dir.path().to_path_buf();
         // Workloads under other uids must reach the socket and the binary's paths.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -530,4 +545,92 @@ async fn a_process_that_ends_during_attestation_is_refused() {
         Err(e) => panic!("{e}"),
     }
     reaper.join().unwrap().unwrap();
+}
+
+/// SPIRE rotates orders' SVID: the agent hears it on the subscription it kept and exchanges
+/// the new SVID at once, before orders asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_svid_is_exchanged_without_waiting_for_a_caller() {
+    let stack = PerCallerStack::start(&PerCallerStack::seed(), "").await;
+    let before = parse_process_output(&stack.fetch_as(ORDERS_UID, None).await);
+    let issuer = spiffe_aws_agent::dev::workload_api::SvidIssuer::from_test_intermediate().unwrap();
+    let rotated = issuer.issue(ORDERS, Duration::from_secs(3600)).unwrap();
+    let rotated_leaf = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &rotated.chain_der[0],
+    ));
+    stack.spire.register(registration(ORDERS_UID, rotated));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stack
+        .sessions()
+        .iter()
+        .filter(|(id, _)| id == ORDERS)
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no exchange after rotation:\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = stack.stack.rolesanywhere.calls();
+    let last = calls.iter().rev().find(|c| c.status == 201).unwrap();
+    assert_eq!(last.leaf_sha256_hex.as_deref(), Some(rotated_leaf.as_str()));
+    let after = parse_process_output(&stack.fetch_as(ORDERS_UID, None).await);
+    assert_ne!(after["AccessKeyId"], before["AccessKeyId"]);
+}
+
+/// Short-lived credentials are refreshed ahead of expiry while a workload keeps asking, and
+/// it is never handed expired ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_use_are_refreshed_before_they_expire() {
+    let rolesanywhere = RolesAnywhereDoubleConfig {
+        credential_lifetime: Some(Duration::from_secs(6)),
+        ..RolesAnywhereDoubleConfig::default()
+    };
+    let stack = PerCallerStack::start_full(
+        &PerCallerStack::seed(),
+        "min_remaining_seconds = 1\n",
+        vec![AGENT_ID.to_owned()],
+        rolesanywhere,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut keys = std::collections::BTreeSet::new();
+    while Instant::now() < deadline
+        && stack
+            .sessions()
+            .iter()
+            .filter(|(id, _)| id == ORDERS)
+            .count()
+            < 3
+    {
+        let json = parse_process_output(&stack.fetch_as(ORDERS_UID, None).await);
+        let exp = time::OffsetDateTime::parse(
+            json["Expiration"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(
+            exp > time::OffsetDateTime::now_utc(),
+            "served expired credentials"
+        );
+        keys.insert(json["AccessKeyId"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let orders_sessions = stack
+        .sessions()
+        .iter()
+        .filter(|(id, _)| id == ORDERS)
+        .count();
+    assert!(
+        orders_sessions >= 3,
+        "refreshed twice in 15 s:\n{}",
+        stack.log()
+    );
+    assert!(keys.len() >= 2, "new credentials were served: {keys:?}");
+    // reviews never asked: no session for it.
+    assert!(stack.sessions().iter().all(|(id, _)| id != REVIEWS));
 }
