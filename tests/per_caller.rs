@@ -87,6 +87,7 @@ impl PerCallerStack {
         authorized: Vec<String>,
         rolesanywhere: RolesAnywhereDoubleConfig,
     ) -> PerCallerStack {
+        assert_others_can_run(std::path::Path::new(env!("CARGO_BIN_EXE_spiffe-aws-agent")));
         let stack = Stack::start_with(Vec::new(), rolesanywhere).await;
         let dir = stack.dir.path().to_path_buf();
         // Workloads under other uids must reach the socket and the binary's paths.
@@ -188,6 +189,21 @@ impl PerCallerStack {
                 )
             })
             .collect()
+    }
+}
+
+/// Workloads run the binary under other uids: every directory above it must let them pass.
+fn assert_others_can_run(binary: &std::path::Path) {
+    for dir in binary.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        assert!(
+            mode & 0o001 != 0,
+            "{} (mode {mode:o}) keeps other uids from running {}: per-caller tests run workloads as uids {ORDERS_UID}/{REVIEWS_UID}; build in a directory others can traverse",
+            dir.display(),
+            binary.display()
+        );
     }
 }
 
