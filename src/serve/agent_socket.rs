@@ -95,18 +95,32 @@ pub enum AgentSocketError {
     Timeout { path: PathBuf },
     #[error("the agent on {path} sent a response this client cannot read ({reason}): are the agent and this command the same version?")]
     Protocol { path: PathBuf, reason: String },
-    #[error("the agent has no role named {role:?}: {message}")]
-    UnknownRole { role: String, message: String },
-    #[error("the agent has no usable credentials for role {role:?} right now: {message}")]
-    Unavailable { role: String, message: String },
+    #[error("the agent has no {}: {message}", label(.role))]
+    UnknownRole {
+        role: Option<String>,
+        message: String,
+    },
+    #[error("the agent has no usable credentials for {} right now: {message}", label(.role))]
+    Unavailable {
+        role: Option<String>,
+        message: String,
+    },
     #[error("the agent refused: {message}")]
     Refused { message: String },
-    #[error("the agent answered HTTP {status} for role {role:?}: {message}")]
+    #[error("the agent answered HTTP {status} for {}: {message}", label(.role))]
     Status {
-        role: String,
+        role: Option<String>,
         status: u16,
         message: String,
     },
+}
+
+/// `role "NAME"`, or what a request without a role asks for.
+fn label(role: &Option<String>) -> String {
+    match role {
+        Some(role) => format!("role {role:?}"),
+        None => "the role bound to this process".to_owned(),
+    }
 }
 
 /// Binds the agent socket at `path`: creates the parent directory (0755) when missing,
@@ -353,7 +367,7 @@ async fn fetch_inner(socket: &Path, role: Option<&str>) -> Result<String, AgentS
         None => "/v1/credentials".to_owned(),
     };
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let role = role.unwrap_or("(the caller's)");
+    let role = role.map(str::to_owned);
     stream.write_all(request.as_bytes()).await.map_err(io_err)?;
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -387,15 +401,15 @@ async fn fetch_inner(socket: &Path, role: Option<&str>) -> Result<String, AgentS
         }),
         403 | 409 => Err(AgentSocketError::Refused { message: message() }),
         404 => Err(AgentSocketError::UnknownRole {
-            role: role.to_owned(),
+            role,
             message: message(),
         }),
         503 => Err(AgentSocketError::Unavailable {
-            role: role.to_owned(),
+            role,
             message: message(),
         }),
         status => Err(AgentSocketError::Status {
-            role: role.to_owned(),
+            role,
             status,
             message: message(),
         }),
@@ -500,7 +514,7 @@ mod tests {
 
         match fetch(&path, Some("nope")).await {
             Err(AgentSocketError::UnknownRole { role, message }) => {
-                assert_eq!(role, "nope");
+                assert_eq!(role.as_deref(), Some("nope"));
                 assert!(message.contains("no role named"), "{message}");
             }
             other => panic!("{other:?}"),
