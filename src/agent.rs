@@ -1,6 +1,7 @@
 //! Wires a plan into running work: the one-shot `credential-process` (identity → exchange),
 //! and the long-running agent (`run`, `serve`, `update`): identity watcher → one refresher
-//! per role → credential store → sinks.
+//! per role → credential store → sinks (host mode), and in per-caller mode the agent socket
+//! → per-caller cache (SPIRE's Delegated Identity API → one refresher per (SPIFFE ID, role)).
 //!
 //! Every listener is bound before anything else starts, so a port in use or a bad socket path
 //! stops the agent at once with a clear error instead of leaving a half-started daemon.
@@ -14,9 +15,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, TokioClock};
+use crate::credentials::per_caller::{BoundRole, PerCallerCache};
 use crate::credentials::refresher::{self, Exchanger, RefreshPolicy, RoleSpec};
 use crate::credentials::{CredentialStore, Unavailable};
-use crate::identity::{IdentityError, IdentitySpec, X509Identity};
+use crate::identity::delegated::DelegatedIdentity;
+use crate::identity::{IdentityError, IdentitySpec, SpiffeIdPattern, X509Identity};
 use crate::rolesanywhere::{CreateSessionError, Credentials, Exchange};
 use crate::serve::credentials_file::WriteState;
 use crate::serve::{self, ServeError, ServersSpec};
@@ -65,16 +68,33 @@ pub struct RolePlan {
     pub name: String,
     /// Which SVID to exchange (SPIFFE ID or hint); `None`: the default SVID.
     pub spiffe_id: Option<String>,
+    /// In per-caller mode: the callers' SPIFFE IDs this role is served to.
+    pub bound_to: Option<SpiffeIdPattern>,
     pub exchange: Exchange,
+}
+
+/// Per-caller mode: who asks SPIRE about callers, and how long unused credentials are kept.
+#[derive(Debug, Clone)]
+pub struct PerCallerPlan {
+    /// The SPIRE agent's admin socket (`unix:///path`).
+    pub admin_socket: String,
+    /// A (SPIFFE ID, role) pair nobody asked for in this long is dropped.
+    pub idle: Duration,
+    /// How long SPIRE may take to attest a caller.
+    pub attest_timeout: Duration,
 }
 
 /// Everything `run`, `serve` and `update` need, validated.
 #[derive(Debug)]
 pub struct AgentPlan {
-    pub identity: IdentitySpec,
+    /// The agent's own identity, for the host-level channels; `None` in per-caller mode
+    /// when no host-level channel is configured.
+    pub identity: Option<IdentitySpec>,
     pub roles: Vec<RolePlan>,
     pub servers: ServersSpec,
     pub min_remaining: Duration,
+    /// Per-caller mode for the agent socket.
+    pub per_caller: Option<PerCallerPlan>,
 }
 
 /// Why the agent could not start or stopped.
@@ -108,6 +128,8 @@ impl Exchanger for Exchange {
 /// The running agent's parts, for tests and for `dev`.
 pub struct RunningAgent {
     pub store: Arc<CredentialStore>,
+    /// The per-caller cache, in per-caller mode.
+    pub per_caller: Option<Arc<PerCallerCache>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Where the servers actually listen (ports resolved).
@@ -171,19 +193,67 @@ pub async fn start(
         Arc::clone(&clock),
     ));
 
-    let servers =
-        serve::start_servers(&plan.servers, Arc::clone(&store), shutdown_rx.clone()).await?;
+    // Each role's exchange serves its host-mode refresher and its per-caller pairs alike.
+    let roles: Vec<(RoleSpec, Option<SpiffeIdPattern>, Arc<dyn Exchanger>)> = plan
+        .roles
+        .into_iter()
+        .map(|role| {
+            let spec = RoleSpec {
+                name: role.name,
+                spiffe_id: role.spiffe_id,
+            };
+            let exchanger: Arc<dyn Exchanger> = Arc::new(role.exchange);
+            (spec, role.bound_to, exchanger)
+        })
+        .collect();
+    let per_caller = plan.per_caller.as_ref().map(|pc| {
+        let bound = roles
+            .iter()
+            .filter_map(|(role, bound_to, exchanger)| {
+                Some(BoundRole {
+                    name: role.name.clone(),
+                    role_arn: store.role_arn(&role.name)?.to_owned(),
+                    bound_to: bound_to.clone()?,
+                    exchanger: Arc::clone(exchanger),
+                })
+            })
+            .collect();
+        PerCallerCache::new(
+            bound,
+            DelegatedIdentity::new(pc.admin_socket.clone(), pc.attest_timeout),
+            pc.idle,
+            plan.min_remaining,
+            policy.clone(),
+            Arc::clone(&clock),
+        )
+    });
+
+    let servers = serve::start_servers(
+        &plan.servers,
+        Arc::clone(&store),
+        per_caller.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     tasks.extend(servers.tasks);
 
-    let (identities, watcher) = plan.identity.watch(clock);
+    let Some(identity) = plan.identity else {
+        return Ok(RunningAgent {
+            store,
+            per_caller,
+            shutdown: shutdown_tx,
+            tasks,
+            imds_addrs: servers.imds_addrs,
+            container_addr: servers.container_addr,
+            container_token_file: servers.container_token_file,
+            agent_socket: servers.agent_socket,
+            credentials_files: servers.credentials_files,
+        });
+    };
+    let (identities, watcher) = identity.watch(clock);
     tasks.push(watcher);
 
-    for role in plan.roles {
-        let spec = RoleSpec {
-            name: role.name,
-            spiffe_id: role.spiffe_id,
-        };
-        let exchanger: Arc<dyn Exchanger> = Arc::new(role.exchange);
+    for (spec, _, exchanger) in roles {
         let store = Arc::clone(&store);
         let identities = identities.clone();
         let policy = policy.clone();
@@ -198,6 +268,7 @@ pub async fn start(
 
     Ok(RunningAgent {
         store,
+        per_caller,
         shutdown: shutdown_tx,
         tasks,
         imds_addrs: servers.imds_addrs,
@@ -212,6 +283,7 @@ pub async fn start(
 /// credentials files were written.
 pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     let roles: Vec<String> = plan.roles.iter().map(|r| r.name.clone()).collect();
+    let per_caller = plan.per_caller.clone();
     let mut agent = start(plan, RefreshPolicy::default(), Arc::new(TokioClock::new())).await?;
     for addr in &agent.imds_addrs {
         tracing::info!(
@@ -222,11 +294,18 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     if let Some(addr) = &agent.container_addr {
         tracing::info!("container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI=http://{}/v1/credentials/<role>", addr);
     }
-    if let Some(path) = &agent.agent_socket {
-        tracing::info!(
-            "agent socket: credential-process --agent {} --role <role>",
+    match (&agent.agent_socket, &per_caller) {
+        (Some(path), Some(pc)) => tracing::info!(
+            "agent socket (per caller, attested by SPIRE at {}; idle pairs dropped after {} s): credential-process --agent {} [--role <role>]",
+            pc.admin_socket,
+            pc.idle.as_secs(),
             path.display()
-        );
+        ),
+        (Some(path), None) => tracing::info!(
+            "agent socket (host mode: every role to whoever may connect): credential-process --agent {} --role <role>",
+            path.display()
+        ),
+        _ => {}
     }
     if once {
         let deadline = tokio::time::Instant::now() + ONCE_WAIT;

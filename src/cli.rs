@@ -45,6 +45,14 @@ pub enum Command {
     /// endpoint, a unix socket for `credential-process --agent`, and the credentials file.
     /// Clients never wait on SPIRE or Roles Anywhere; Roles Anywhere sees one CreateSession
     /// per role per refresh.
+    ///
+    /// Host mode (the default): these channels are host-level. Whoever reaches the IMDS or
+    /// container endpoint, the socket or the file gets the host's roles, as EC2's IMDS serves
+    /// the instance role (the container endpoint takes one token per role, in
+    /// <token-file>.<role>). Per-caller mode (--spire-admin-socket, for shared nodes): the
+    /// agent socket serves each calling process only the roles bound to its own SVIDs,
+    /// exchanged with its own SVID; the TCP endpoints stay off unless configured, and are
+    /// host-level even then.
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
 
@@ -111,11 +119,22 @@ Examples:
     spiffe-aws-agent run --trust-anchor-arn ARN --profile-arn ARN --role-arn ARN \\
         --imds --container --agent-socket --credentials-profile default
 
-  Then, in clients:
+  Then, in clients (host mode: these channels serve the host's roles to whoever reaches them):
     AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9911/
     AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9912/v1/credentials/<role>
-    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/spiffe-aws-agent/container-token
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/spiffe-aws-agent/container-token.<role>
     credential_process = spiffe-aws-agent credential-process --agent /run/spiffe-aws-agent/agent.sock --role <role>
+
+  Per-caller mode on a shared node (each process gets only its own SVID's roles):
+    spire_admin_socket = \"unix:///run/spire/agent/admin/admin.sock\"
+    per_caller_idle_seconds = 900          # drop a caller identity's credentials when unused
+    [[role]]
+    name = \"services\"
+    spiffe_id = \"spiffe://example.org/service/*\"   # required: who may have this role
+    ...
+    [agent_socket]
+    path = \"/run/spiffe-aws-agent/agent.sock\"
+  and in the workloads: credential_process = spiffe-aws-agent credential-process --agent /run/spiffe-aws-agent/agent.sock
 
   Several roles: a TOML file (run --config agent.toml):
     workload_api_socket = \"unix:///run/spire/agent/public/api.sock\"
@@ -128,7 +147,7 @@ Examples:
     [imds]
     listen = [\"127.0.0.1:9911\"]
     [container]
-    token_file = \"/run/spiffe-aws-agent/container-token\"
+    token_file = \"/run/spiffe-aws-agent/container-token\"   # role R's token: <token_file>.R
     [agent_socket]
     path = \"/run/spiffe-aws-agent/agent.sock\"
     [[credentials_file]]
@@ -299,8 +318,9 @@ impl HelperCompatArgs {
 #[derive(Debug, Args, Clone)]
 pub struct CredentialProcessArgs {
     /// Read the credentials from a running agent's socket (`spiffe-aws-agent run`) instead of
-    /// exchanging: one local round trip, no CreateSession. Needs --role.
-    #[arg(long, value_name = "SOCKET", requires = "role", conflicts_with_all = ["certificate", "workload_api_socket", "spiffe_id"])]
+    /// exchanging: one local round trip, no CreateSession. Needs --role, unless the agent is
+    /// in per-caller mode and one role is bound to this process's SPIFFE ID.
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "workload_api_socket", "spiffe_id"])]
     pub agent: Option<PathBuf>,
 
     /// The agent's role name to read (with --agent).
@@ -348,6 +368,19 @@ pub struct RunArgs {
     /// Never hand out credentials with less than this many seconds left.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::DEFAULT_MIN_REMAINING.as_secs())]
     pub min_remaining: u64,
+
+    /// Per-caller mode: the SPIRE agent's admin socket (unix:///path). The agent socket then
+    /// serves each calling process only the roles bound to its own SVIDs (SPIRE attests the
+    /// caller's pid through the Delegated Identity API; this agent's SPIFFE ID must be in the
+    /// SPIRE agent's authorized_delegates), and the role needs --spiffe-id (an ID, or
+    /// spiffe://td/path/* for every ID below a path). Without it: host mode.
+    #[arg(long, value_name = "ADDRESS", requires = "agent_socket")]
+    pub spire_admin_socket: Option<String>,
+
+    /// Per-caller mode: drop a caller identity's credentials after this many seconds
+    /// without a request.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::credentials::per_caller::DEFAULT_IDLE.as_secs(), requires = "spire_admin_socket")]
+    pub per_caller_idle: u64,
 
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -411,6 +444,13 @@ pub struct DevArgs {
     /// Address of the agent's container-credentials endpoint (port 0: any free port).
     #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_CONTAINER_LISTEN)]
     pub container: String,
+
+    /// Run the agent in per-caller mode: a double of the SPIRE agent's admin socket attests
+    /// each caller of the agent socket, and orders and reviews (processes under uids 2101 and
+    /// 2102 when run as root; else this user is orders) each get their own credentials from
+    /// one agent. The host-level endpoints stay off.
+    #[arg(long)]
+    pub per_caller: bool,
 
     /// VPC Lattice auth policies for the Lattice double, as JSON in IAM policy syntax:
     /// {"billing": {"Version": "2012-10-17", "Statement": [...]}, ...}, conditions on

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             };
             if let Some(socket) = &args.agent {
                 // The fast path: one local round trip to a running agent.
-                let role = args.role.as_deref().unwrap_or_default();
+                let role = args.role.as_deref();
                 return match runtime.block_on(serve::agent_socket::fetch(socket, role)) {
                     Ok(json) => print_line(json.trim_end()),
                     Err(e) => fail(&e.to_string(), 1),

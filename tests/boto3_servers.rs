@@ -107,13 +107,14 @@ async fn botocore_reads_the_imds_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn botocore_reads_the_container_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let token = container::load_or_create_token(&dir.path().join("token")).unwrap();
+    let tokens = container::load_or_create_role_tokens(&dir.path().join("token"), ["app"]).unwrap();
+    let token = tokens["app"].clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(container::serve(
         listener,
         store(),
-        token.clone(),
+        tokens,
         std::future::pending(),
     ));
     let got = resolve(

@@ -141,7 +141,9 @@ async fn a_token_file_with_a_trailing_newline_is_refused_by_boto3_so_the_agent_r
     use std::os::unix::fs::PermissionsExt as _;
 
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("container-token");
+    // The agent's token base path; role orders' token is `<base>.orders`.
+    let token_base = dir.path().join("container-token");
+    let token_file = dir.path().join("container-token.orders");
     std::fs::write(&token_file, "tok3n\n").unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
@@ -190,7 +192,7 @@ async fn a_token_file_with_a_trailing_newline_is_refused_by_boto3_so_the_agent_r
             spiffe_aws_agent::dev::rolesanywhere::DEV_TRUST_ANCHOR_ARN,
             spiffe_aws_agent::dev::rolesanywhere::DEV_PROFILE_ARN,
             spiffe_aws_agent::dev::rolesanywhere::DEV_ROLE_ARN_ORDERS,
-            token_file.display()
+            token_base.display()
         ),
     )
     .unwrap();

@@ -38,6 +38,16 @@ fn the_daemonset_config_map_parses() {
         plan.roles[0].spiffe_id.as_deref(),
         Some("spiffe://example.org/service/orders")
     );
+    // Per-caller mode: every role bound, no host-level channel, no own SVID needed.
+    let per_caller = plan.per_caller.expect("per-caller mode");
+    assert_eq!(
+        per_caller.admin_socket,
+        "unix:///run/spire/admin-sockets/admin.sock"
+    );
+    assert!(plan.roles.iter().all(|r| r.bound_to.is_some()));
+    assert!(!plan.servers.has_host_channels());
+    assert!(plan.identity.is_none());
+    assert!(yaml.contains("hostPID: true") && yaml.contains("authorized_delegates"));
 }
 
 #[test]

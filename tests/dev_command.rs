@@ -216,3 +216,47 @@ fn dev_loads_lattice_policies_from_a_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("billing"), "{stderr}");
 }
+
+/// `dev --per-caller` (run as root, as CI does): one agent socket, orders and reviews each get
+/// their own credentials, tagged with their own SPIFFE ID, and reviews cannot take orders'.
+#[test]
+fn dev_per_caller_serves_each_workload_its_own_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))
+        .args(["dev", "--per-caller", "--once", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_of = |name: &str| -> String {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} (uid ")))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"));
+        assert!(
+            line.contains(&format!(
+                "session tagged x509SAN/URI = spiffe://example.org/service/{name}"
+            )),
+            "{line}"
+        );
+        line.split("AccessKeyId ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap()
+            .to_owned()
+    };
+    let orders = key_of("orders");
+    let reviews = key_of("reviews");
+    assert!(orders.starts_with("ASIA") && reviews.starts_with("ASIA"));
+    assert_ne!(orders, reviews);
+    assert!(
+        stdout.contains("reviews asking for role orders is refused")
+            && stdout.contains("role \"orders\" needs spiffe://example.org/service/orders"),
+        "{stdout}"
+    );
+}

@@ -5,6 +5,7 @@
 //! with one atomic load and never wait on a refresh, on SPIRE or on Roles Anywhere.
 //! A reader never gets credentials with less than the configured minimum lifetime left.
 
+pub mod per_caller;
 pub mod refresher;
 
 use std::collections::BTreeMap;

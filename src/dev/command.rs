@@ -6,13 +6,15 @@
 //! pastes to try any AWS client. Until Ctrl-C it rotates the SVIDs like a SPIRE agent would;
 //! the agent notices and re-exchanges on its own.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{self, AgentError, AgentPlan, RolePlan};
+use crate::agent::{self, AgentError, AgentPlan, PerCallerPlan, RolePlan};
 use crate::cli::DevArgs;
 use crate::clock::{Clock, TokioClock};
+use crate::credentials::per_caller::DEFAULT_IDLE;
 use crate::credentials::refresher::RefreshPolicy;
 use crate::credentials::Unavailable;
 use crate::dev::aws_services::{AwsServicesConfig, AwsServicesDouble, AwsServicesError};
@@ -21,7 +23,12 @@ use crate::dev::rolesanywhere::{
     RolesAnywhereDouble, RolesAnywhereDoubleConfig, RolesAnywhereDoubleError, DEV_PROFILE_ARN,
     DEV_ROLE_ARN_ORDERS, DEV_ROLE_ARN_REVIEWS, DEV_TRUST_ANCHOR_ARN,
 };
-use crate::dev::workload_api::{SvidEntry, SvidIssuer, WorkloadApiDouble, WorkloadApiDoubleError};
+use crate::dev::workload_api::{
+    DelegatedIdentityDouble, Registration, SvidEntry, SvidIssuer, WorkloadApiDouble,
+    WorkloadApiDoubleError,
+};
+use crate::identity::delegated::DEFAULT_ATTEST_TIMEOUT;
+use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::plan::{Location, PlanError};
 use crate::rolesanywhere::{Exchange, ExchangeSpec, SpecError};
@@ -114,6 +121,16 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     let ca_bundle = dir.join("roles-anywhere-ca.pem");
     write(&ca_bundle, RolesAnywhereDouble::ca_pem())?;
 
+    if args.per_caller {
+        let doubles = Doubles {
+            workload_api,
+            rolesanywhere,
+            aws,
+            ca_bundle,
+        };
+        return per_caller(args, &dir, &issuer, doubles).await;
+    }
+
     // The agent, configured as a user would: a role per SVID.
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let role = |name: &str, arn: &str, spiffe_id: &str| -> Result<RolePlan, DevError> {
@@ -125,17 +142,18 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         Ok(RolePlan {
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
+            bound_to: None,
             exchange: Exchange::new(&spec, Arc::clone(&clock))?,
         })
     };
     let agent_socket = dir.join("agent.sock");
     let credentials_file = dir.join("credentials");
     let plan = AgentPlan {
-        identity: IdentitySpec::WorkloadApi {
+        identity: Some(IdentitySpec::WorkloadApi {
             address: workload_api.endpoint(),
             spiffe_id: None,
             timeout: DEFAULT_WORKLOAD_API_TIMEOUT,
-        },
+        }),
         roles: vec![
             role("orders", DEV_ROLE_ARN_ORDERS, pki::ORDERS_SPIFFE_ID)?,
             role("reviews", DEV_ROLE_ARN_REVIEWS, pki::REVIEWS_SPIFFE_ID)?,
@@ -156,6 +174,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             }],
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
+        per_caller: None,
     };
     let running = agent::start(plan, RefreshPolicy::default(), clock).await?;
     running
@@ -216,7 +235,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     println!();
     println!("Point any AWS client at the agent (each line is one way):");
     println!("  export AWS_EC2_METADATA_SERVICE_ENDPOINT={imds_url}");
-    println!("  export AWS_CONTAINER_CREDENTIALS_FULL_URI={container_url} AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", dir.join("container-token").display());
+    println!("  export AWS_CONTAINER_CREDENTIALS_FULL_URI={container_url} AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", dir.join("container-token.orders").display());
     println!(
         "  export {config_env} AWS_PROFILE=orders      # credential_process via the agent socket"
     );
@@ -306,4 +325,232 @@ fn write(path: &Path, contents: &str) -> Result<(), DevError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// The doubles `dev` starts in either mode.
+struct Doubles {
+    workload_api: WorkloadApiDouble,
+    rolesanywhere: RolesAnywhereDouble,
+    aws: AwsServicesDouble,
+    ca_bundle: PathBuf,
+}
+
+impl Doubles {
+    async fn shutdown(self) {
+        self.aws.shutdown().await;
+        self.workload_api.shutdown().await;
+        self.rolesanywhere.shutdown().await;
+    }
+}
+
+/// The uids `dev --per-caller` registers orders and reviews for when it runs as root.
+pub const DEV_ORDERS_UID: u32 = 2101;
+/// See [`DEV_ORDERS_UID`].
+pub const DEV_REVIEWS_UID: u32 = 2102;
+/// The SPIFFE ID the Delegated Identity double gives the agent (the authorized delegate).
+const DEV_AGENT_SPIFFE_ID: &str = "spiffe://example.org/spiffe-aws-agent";
+
+/// `dev --per-caller`: the agent socket in per-caller mode, attested by the Delegated
+/// Identity double; `dev` calls it as orders and as reviews and prints what each got.
+async fn per_caller(
+    args: &DevArgs,
+    dir: &Path,
+    issuer: &SvidIssuer,
+    doubles: Doubles,
+) -> Result<(), DevError> {
+    use std::os::unix::fs::MetadataExt as _;
+
+    // This process's effective uid: the owner of /proc/self.
+    let own_uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    let root = own_uid == 0;
+    let (orders_uid, reviews_uid) = if root {
+        (DEV_ORDERS_UID, Some(DEV_REVIEWS_UID))
+    } else {
+        (own_uid, None)
+    };
+    let mut registrations = vec![Registration {
+        uid: orders_uid,
+        gid: None,
+        svid: issuer.issue(pki::ORDERS_SPIFFE_ID, SVID_TTL)?,
+    }];
+    if let Some(uid) = reviews_uid {
+        registrations.push(Registration {
+            uid,
+            gid: None,
+            svid: issuer.issue(pki::REVIEWS_SPIFFE_ID, SVID_TTL)?,
+        });
+    }
+    let spire = DelegatedIdentityDouble::start(
+        dir.join("spire-admin.sock"),
+        HashMap::from([(own_uid, DEV_AGENT_SPIFFE_ID.to_owned())]),
+        vec![DEV_AGENT_SPIFFE_ID.to_owned()],
+        registrations,
+    )
+    .await?;
+    if root {
+        // Workloads under other uids must reach the socket.
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    }
+
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let role = |name: &str, arn: &str, spiffe_id: &str| -> Result<RolePlan, DevError> {
+        let spec = ExchangeSpec {
+            endpoint: Some(doubles.rolesanywhere.endpoint()),
+            ca_bundle: Some(doubles.ca_bundle.clone()),
+            ..ExchangeSpec::new(DEV_TRUST_ANCHOR_ARN, DEV_PROFILE_ARN, arn)
+        };
+        Ok(RolePlan {
+            name: name.into(),
+            spiffe_id: Some(spiffe_id.into()),
+            bound_to: Some(SpiffeIdPattern::Exact(spiffe_id.into())),
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+        })
+    };
+    let agent_socket = dir.join("agent.sock");
+    let plan = AgentPlan {
+        identity: None,
+        roles: vec![
+            role("orders", DEV_ROLE_ARN_ORDERS, pki::ORDERS_SPIFFE_ID)?,
+            role("reviews", DEV_ROLE_ARN_REVIEWS, pki::REVIEWS_SPIFFE_ID)?,
+        ],
+        servers: ServersSpec {
+            agent_socket: Some(agent_socket.clone()),
+            ..ServersSpec::default()
+        },
+        min_remaining: agent::DEFAULT_MIN_REMAINING,
+        per_caller: Some(PerCallerPlan {
+            admin_socket: spire.endpoint(),
+            idle: DEFAULT_IDLE,
+            attest_timeout: DEFAULT_ATTEST_TIMEOUT,
+        }),
+    };
+    let running = agent::start(plan, RefreshPolicy::default(), clock).await?;
+
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "spiffe-aws-agent".into());
+    let as_uid = |uid: u32| {
+        if root {
+            format!("setpriv --reuid={uid} --regid={uid} --clear-groups ")
+        } else {
+            String::new()
+        }
+    };
+    let aws_config = dir.join("aws-config");
+    let mut config_text = String::new();
+    let mut callers = vec![("orders", orders_uid)];
+    if let Some(uid) = reviews_uid {
+        callers.push(("reviews", uid));
+    }
+    for (name, uid) in &callers {
+        config_text.push_str(&format!(
+            "[profile {name}]\nregion = us-east-1\ncredential_process = {}{exe} credential-process --agent {}\n",
+            as_uid(*uid),
+            agent_socket.display()
+        ));
+    }
+    write(&aws_config, &config_text)?;
+
+    println!("spiffe-aws-agent dev --per-caller: one agent socket; each process gets the roles bound to its own SVID.\n");
+    println!(
+        "  SPIRE admin socket double  {}  (Delegated Identity API; the agent, uid {own_uid}, is its authorized delegate)",
+        spire.endpoint()
+    );
+    for (name, uid) in &callers {
+        println!("    uid {uid} is registered as spiffe://example.org/service/{name}");
+    }
+    println!(
+        "  Roles Anywhere double      {}",
+        doubles.rolesanywhere.endpoint()
+    );
+    println!("  agent socket               {}", agent_socket.display());
+    println!();
+    for (name, uid) in &callers {
+        let out = call_as(&exe, &agent_socket, *uid, root, None).await;
+        match out {
+            Ok(json) => {
+                let key = serde_json::from_str::<serde_json::Value>(&json)
+                    .ok()
+                    .and_then(|v| v["AccessKeyId"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let tag = doubles
+                    .rolesanywhere
+                    .session_for_access_key(&key)
+                    .and_then(|s| s.spiffe_id)
+                    .unwrap_or_else(|| "-".into());
+                println!("{name} (uid {uid}) got its own credentials: AccessKeyId {key}, session tagged x509SAN/URI = {tag}");
+            }
+            Err(line) => println!("{name} (uid {uid}): {line}"),
+        }
+    }
+    if let Some(uid) = reviews_uid {
+        match call_as(&exe, &agent_socket, uid, root, Some("orders")).await {
+            Ok(_) => println!("reviews asking for role orders: served (unexpected)"),
+            Err(line) => println!("reviews asking for role orders is refused: {line}"),
+        }
+    } else {
+        println!(
+            "(reviews needs a second uid: run dev --per-caller as root to see both workloads.)"
+        );
+    }
+    println!();
+    let python = python_for_scripts();
+    let lattice_script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lattice-call.py");
+    let config_env = format!("AWS_CONFIG_FILE={}", aws_config.display());
+    let aws_endpoint = doubles.aws.endpoint();
+    println!("Try it:");
+    for (name, uid) in &callers {
+        println!(
+            "  {}{exe} credential-process --agent {}",
+            as_uid(*uid),
+            agent_socket.display()
+        );
+        let verdict = if *name == "orders" {
+            "200: allowed"
+        } else {
+            "403: denied"
+        };
+        println!("  {config_env} {python} {lattice_script} --profile {name} --service billing --endpoint {aws_endpoint}   # {verdict}");
+    }
+
+    if !args.once {
+        println!("\nCtrl-C stops.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    running.shutdown().await;
+    spire.shutdown().await;
+    doubles.shutdown().await;
+    Ok(())
+}
+
+/// `credential-process --agent` as `uid` (when `root`, else as this user): the JSON, or the
+/// refusal line.
+async fn call_as(
+    exe: &str,
+    socket: &Path,
+    uid: u32,
+    root: bool,
+    role: Option<&str>,
+) -> Result<String, String> {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("credential-process").arg("--agent").arg(socket);
+    if let Some(role) = role {
+        cmd.args(["--role", role]);
+    }
+    if root {
+        cmd.uid(uid).gid(uid);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }

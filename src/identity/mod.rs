@@ -6,12 +6,15 @@
 //! 403 (expired or not-yet-valid leaf, a CA as leaf, a key that does not match, an
 //! unsupported key type), so the user learns what is wrong and what to fix.
 
+pub mod delegated;
 pub mod files;
 pub mod key;
+mod pattern;
 mod source;
 pub mod watch;
 pub mod workload_api;
 
+pub use pattern::{PatternError, SpiffeIdPattern};
 pub use source::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 
 use std::time::SystemTime;
@@ -72,6 +75,11 @@ pub enum IdentityError {
     LeafIsCa { subject: String },
     #[error("the X.509-SVID {subject} has no SPIFFE ID (URI SAN spiffe://…); it is not an SVID Roles Anywhere can map to a principal tag")]
     MissingSpiffeId { subject: String },
+    #[error("the SVID announced as {announced} carries the SPIFFE ID {in_certificate:?} in its certificate")]
+    SpiffeIdMismatch {
+        announced: String,
+        in_certificate: String,
+    },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]

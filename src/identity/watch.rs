@@ -139,10 +139,21 @@ impl Snapshot {
         }
         let entry = match wanted {
             None => self.entries.first(),
-            Some(w) => self
-                .entries
-                .iter()
-                .find(|e| e.spiffe_id.as_deref() == Some(w) || e.hint.as_deref() == Some(w)),
+            Some(w) => {
+                // A role bound to `spiffe://td/path/*` takes the first SVID below the path.
+                let pattern = w
+                    .ends_with("/*")
+                    .then(|| super::SpiffeIdPattern::parse(w).ok())
+                    .flatten();
+                self.entries.iter().find(|e| {
+                    e.spiffe_id.as_deref() == Some(w)
+                        || e.hint.as_deref() == Some(w)
+                        || pattern
+                            .as_ref()
+                            .zip(e.spiffe_id.as_deref())
+                            .is_some_and(|(p, id)| p.matches(id))
+                })
+            }
         };
         match entry {
             Some(e) => e.identity.clone().map_err(Unusable::Invalid),

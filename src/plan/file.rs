@@ -7,6 +7,8 @@
 //! # endpoint = "https://rolesanywhere.us-east-1.amazonaws.com"
 //! # ca_bundle = "/etc/ssl/private-ca.pem"
 //! # min_remaining_seconds = 300   # never hand out credentials with less left
+//! # spire_admin_socket = "unix:///run/spire/agent/admin/admin.sock"  # per-caller mode
+//! # per_caller_idle_seconds = 900  # per-caller: drop credentials unused this long
 //!
 //! [[role]]
 //! name = "orders"                 # what clients ask for
@@ -14,6 +16,7 @@
 //! profile_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/…"
 //! role_arn = "arn:aws:iam::123456789012:role/orders"
 //! # spiffe_id = "spiffe://example.org/service/orders"   # which SVID; default: the first
+//! #   (per-caller mode: required; the callers this role is for, or ".../service/*")
 //! # region, session_duration, role_session_name, endpoint: as the flags
 //!
 //! [imds]                          # IMDSv2-style endpoint
@@ -38,10 +41,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{parse_listen, valid_role_name, Location, PlanError, Problem};
-use crate::agent::{AgentPlan, RolePlan, DEFAULT_MIN_REMAINING};
+use crate::agent::{AgentPlan, PerCallerPlan, RolePlan, DEFAULT_MIN_REMAINING};
 use crate::bounded_file::Links;
 use crate::clock::Clock;
+use crate::credentials::per_caller::DEFAULT_IDLE;
+use crate::identity::delegated::{self, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::workload_api::normalize_address;
+use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
@@ -66,6 +72,8 @@ struct FileConfig {
     region: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
     min_remaining_seconds: Option<Spanned<u64>>,
+    spire_admin_socket: Option<Spanned<String>>,
+    per_caller_idle_seconds: Option<Spanned<u64>>,
     #[serde(default)]
     role: Vec<Spanned<RoleToml>>,
     imds: Option<Spanned<ImdsToml>>,
@@ -190,7 +198,8 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
         Some(span) => loc.err(span, None, Problem::Syntax(Box::new(e))),
         None => loc.whole(Problem::Syntax(Box::new(e))),
     })?;
-    let identity = identity(&config, &loc)?;
+    let identity = identity(&config, &loc);
+    let per_caller = per_caller(&config, &loc)?;
 
     if config.role.is_empty() {
         return Err(loc.whole(Problem::NoRole));
@@ -231,9 +240,21 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
             // An empty selector matches no SVID: the role would never get credentials.
             return Err(loc.err(id.span(), None, Problem::EmptySpiffeId));
         }
+        let bound_to = match (&per_caller, &role.spiffe_id) {
+            (None, _) => None,
+            (Some(_), None) => {
+                let key = Some(format!("role {name:?} spiffe_id"));
+                return Err(loc.err(role.name.span(), key, Problem::SpiffeIdRequired));
+            }
+            (Some(_), Some(id)) => Some(
+                SpiffeIdPattern::parse(id.get_ref())
+                    .map_err(|e| loc.err(id.span(), Some(format!("role {name:?} spiffe_id")), e))?,
+            ),
+        };
         roles.push(RolePlan {
             name,
             spiffe_id: value(role.spiffe_id.as_ref()),
+            bound_to,
             exchange,
         });
     }
@@ -246,12 +267,54 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
     if servers.is_empty() {
         return Err(loc.whole(Problem::NoServerKey));
     }
+    if let (Some(_), Some(key), None) = (
+        &per_caller,
+        &config.spire_admin_socket,
+        &servers.agent_socket,
+    ) {
+        let at = Some("spire_admin_socket".into());
+        return Err(loc.err(key.span(), at, Problem::PerCallerWithoutSocket));
+    }
+    // Per-caller mode needs the agent's own identity only for the host-level channels.
+    let identity = if per_caller.is_some() && !servers.has_host_channels() {
+        None
+    } else {
+        Some(identity?)
+    };
     Ok(AgentPlan {
         identity,
         roles,
         servers,
         min_remaining,
+        per_caller,
     })
+}
+
+/// `spire_admin_socket` and `per_caller_idle_seconds`: per-caller mode.
+fn per_caller(config: &FileConfig, loc: &Locator<'_>) -> Result<Option<PerCallerPlan>, PlanError> {
+    let Some(socket) = &config.spire_admin_socket else {
+        if let Some(idle) = &config.per_caller_idle_seconds {
+            let at = Some("per_caller_idle_seconds".into());
+            return Err(loc.err(idle.span(), at, Problem::PerCallerIdleWithoutSocket));
+        }
+        return Ok(None);
+    };
+    let admin_socket = normalize_address(socket.get_ref());
+    delegated::check_address(&admin_socket)
+        .map_err(|e| loc.err(socket.span(), Some("spire_admin_socket".into()), e))?;
+    let idle = match &config.per_caller_idle_seconds {
+        None => DEFAULT_IDLE,
+        Some(s) if *s.get_ref() == 0 => {
+            let at = Some("per_caller_idle_seconds".into());
+            return Err(loc.err(s.span(), at, Problem::Zero(0)));
+        }
+        Some(s) => Duration::from_secs(*s.get_ref()),
+    };
+    Ok(Some(PerCallerPlan {
+        admin_socket,
+        idle,
+        attest_timeout: DEFAULT_ATTEST_TIMEOUT,
+    }))
 }
 
 fn value(s: Option<&Spanned<String>>) -> Option<String> {
@@ -583,6 +646,88 @@ mod tests {
         let e = parse_text(&text).unwrap_err().to_string();
         assert!(e.starts_with("agent.toml:9: "), "{e}");
         assert!(e.contains("line 7"), "{e}");
+    }
+
+    #[test]
+    fn per_caller_mode_binds_every_role_to_spiffe_ids() {
+        let admin = "spire_admin_socket = \"unix:///run/spire/admin.sock\"\n";
+        let text = format!(
+            "{admin}per_caller_idle_seconds = 60\n{}spiffe_id = \"spiffe://example.org/service/*\"\n[agent_socket]\npath = \"/tmp/a.sock\"\n",
+            role("services", "arn:aws:iam::123456789012:role/services")
+        );
+        let plan = parse_text(&text).unwrap();
+        let pc = plan.per_caller.unwrap();
+        assert_eq!(pc.admin_socket, "unix:///run/spire/admin.sock");
+        assert_eq!(pc.idle, Duration::from_secs(60));
+        assert_eq!(
+            plan.roles[0].bound_to,
+            Some(SpiffeIdPattern::Below(
+                "spiffe://example.org/service/".into()
+            ))
+        );
+        // No host-level channel: no Workload API needed for the agent itself.
+        assert!(plan.identity.is_none());
+
+        // A role without spiffe_id: the file, the role's line and the key.
+        let text = format!(
+            "{admin}{}[agent_socket]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "agent.toml:3: role \"orders\" spiffe_id: is required in per-caller mode"
+            ),
+            "{e}"
+        );
+        // A bad pattern.
+        let text = format!(
+            "{admin}{}spiffe_id = \"spiffe://example.org/*/x\"\n[agent_socket]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:7: role \"orders\" spiffe_id: \"spiffe://example.org/*/x\" is not a SPIFFE ID or pattern"),
+            "{e}"
+        );
+        // Per-caller mode serves on the agent socket only.
+        let text = format!(
+            "{admin}workload_api_socket = \"unix:///tmp/w.sock\"\n{}spiffe_id = \"spiffe://example.org/x\"\n[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:1: spire_admin_socket: needs an [agent_socket]"),
+            "{e}"
+        );
+        // The idle time only applies to per-caller mode, and must be positive.
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/w.sock\"\nper_caller_idle_seconds = 5\n{}[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:2: per_caller_idle_seconds: only applies"),
+            "{e}"
+        );
+        let text = format!(
+            "{admin}per_caller_idle_seconds = 0\n{}spiffe_id = \"spiffe://example.org/x\"\n[agent_socket]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:2: per_caller_idle_seconds: 0 must be at least 1"),
+            "{e}"
+        );
+        // Host-level channels in per-caller mode need the agent's own identity.
+        let text = format!(
+            "{admin}{}spiffe_id = \"spiffe://example.org/x\"\n[agent_socket]\n[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        if std::env::var_os("SPIFFE_ENDPOINT_SOCKET").is_none() {
+            let e = parse_text(&text).unwrap_err().to_string();
+            assert!(e.contains("no SPIFFE Workload API address"), "{e}");
+        }
     }
 
     #[test]

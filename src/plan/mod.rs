@@ -13,13 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{self, AgentPlan, OneShotPlan, RolePlan};
+use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan};
 use crate::cli::{
     CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
 };
 use crate::clock::Clock;
+use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::workload_api::normalize_address;
-use crate::identity::IdentitySpec;
+use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::credentials_file::{self, CredentialsFileError};
 use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
@@ -124,6 +125,18 @@ pub enum Problem {
     CertificateWithoutKey,
     #[error("workload_api_socket and certificate exclude each other: pick one identity source")]
     TwoIdentitySources,
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error(transparent)]
+    AdminSocket(#[from] DelegatedError),
+    #[error("is required in per-caller mode: the SPIFFE ID of the workloads this role is for (or spiffe://trust.domain/path/* for every ID below a path)")]
+    SpiffeIdRequired,
+    #[error("needs an [agent_socket]: per-caller mode serves callers on the agent socket")]
+    PerCallerWithoutSocket,
+    #[error("{0} must be at least 1")]
+    Zero(u64),
+    #[error("only applies in per-caller mode: set spire_admin_socket too")]
+    PerCallerIdleWithoutSocket,
 }
 
 impl PlanError {
@@ -256,14 +269,16 @@ pub fn credential_process(
 }
 
 /// One role from flags, named `name` or after its ARN.
+/// The identity is checked by the caller (per-caller mode may not need one).
+#[allow(clippy::type_complexity)]
 fn single_role(
     identity_args: &IdentityArgs,
     session: &SessionArgs,
     name: Option<&str>,
     clock: &Arc<dyn Clock>,
-) -> Result<(IdentitySpec, RolePlan), PlanError> {
+) -> Result<(Result<IdentitySpec, PlanError>, RolePlan), PlanError> {
     let exchange = exchange(session, clock)?;
-    let identity = identity(identity_args)?;
+    let identity = identity(identity_args);
     let name = name
         .map(str::to_owned)
         .unwrap_or_else(|| agent::role_name_from_arn(exchange.role_arn()));
@@ -275,6 +290,7 @@ fn single_role(
         RolePlan {
             name,
             spiffe_id: identity_args.spiffe_id.clone(),
+            bound_to: None,
             exchange,
         },
     ))
@@ -285,7 +301,7 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
     if let Some(path) = &args.config {
         return file::load(path, clock);
     }
-    let (identity, role) = single_role(
+    let (identity, mut role) = single_role(
         &args.identity,
         &args.session,
         args.role_name.as_deref(),
@@ -329,11 +345,45 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
     if servers.is_empty() {
         return Err(PlanError::new(Location::Flags, Problem::NoServerFlag));
     }
+    let per_caller = match &args.spire_admin_socket {
+        None => None,
+        Some(address) => {
+            let admin_socket = normalize_address(address);
+            delegated::check_address(&admin_socket)
+                .map_err(|e| PlanError::flag("--spire-admin-socket", e))?;
+            let spiffe_id = args
+                .identity
+                .spiffe_id
+                .as_deref()
+                .ok_or(PlanError::flag("--spiffe-id", Problem::SpiffeIdRequired))?;
+            role.bound_to = Some(
+                SpiffeIdPattern::parse(spiffe_id).map_err(|e| PlanError::flag("--spiffe-id", e))?,
+            );
+            if args.per_caller_idle == 0 {
+                return Err(PlanError::flag(
+                    "--per-caller-idle",
+                    Problem::Zero(args.per_caller_idle),
+                ));
+            }
+            Some(PerCallerPlan {
+                admin_socket,
+                idle: Duration::from_secs(args.per_caller_idle),
+                attest_timeout: DEFAULT_ATTEST_TIMEOUT,
+            })
+        }
+    };
+    // Per-caller mode needs the agent's own identity only for the host-level channels.
+    let identity = if per_caller.is_some() && !servers.has_host_channels() {
+        None
+    } else {
+        Some(identity?)
+    };
     Ok(AgentPlan {
         identity,
         roles: vec![role],
         servers,
         min_remaining,
+        per_caller,
     })
 }
 
@@ -341,7 +391,7 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
 pub fn serve(args: &ServeArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
     let (identity, role) = single_role(&args.identity, &args.session, None, clock)?;
     Ok(AgentPlan {
-        identity,
+        identity: Some(identity?),
         roles: vec![role],
         servers: ServersSpec {
             imds: vec![SocketAddr::from(([127, 0, 0, 1], args.port))],
@@ -349,6 +399,7 @@ pub fn serve(args: &ServeArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, Plan
             ..ServersSpec::default()
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
+        per_caller: None,
     })
 }
 
@@ -358,7 +409,8 @@ pub fn update(args: &UpdateArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, Pl
     credentials_file::validate_profile(&args.profile)
         .map_err(|e| PlanError::flag("--profile", e))?;
     Ok(AgentPlan {
-        identity,
+        identity: Some(identity?),
+        per_caller: None,
         servers: ServersSpec {
             credentials_files: vec![CredentialsFileSpec {
                 role: role.name.clone(),
@@ -405,6 +457,67 @@ mod tests {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
+    }
+
+    fn run_plan(extra: &[&str]) -> Result<AgentPlan, PlanError> {
+        let mut argv = vec![
+            "spiffe-aws-agent",
+            "run",
+            "--trust-anchor-arn",
+            TA,
+            "--profile-arn",
+            PR,
+            "--role-arn",
+            ROLE,
+            "--agent-socket",
+            "/tmp/a.sock",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not run");
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        run(&args, &clock)
+    }
+
+    #[tokio::test]
+    async fn per_caller_flags() {
+        let admin = ["--spire-admin-socket", "/run/spire/admin.sock"];
+        let e = run_plan(&admin).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--spiffe-id is required in per-caller mode"),
+            "{e}"
+        );
+        let plan = run_plan(&[
+            admin[0],
+            admin[1],
+            "--spiffe-id",
+            "spiffe://example.org/service/*",
+            "--per-caller-idle",
+            "30",
+        ])
+        .unwrap();
+        let pc = plan.per_caller.unwrap();
+        assert_eq!(pc.admin_socket, "unix:///run/spire/admin.sock");
+        assert_eq!(pc.idle, Duration::from_secs(30));
+        assert!(
+            plan.identity.is_none(),
+            "no host-level channel, no own SVID"
+        );
+        let e = run_plan(&[admin[0], admin[1], "--spiffe-id", "spiffe://x/*/y"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--spiffe-id \"spiffe://x/*/y\" is not a SPIFFE ID"),
+            "{e}"
+        );
+        let e = run_plan(&[admin[0], "tcp:nope", "--spiffe-id", "spiffe://x/y"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--spire-admin-socket invalid SPIRE admin socket address"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

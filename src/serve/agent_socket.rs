@@ -10,6 +10,17 @@
 //! `GET /v1/credentials/{role}` answers with the `credential_process` JSON
 //! (`{"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"}`), 404 for an
 //! unknown role, 503 while credentials are not usable; errors are one line of text.
+//!
+//! Two modes:
+//! - **host mode** (the default): whoever may connect (mode 0660: the agent's user and
+//!   group) gets every role the agent holds, like EC2's IMDS serves the instance role;
+//! - **per-caller mode** (`--spire-admin-socket`): the socket is open to every local user
+//!   (0666) and each connection is served as the process at the other end: the kernel names
+//!   it (`SO_PEERCRED`), SPIRE attests it ([`crate::credentials::per_caller`]), and it gets
+//!   only the roles bound to its own SVIDs, exchanged with its own SVID. `GET /v1/credentials`
+//!   (no role) answers with the caller's one role. Refusals are 403 (no identity, or the role
+//!   is not bound to it) and 409 (several roles bound: name one), with a line that says which
+//!   SPIFFE ID the caller has and which the role needs.
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
@@ -28,10 +39,13 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::http::{self, ParseError};
 use super::memo::RoleMemos;
+use crate::credentials::per_caller::PerCallerCache;
 use crate::credentials::CredentialStore;
 
-/// The socket's mode: the agent's user and group may connect, nobody else.
+/// The socket's mode in host mode: the agent's user and group may connect, nobody else.
 pub const SOCKET_MODE: u32 = 0o660;
+/// The socket's mode in per-caller mode: anyone may connect; SPIRE decides what they get.
+pub const PER_CALLER_SOCKET_MODE: u32 = 0o666;
 /// The largest response the client accepts (a credentials document is about 1.5 KiB).
 const MAX_RESPONSE: usize = 64 * 1024;
 /// How long the client waits for the whole exchange.
@@ -59,9 +73,10 @@ pub enum AgentSocketError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot set mode {SOCKET_MODE:o} on the agent socket {path}: {source}")]
+    #[error("cannot set mode {mode:o} on the agent socket {path}: {source}")]
     Permissions {
         path: PathBuf,
+        mode: u32,
         source: std::io::Error,
     },
     #[error("no agent is listening on {path} ({source}): is `spiffe-aws-agent run` running with the agent socket on?")]
@@ -80,25 +95,42 @@ pub enum AgentSocketError {
     Timeout { path: PathBuf },
     #[error("the agent on {path} sent a response this client cannot read ({reason}): are the agent and this command the same version?")]
     Protocol { path: PathBuf, reason: String },
-    #[error("the agent has no role named {role:?}: {message}")]
-    UnknownRole { role: String, message: String },
-    #[error("the agent has no usable credentials for role {role:?} right now: {message}")]
-    Unavailable { role: String, message: String },
-    #[error("the agent answered HTTP {status} for role {role:?}: {message}")]
+    #[error("the agent has no {}: {message}", label(.role))]
+    UnknownRole {
+        role: Option<String>,
+        message: String,
+    },
+    #[error("the agent has no usable credentials for {} right now: {message}", label(.role))]
+    Unavailable {
+        role: Option<String>,
+        message: String,
+    },
+    #[error("the agent refused: {message}")]
+    Refused { message: String },
+    #[error("the agent answered HTTP {status} for {}: {message}", label(.role))]
     Status {
-        role: String,
+        role: Option<String>,
         status: u16,
         message: String,
     },
 }
 
+/// `role "NAME"`, or what a request without a role asks for.
+fn label(role: &Option<String>) -> String {
+    match role {
+        Some(role) => format!("role {role:?}"),
+        None => "the role bound to this process".to_owned(),
+    }
+}
+
 /// Binds the agent socket at `path`: creates the parent directory (0755) when missing,
-/// replaces a stale socket left by an agent that died, and sets mode 0660.
+/// replaces a stale socket left by an agent that died, and sets `mode` ([`SOCKET_MODE`] or
+/// [`PER_CALLER_SOCKET_MODE`]).
 ///
 /// A socket some process still accepts on is not touched ([`AgentSocketError::InUse`]), and
 /// neither is anything that is not a socket ([`AgentSocketError::NotASocket`]): a typo in
 /// the path must not delete a file.
-pub async fn bind(path: &Path) -> Result<UnixListener, AgentSocketError> {
+pub async fn bind(path: &Path, mode: u32) -> Result<UnixListener, AgentSocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -147,13 +179,12 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AgentSocketError> {
         path: path.to_owned(),
         source,
     })?;
-    if let Err(source) =
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-    {
+    if let Err(source) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
         drop(listener);
         let _ = std::fs::remove_file(path);
         return Err(AgentSocketError::Permissions {
             path: path.to_owned(),
+            mode,
             source,
         });
     }
@@ -167,10 +198,23 @@ fn router(store: Arc<CredentialStore>) -> Router {
         store,
     };
     Router::new()
+        .route("/v1/credentials", get(which_role))
         .route("/v1/credentials/{role}", get(credentials))
         .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn(http::limit_body))
         .with_state(state)
+}
+
+/// In host mode every caller may read every role, so the caller must name one.
+async fn which_role(State(state): State<AgentSocket>) -> Response {
+    let roles: Vec<&str> = state.store.role_names().collect();
+    http::text(
+        StatusCode::CONFLICT,
+        format!(
+            "this agent is in host mode: pass --role NAME (one of: {})",
+            roles.join(", ")
+        ),
+    )
 }
 
 #[derive(Clone)]
@@ -190,6 +234,90 @@ pub async fn serve(
     http::serve(listener, router(store), shutdown, "agent socket").await
 }
 
+/// Serves the agent socket in per-caller mode: each connection is answered for the process
+/// at its other end, as SPIRE attests it.
+pub async fn serve_per_caller(
+    listener: UnixListener,
+    cache: Arc<PerCallerCache>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/v1/credentials", get(caller_credentials))
+        .route("/v1/credentials/{role}", get(caller_role_credentials))
+        .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn(http::limit_body))
+        .with_state(cache);
+    let make = move |io: &UnixStream| {
+        // No credentials from the kernel: the handler refuses (no pid to attest).
+        let caller = io.peer_cred().ok().map(|c| Caller {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        });
+        router.clone().layer(axum::Extension(caller))
+    };
+    http::serve_each(listener, make, shutdown, "agent socket").await
+}
+
+/// The process at the other end of a connection, as the kernel reported it.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    pid: Option<i32>,
+    uid: u32,
+    gid: u32,
+}
+
+async fn caller_credentials(
+    State(cache): State<Arc<PerCallerCache>>,
+    axum::Extension(caller): axum::Extension<Option<Caller>>,
+) -> Response {
+    per_caller(&cache, caller, None).await
+}
+
+async fn caller_role_credentials(
+    State(cache): State<Arc<PerCallerCache>>,
+    axum::Extension(caller): axum::Extension<Option<Caller>>,
+    UrlPath(role): UrlPath<String>,
+) -> Response {
+    per_caller(&cache, caller, Some(&role)).await
+}
+
+async fn per_caller(
+    cache: &Arc<PerCallerCache>,
+    caller: Option<Caller>,
+    role: Option<&str>,
+) -> Response {
+    let caller = caller.unwrap_or(Caller {
+        pid: None,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    });
+    match cache
+        .credentials(caller.pid, caller.uid, caller.gid, role)
+        .await
+    {
+        // Rendered per request: the memos are keyed by role, and here one role has as many
+        // credential sets as SPIFFE IDs bound to it.
+        Ok(creds) => http::json(
+            "application/json",
+            super::process::render(&creds.credentials),
+        ),
+        Err(refusal) => {
+            use crate::credentials::per_caller::Refusal::*;
+            use crate::identity::delegated::AttestError;
+            let status = match &refusal {
+                NoPid | NoRole { .. } | NotBound { .. } => StatusCode::FORBIDDEN,
+                Attest(AttestError::Api(_)) => StatusCode::SERVICE_UNAVAILABLE,
+                Attest(_) => StatusCode::FORBIDDEN,
+                Ambiguous { .. } => StatusCode::CONFLICT,
+                Unavailable(e) => return http::unavailable(e),
+            };
+            tracing::info!(pid = ?caller.pid, uid = caller.uid, reason = %refusal, "refusing a caller");
+            http::text(status, refusal.to_string())
+        }
+    }
+}
+
 async fn credentials(State(state): State<AgentSocket>, UrlPath(role): UrlPath<String>) -> Response {
     match state.store.get(&role) {
         Ok(creds) => http::json(
@@ -202,12 +330,13 @@ async fn credentials(State(state): State<AgentSocket>, UrlPath(role): UrlPath<St
     }
 }
 
-/// Fetches the `credential_process` JSON for `role` from the agent listening on `socket`.
+/// Fetches the `credential_process` JSON for `role` (or, from an agent in per-caller mode,
+/// for the caller's one role when `None`) from the agent listening on `socket`.
 ///
 /// One connection, one `GET`, `Connection: close`, and a strict reading of the answer: a
 /// status line, headers, and a body exactly as long as `Content-Length` said, at most
 /// 64 KiB. Needs a tokio runtime with time enabled (the whole exchange has a 10 s limit).
-pub async fn fetch(socket: &Path, role: &str) -> Result<String, AgentSocketError> {
+pub async fn fetch(socket: &Path, role: Option<&str>) -> Result<String, AgentSocketError> {
     match tokio::time::timeout(CLIENT_TIMEOUT, fetch_inner(socket, role)).await {
         Ok(result) => result,
         Err(_) => Err(AgentSocketError::Timeout {
@@ -216,7 +345,7 @@ pub async fn fetch(socket: &Path, role: &str) -> Result<String, AgentSocketError
     }
 }
 
-async fn fetch_inner(socket: &Path, role: &str) -> Result<String, AgentSocketError> {
+async fn fetch_inner(socket: &Path, role: Option<&str>) -> Result<String, AgentSocketError> {
     let io_err = |source| AgentSocketError::Io {
         path: socket.to_owned(),
         source,
@@ -233,10 +362,12 @@ async fn fetch_inner(socket: &Path, role: &str) -> Result<String, AgentSocketErr
             },
         }
     })?;
-    let request = format!(
-        "GET /v1/credentials/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        percent_encode(role)
-    );
+    let path = match role {
+        Some(role) => format!("/v1/credentials/{}", percent_encode(role)),
+        None => "/v1/credentials".to_owned(),
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let role = role.map(str::to_owned);
     stream.write_all(request.as_bytes()).await.map_err(io_err)?;
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -268,16 +399,17 @@ async fn fetch_inner(socket: &Path, role: &str) -> Result<String, AgentSocketErr
             path: socket.to_owned(),
             reason: "the body is not UTF-8".to_owned(),
         }),
+        403 | 409 => Err(AgentSocketError::Refused { message: message() }),
         404 => Err(AgentSocketError::UnknownRole {
-            role: role.to_owned(),
+            role,
             message: message(),
         }),
         503 => Err(AgentSocketError::Unavailable {
-            role: role.to_owned(),
+            role,
             message: message(),
         }),
         status => Err(AgentSocketError::Status {
-            role: role.to_owned(),
+            role,
             status,
             message: message(),
         }),
@@ -320,7 +452,7 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     async fn start(path: &Path, store: Arc<CredentialStore>) -> tokio::sync::oneshot::Sender<()> {
-        let listener = bind(path).await.unwrap();
+        let listener = bind(path, SOCKET_MODE).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, store, async {
             let _ = rx.await;
@@ -342,15 +474,31 @@ mod tests {
         );
         let _stop = start(&path, s).await;
 
-        let body = fetch(&path, "app").await.unwrap();
+        let body = fetch(&path, Some("app")).await.unwrap();
         assert_eq!(
             body,
             format!(
                 r#"{{"Version":1,"AccessKeyId":"ASIASOCK","SecretAccessKey":"secret-ASIASOCK","SessionToken":"token-ASIASOCK","Expiration":"{expiration}"}}"#
             )
         );
-        let odd = fetch(&path, "role with/odd+chars").await.unwrap();
+        let odd = fetch(&path, Some("role with/odd+chars")).await.unwrap();
         assert!(odd.contains("ASIAODD"), "{odd}");
+    }
+
+    #[tokio::test]
+    async fn host_mode_asks_for_a_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let s = store(&["app", "other"]);
+        s.publish("app", creds(&s, "app", "ASIASOCK", HOUR));
+        let _stop = start(&path, s).await;
+        match fetch(&path, None).await {
+            Err(AgentSocketError::Refused { message }) => assert_eq!(
+                message,
+                "this agent is in host mode: pass --role NAME (one of: app, other)"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -364,15 +512,15 @@ mod tests {
         );
         let _stop = start(&path, s).await;
 
-        match fetch(&path, "nope").await {
+        match fetch(&path, Some("nope")).await {
             Err(AgentSocketError::UnknownRole { role, message }) => {
-                assert_eq!(role, "nope");
+                assert_eq!(role.as_deref(), Some("nope"));
                 assert!(message.contains("no role named"), "{message}");
             }
             other => panic!("{other:?}"),
         }
         for role in ["app", "stale"] {
-            match fetch(&path, role).await {
+            match fetch(&path, Some(role)).await {
                 Err(e @ AgentSocketError::Unavailable { .. }) => {
                     let text = e.to_string();
                     assert!(text.contains(role) && !text.contains('\n'), "{text}");
@@ -382,7 +530,7 @@ mod tests {
             }
         }
         let missing = dir.path().join("missing.sock");
-        let err = fetch(&missing, "app").await.unwrap_err();
+        let err = fetch(&missing, Some("app")).await.unwrap_err();
         assert!(
             matches!(err, AgentSocketError::NotRunning { .. }),
             "{err:?}"
@@ -427,7 +575,7 @@ mod tests {
         for (i, (response, kind)) in cases.into_iter().enumerate() {
             let path = dir.path().join(format!("fake{i}.sock"));
             fake_agent(&path, response).await;
-            let err = fetch(&path, "app").await.unwrap_err();
+            let err = fetch(&path, Some("app")).await.unwrap_err();
             let ok = match kind {
                 "protocol" => matches!(err, AgentSocketError::Protocol { .. }),
                 _ => matches!(err, AgentSocketError::Status { status: 500, .. }),
@@ -446,7 +594,7 @@ mod tests {
                 while conn.write_all(&chunk).await.is_ok() {}
             }
         });
-        let err = fetch(&path, "app").await.unwrap_err();
+        let err = fetch(&path, Some("app")).await.unwrap_err();
         assert!(matches!(err, AgentSocketError::Protocol { .. }), "{err:?}");
     }
 
@@ -454,7 +602,7 @@ mod tests {
     async fn socket_mode_is_0660_and_parent_is_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run").join("agent.sock");
-        let _listener = bind(&path).await.unwrap();
+        let _listener = bind(&path, SOCKET_MODE).await.unwrap();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         assert!(meta.file_type().is_socket());
         assert_eq!(meta.permissions().mode() & 0o777, 0o660);
@@ -467,12 +615,12 @@ mod tests {
         // A socket whose listener is gone: what a crashed agent leaves.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let live = bind(&path).await.unwrap();
+        let live = bind(&path, SOCKET_MODE).await.unwrap();
         // Now someone listens: a second agent must not steal the path.
-        let err = bind(&path).await.unwrap_err();
+        let err = bind(&path, SOCKET_MODE).await.unwrap_err();
         assert!(matches!(err, AgentSocketError::InUse { .. }), "{err:?}");
         drop(live);
-        assert!(bind(&path).await.is_ok());
+        assert!(bind(&path, SOCKET_MODE).await.is_ok());
     }
 
     #[tokio::test]
@@ -480,7 +628,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
         std::fs::write(&path, "precious").unwrap();
-        let err = bind(&path).await.unwrap_err();
+        let err = bind(&path, SOCKET_MODE).await.unwrap_err();
         assert!(
             matches!(err, AgentSocketError::NotASocket { .. }),
             "{err:?}"
@@ -490,7 +638,7 @@ mod tests {
         let sub = dir.path().join("d");
         std::fs::create_dir(&sub).unwrap();
         assert!(matches!(
-            bind(&sub).await,
+            bind(&sub, SOCKET_MODE).await,
             Err(AgentSocketError::NotASocket { .. })
         ));
     }

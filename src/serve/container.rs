@@ -6,7 +6,14 @@
 //!
 //! The token is the only thing between any local process and the credentials, so it is
 //! compared in constant time, kept in a file only its owner can read, and never logged.
+//!
+//! Each role has its own token, in its own file: role `R`'s is `<token_file>.R` (for the
+//! default `/run/spiffe-aws-agent/container-token`, `/run/spiffe-aws-agent/container-token.orders`).
+//! A workload given one role's token file (mounted alone into its container) can read that
+//! role and no other: `/v1/credentials/R` accepts only `R`'s token. This is still a
+//! host-level channel: whoever can read a token file or reach the port with it gets the role.
 
+use std::collections::HashMap;
 use std::fs;
 use std::future::Future;
 use std::io::Read as _;
@@ -67,6 +74,30 @@ pub enum ContainerTokenError {
     },
     #[error("the system random number generator failed; cannot generate a container authorization token")]
     Random,
+}
+
+/// The token file of `role`: `<base>.<role>` (role names are a safe alphabet).
+pub fn role_token_file(base: &Path, role: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".");
+    name.push(role);
+    PathBuf::from(name)
+}
+
+/// Reads or creates each role's token ([`load_or_create_token`] on [`role_token_file`]).
+pub fn load_or_create_role_tokens<'a>(
+    base: &Path,
+    roles: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<String, Zeroizing<String>>, ContainerTokenError> {
+    roles
+        .into_iter()
+        .map(|role| {
+            Ok((
+                role.to_owned(),
+                load_or_create_token(&role_token_file(base, role))?,
+            ))
+        })
+        .collect()
 }
 
 /// Reads the token from `path`, or generates one and writes it there (mode 0600) when the
@@ -174,13 +205,17 @@ fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
     Ok(token)
 }
 
-/// Builds the container-credentials router over `store`, accepting `token` on requests
-/// `guard` lets through.
-fn router(store: Arc<CredentialStore>, token: Zeroizing<String>, guard: RequestGuard) -> Router {
+/// Builds the container-credentials router over `store`, accepting each role's own token on
+/// requests `guard` lets through.
+fn router(
+    store: Arc<CredentialStore>,
+    tokens: HashMap<String, Zeroizing<String>>,
+    guard: RequestGuard,
+) -> Router {
     let state = Container {
         memos: Arc::new(RoleMemos::new(store.role_names())),
         store,
-        token: Arc::new(token),
+        tokens: Arc::new(tokens),
     };
     Router::new()
         .route("/v1/credentials/{role}", get(credentials))
@@ -198,20 +233,27 @@ fn router(store: Arc<CredentialStore>, token: Zeroizing<String>, guard: RequestG
 }
 
 /// Serves container credentials on an already-bound listener until `shutdown` completes.
+/// `tokens` maps each role to the one token that may read it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<CredentialStore>,
-    token: Zeroizing<String>,
+    tokens: HashMap<String, Zeroizing<String>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let guard = RequestGuard::new(listener.local_addr()?);
-    http::serve(listener, router(store, token, guard), shutdown, "container").await
+    http::serve(
+        listener,
+        router(store, tokens, guard),
+        shutdown,
+        "container",
+    )
+    .await
 }
 
 #[derive(Clone)]
 struct Container {
     store: Arc<CredentialStore>,
-    token: Arc<Zeroizing<String>>,
+    tokens: Arc<HashMap<String, Zeroizing<String>>>,
     memos: Arc<RoleMemos>,
 }
 
@@ -257,10 +299,15 @@ async fn credentials(
     // 401, not 403: the request did not prove who it is (there is one principal, the
     // token holder), which is what 401 means. The SDKs treat both as a failed fetch, and
     // no WWW-Authenticate challenge is sent because no scheme would help.
-    if !authorized(&headers, &state.token) {
+    // An unknown role has no token, so it is refused like a wrong token: no enumeration.
+    let token_ok = state
+        .tokens
+        .get(&role)
+        .is_some_and(|token| authorized(&headers, token));
+    if !token_ok {
         return http::text(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong Authorization: set AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE) to the agent's container token",
+            "missing or wrong Authorization: set AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE to this role's token file (<token_file>.<role>)",
         );
     }
     match state.store.get(&role) {
@@ -283,18 +330,31 @@ mod tests {
         store: Arc<CredentialStore>,
         token: &str,
     ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let tokens = store
+            .role_names()
+            .map(|r| {
+                (
+                    r.to_owned(),
+                    Zeroizing::new(format!("{token}{}", suffix(r))),
+                )
+            })
+            .collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(
-            listener,
-            store,
-            Zeroizing::new(token.to_owned()),
-            async {
-                let _ = rx.await;
-            },
-        ));
+        tokio::spawn(serve(listener, store, tokens, async {
+            let _ = rx.await;
+        }));
         (addr, tx)
+    }
+
+    /// Role `app` has the token as given; every other role the token plus `-<role>`.
+    fn suffix(role: &str) -> String {
+        if role == "app" {
+            String::new()
+        } else {
+            format!("-{role}")
+        }
     }
 
     #[tokio::test]
@@ -391,15 +451,22 @@ mod tests {
         );
         let (addr, _stop) = start(s, "t").await;
         let auth = [("Authorization", "t")];
+        // An unknown role has no token: 401, like a wrong token (no role enumeration).
         assert_eq!(
             tcp(addr, "GET", "/v1/credentials/nope", &auth).await.status,
-            404
+            401
         );
         assert_eq!(
             tcp(addr, "GET", "/v1/credentials/app", &auth).await.status,
             503
         );
-        let r = tcp(addr, "GET", "/v1/credentials/stale", &auth).await;
+        let r = tcp(
+            addr,
+            "GET",
+            "/v1/credentials/stale",
+            &[("Authorization", "t-stale")],
+        )
+        .await;
         assert_eq!(r.status, 503);
         assert!(!String::from_utf8_lossy(&r.body).contains("ASIASTALE"));
         assert_eq!(tcp(addr, "GET", "/other", &auth).await.status, 404);
@@ -413,6 +480,40 @@ mod tests {
             .await
             .status,
             413
+        );
+    }
+
+    #[tokio::test]
+    async fn each_role_takes_only_its_own_token() {
+        let s = store(&["app", "other"]);
+        s.publish("app", creds(&s, "app", "ASIAAPP", HOUR));
+        s.publish("other", creds(&s, "other", "ASIAOTHER", HOUR));
+        let (addr, _stop) = start(s, "tok").await;
+        let get = |path: &'static str, token: &'static str| async move {
+            tcp(addr, "GET", path, &[("Authorization", token)]).await
+        };
+        assert_eq!(get("/v1/credentials/app", "tok").await.status, 200);
+        assert_eq!(get("/v1/credentials/other", "tok-other").await.status, 200);
+        // app's token does not open other, nor the reverse.
+        let r = get("/v1/credentials/other", "tok").await;
+        assert_eq!(r.status, 401);
+        assert!(!String::from_utf8_lossy(&r.body).contains("ASIAOTHER"));
+        assert_eq!(get("/v1/credentials/app", "tok-other").await.status, 401);
+    }
+
+    #[test]
+    fn role_token_files_are_named_after_the_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("container-token");
+        let tokens = load_or_create_role_tokens(&base, ["orders", "reviews"]).unwrap();
+        assert_ne!(*tokens["orders"], *tokens["reviews"]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("container-token.orders")).unwrap(),
+            *tokens["orders"]
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("container-token.reviews")).unwrap(),
+            *tokens["reviews"]
         );
     }
 

@@ -150,6 +150,29 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_each(listener, move |_: &L::Io| router.clone(), shutdown, what).await
+}
+
+/// [`serve`], with a service made for each connection from the connection itself (the agent
+/// socket in per-caller mode learns who is calling from the socket).
+pub(crate) async fn serve_each<L, S, F>(
+    listener: L,
+    make_service: F,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) -> io::Result<()>
+where
+    L: Accept,
+    F: Fn(&L::Io) -> S + Send + 'static,
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     let mut open: HashMap<tokio::task::Id, Arc<ConnState>> = HashMap::new();
@@ -188,7 +211,7 @@ where
                     let state = Arc::new(ConnState::default());
                     state.last_active_ms.store(millis_since(epoch), Ordering::Relaxed);
                     let service = Tracked {
-                        inner: router.clone(),
+                        inner: make_service(&io),
                         state: Arc::clone(&state),
                         epoch,
                     };

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::credentials::per_caller::PerCallerCache;
 use crate::credentials::CredentialStore;
 
 /// Where the IMDS endpoint listens unless told otherwise (as `aws_signing_helper serve`).
@@ -68,12 +69,19 @@ impl ServersSpec {
             && self.agent_socket.is_none()
             && self.credentials_files.is_empty()
     }
+
+    /// Whether a host-level channel is configured: the IMDS or container endpoint, or a
+    /// credentials file (whoever reaches them gets the host's roles, in either mode).
+    pub fn has_host_channels(&self) -> bool {
+        !self.imds.is_empty() || self.container.is_some() || !self.credentials_files.is_empty()
+    }
 }
 
 /// The container endpoint.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub listen: SocketAddr,
+    /// Role `R`'s token is in `<token_file>.R` ([`container::role_token_file`]).
     pub token_file: PathBuf,
 }
 
@@ -109,6 +117,7 @@ pub struct StartedServers {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub imds_addrs: Vec<SocketAddr>,
     pub container_addr: Option<SocketAddr>,
+    /// The container tokens' base path: role `R`'s token is in `<this>.R`.
     pub container_token_file: Option<PathBuf>,
     pub agent_socket: Option<PathBuf>,
     /// The write outcome of each credentials file, in the spec's order.
@@ -120,13 +129,16 @@ pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Binds every listener `spec` asks for, then serves from `store` until `shutdown`.
+/// Binds every listener `spec` asks for, then serves from `store` until `shutdown`. With
+/// `per_caller`, the agent socket serves each caller its own credentials from that cache
+/// instead of the host's roles from `store`.
 ///
 /// All binds happen before any server starts, so a port in use or a bad socket path stops
 /// the agent before it serves anything.
 pub async fn start_servers(
     spec: &ServersSpec,
     store: Arc<CredentialStore>,
+    per_caller: Option<Arc<PerCallerCache>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<StartedServers, ServeError> {
     http::raise_open_file_limit();
@@ -148,6 +160,9 @@ pub async fn start_servers(
             tracing::warn!(%addr, "serving credentials on a non-loopback address: anyone who can reach it can take them");
         }
     }
+    if per_caller.is_some() && spec.has_host_channels() {
+        tracing::warn!("per-caller mode: the IMDS endpoint, the container endpoint and the credentials files are host-level: they serve the host's roles to whoever reaches them, not per caller");
+    }
     let mut imds_listeners = Vec::new();
     for addr in &spec.imds {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -158,16 +173,22 @@ pub async fn start_servers(
     let container = match &spec.container {
         None => None,
         Some(c) => {
-            let token = container::load_or_create_token(&c.token_file)?;
+            let tokens = container::load_or_create_role_tokens(&c.token_file, store.role_names())?;
             let listener = tokio::net::TcpListener::bind(c.listen)
                 .await
                 .map_err(bind_err("the container endpoint", c.listen))?;
-            Some((listener, token, c.token_file.clone()))
+            Some((listener, tokens, c.token_file.clone()))
         }
     };
     let agent_listener = match &spec.agent_socket {
         None => None,
-        Some(path) => Some((agent_socket::bind(path).await?, path.clone())),
+        Some(path) => {
+            let mode = match per_caller {
+                Some(_) => agent_socket::PER_CALLER_SOCKET_MODE,
+                None => agent_socket::SOCKET_MODE,
+            };
+            Some((agent_socket::bind(path, mode).await?, path.clone()))
+        }
     };
     let mut files = Vec::new();
     for f in &spec.credentials_files {
@@ -196,13 +217,13 @@ pub async fn start_servers(
             }
         }));
     }
-    if let Some((listener, token, token_file)) = container {
+    if let Some((listener, tokens, token_file)) = container {
         out.container_addr = listener.local_addr().ok();
         out.container_token_file = Some(token_file);
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
         out.tasks.push(tokio::spawn(async move {
-            if let Err(e) = container::serve(listener, store, token, stop).await {
+            if let Err(e) = container::serve(listener, store, tokens, stop).await {
                 tracing::error!(error = %e, "the container endpoint stopped");
             }
         }));
@@ -211,8 +232,13 @@ pub async fn start_servers(
         out.agent_socket = Some(path);
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
+        let per_caller = per_caller.clone();
         out.tasks.push(tokio::spawn(async move {
-            if let Err(e) = agent_socket::serve(listener, store, stop).await {
+            let served = match per_caller {
+                Some(cache) => agent_socket::serve_per_caller(listener, cache, stop).await,
+                None => agent_socket::serve(listener, store, stop).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "the agent socket stopped");
             }
         }));

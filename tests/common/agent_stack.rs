@@ -328,9 +328,10 @@ impl AgentProcess {
                     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                     format!("{}/v1/credentials/{role}", self.container_base),
                 );
+                // Each role has its own token: `<token_file>.<role>`.
                 set(
                     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                    self.container_token_file.display().to_string(),
+                    format!("{}.{role}", self.container_token_file.display()),
                 );
             }
             Via::CredentialProcess(role) => {

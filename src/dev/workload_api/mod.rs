@@ -21,7 +21,12 @@
 //! It stands for a SPIRE agent's Workload API (checked against real SPIRE v1.13.3 in
 //! `tests/real_spire.rs`) where SPIRE cannot act on demand: rotation or withdrawal at an exact
 //! moment, several SVIDs for one workload, P-384 or broken SVIDs, a stalled or absent agent.
+//!
+//! [`DelegatedIdentityDouble`] is the same SPIRE agent's admin socket: the Delegated Identity
+//! API that per-caller mode asks about each caller (see its module docs for what it stands
+//! for).
 
+mod delegated;
 mod svid;
 
 #[cfg(test)]
@@ -40,6 +45,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
 
+pub use delegated::{DelegatedIdentityDouble, Registration};
 pub use svid::{SvidEntry, SvidIssuer};
 
 /// Code generated from `proto/workload.proto` by `build.rs`.
