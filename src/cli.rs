@@ -369,6 +369,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::DEFAULT_MIN_REMAINING.as_secs())]
     pub min_remaining: u64,
 
+    /// A host name the IMDS and container endpoints also answer to (repeatable). They answer
+    /// only requests whose Host is their IP address or localhost, so a web page cannot read
+    /// them through DNS rebinding; name here any other name your clients use.
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
+
     /// Per-caller mode: the SPIRE agent's admin socket (unix:///path). The agent socket then
     /// serves each calling process only the roles bound to its own SVIDs (SPIRE attests the
     /// caller's pid through the Delegated Identity API; this agent's SPIFFE ID must be in the

@@ -172,6 +172,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
                 profile: "default".into(),
                 path: Some(credentials_file.clone()),
             }],
+            allowed_hosts: Vec::new(),
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
         per_caller: None,

@@ -72,6 +72,7 @@ struct FileConfig {
     region: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
     min_remaining_seconds: Option<Spanned<u64>>,
+    allowed_hosts: Option<Spanned<Vec<String>>>,
     spire_admin_socket: Option<Spanned<String>>,
     per_caller_idle_seconds: Option<Spanned<u64>>,
     #[serde(default)]
@@ -469,7 +470,16 @@ fn servers(
             path,
         });
     }
+    let mut allowed_hosts = Vec::new();
+    if let Some(hosts) = &config.allowed_hosts {
+        for name in hosts.get_ref() {
+            super::host_name(name)
+                .map_err(|p| loc.err(hosts.span(), Some("allowed_hosts".into()), p))?;
+            allowed_hosts.push(name.clone());
+        }
+    }
     Ok(ServersSpec {
+        allowed_hosts,
         imds,
         imds_roles,
         hop_limit: None,
@@ -728,6 +738,22 @@ mod tests {
             let e = parse_text(&text).unwrap_err().to_string();
             assert!(e.contains("no SPIFFE Workload API address"), "{e}");
         }
+    }
+
+    #[test]
+    fn allowed_hosts_are_checked_and_reach_the_servers() {
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\nallowed_hosts = [\"agent.internal\"]\n{}[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let plan = parse_text(&text).unwrap();
+        assert_eq!(plan.servers.allowed_hosts, ["agent.internal"]);
+        let text = text.replace("agent.internal", "evil/path");
+        let e = parse_text(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:2: allowed_hosts: \"evil/path\" is not a host name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub enum Problem {
     NoWorkloadApiFlag,
     #[error("no SPIFFE Workload API address: set workload_api_socket, or SPIFFE_ENDPOINT_SOCKET in the agent's environment (or certificate and private_key)")]
     NoWorkloadApiKey,
+    #[error("{0:?} is not a host name (letters, digits, dots and hyphens)")]
+    HostName(String),
     #[error("{0:?} is not IP:port (e.g. 127.0.0.1:9911 or [::1]:9911)")]
     Listen(String),
     #[error("{0:?} is not a valid role name: use 1 to 64 letters, digits and +=,.@_-")]
@@ -176,6 +178,20 @@ fn exchange_flag(field: Option<ExchangeField>) -> Location {
 pub fn parse_listen(addr: &str) -> Result<SocketAddr, Problem> {
     addr.parse::<SocketAddr>()
         .map_err(|_| Problem::Listen(addr.to_owned()))
+}
+
+/// Checks a host name an endpoint may answer to: letters, digits, dots and hyphens.
+pub fn host_name(name: &str) -> Result<(), Problem> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::HostName(name.to_owned()))
+    }
 }
 
 /// Role names appear in URL paths; keep them to a safe alphabet.
@@ -334,6 +350,9 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         min_remaining(args.min_remaining).map_err(|p| PlanError::flag("--min-remaining", p))?;
     serving_window(std::slice::from_ref(&role), min_remaining)
         .map_err(|p| PlanError::flag("--min-remaining", p))?;
+    for name in &args.allowed_host {
+        host_name(name).map_err(|p| PlanError::flag("--allowed-host", p))?;
+    }
     let servers = ServersSpec {
         imds,
         imds_roles: None,
@@ -341,6 +360,7 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         container,
         agent_socket: args.agent_socket.clone(),
         credentials_files,
+        allowed_hosts: args.allowed_host.clone(),
     };
     if servers.is_empty() {
         return Err(PlanError::new(Location::Flags, Problem::NoServerFlag));

@@ -222,10 +222,13 @@ fn router(
         .fallback(|| async { http::text(StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn(http::limit_body))
         .layer(middleware::from_fn(
-            move |req: axum::extract::Request, next: middleware::Next| async move {
-                match guard.refusal(req.uri(), req.headers()) {
-                    Some(refusal) => refusal,
-                    None => next.run(req).await,
+            move |req: axum::extract::Request, next: middleware::Next| {
+                let guard = guard.clone();
+                async move {
+                    match guard.refusal(req.uri(), req.headers()) {
+                        Some(refusal) => refusal,
+                        None => next.run(req).await,
+                    }
                 }
             },
         ))
@@ -240,7 +243,18 @@ pub async fn serve(
     tokens: HashMap<String, Zeroizing<String>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let guard = RequestGuard::new(listener.local_addr()?);
+    serve_for_hosts(listener, store, tokens, Vec::new(), shutdown).await
+}
+
+/// [`serve`], also answering requests whose `Host` is one of `allowed_hosts`.
+pub(crate) async fn serve_for_hosts(
+    listener: tokio::net::TcpListener,
+    store: Arc<CredentialStore>,
+    tokens: HashMap<String, Zeroizing<String>>,
+    allowed_hosts: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let guard = RequestGuard::new(listener.local_addr()?, Arc::from(allowed_hosts));
     http::serve(
         listener,
         router(store, tokens, guard),

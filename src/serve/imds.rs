@@ -206,6 +206,8 @@ pub struct ImdsConfig {
     pub hop_limit: Option<u32>,
     /// The roles this endpoint lists and serves; `None` for every role in the store.
     pub roles: Option<Vec<String>>,
+    /// Host names it answers to besides its address and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Serves IMDS on an already-bound listener (IPv4 or IPv6) until `shutdown` completes.
@@ -224,7 +226,7 @@ pub async fn serve_with(
     config: ImdsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let guard = RequestGuard::new(listener.local_addr()?);
+    let guard = RequestGuard::new(listener.local_addr()?, Arc::from(config.allowed_hosts));
     let service = ImdsService::new(store, config.roles, guard);
     match config.hop_limit {
         None => http::serve(listener, service, shutdown, "imds").await,

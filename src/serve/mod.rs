@@ -58,6 +58,9 @@ pub struct ServersSpec {
     pub container: Option<ContainerSpec>,
     pub agent_socket: Option<PathBuf>,
     pub credentials_files: Vec<CredentialsFileSpec>,
+    /// Host names the IMDS and container endpoints answer to besides their address and
+    /// `localhost` (every other `Host` is refused: DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServersSpec {
@@ -208,6 +211,7 @@ pub async fn start_servers(
         let config = imds::ImdsConfig {
             hop_limit: spec.hop_limit,
             roles: spec.imds_roles.clone(),
+            allowed_hosts: spec.allowed_hosts.clone(),
         };
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
@@ -222,8 +226,9 @@ pub async fn start_servers(
         out.container_token_file = Some(token_file);
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
+        let hosts = spec.allowed_hosts.clone();
         out.tasks.push(tokio::spawn(async move {
-            if let Err(e) = container::serve(listener, store, tokens, stop).await {
+            if let Err(e) = container::serve_for_hosts(listener, store, tokens, hosts, stop).await {
                 tracing::error!(error = %e, "the container endpoint stopped");
             }
         }));

@@ -10,6 +10,7 @@
 //! what a client sends to a forward proxy) was not meant for this endpoint.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
@@ -27,15 +28,18 @@ const PROXY_HEADERS: [&str; 6] = [
 ];
 
 /// The request checks of one listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RequestGuard {
     listen: SocketAddr,
+    /// Host names the operator allowed besides the address and `localhost` (a name the
+    /// operator chose is not an attacker's rebound one).
+    names: Arc<[String]>,
 }
 
 impl RequestGuard {
-    /// Checks for a listener bound to `listen` (port 0 resolved).
-    pub(crate) fn new(listen: SocketAddr) -> Self {
-        RequestGuard { listen }
+    /// Checks for a listener bound to `listen` (port 0 resolved) that also answers to `names`.
+    pub(crate) fn new(listen: SocketAddr, names: Arc<[String]>) -> Self {
+        RequestGuard { listen, names }
     }
 
     /// The response refusing the request, or `None` when it may be served.
@@ -69,7 +73,8 @@ impl RequestGuard {
         None
     }
 
-    /// Whether `host` (a `Host` header value) is this listener's address or `localhost`,
+    /// Whether `host` (a `Host` header value) is this listener's address, `localhost` or an
+    /// allowed name,
     /// with this listener's port or none.
     fn names_this_listener(&self, host: &str) -> bool {
         let Some((name, port)) = split_host(host) else {
@@ -79,6 +84,9 @@ impl RequestGuard {
             return false;
         }
         let ip = self.listen.ip();
+        if self.names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return true;
+        }
         if name.eq_ignore_ascii_case("localhost") {
             return ip.is_loopback() || ip.is_unspecified();
         }
@@ -118,7 +126,8 @@ mod tests {
     use super::*;
 
     fn check(listen: &str, uri: &str, headers: &[(&str, &str)]) -> Option<u16> {
-        let guard = RequestGuard::new(listen.parse().unwrap());
+        let names: Arc<[String]> = Arc::from(vec!["agent.internal".to_owned()]);
+        let guard = RequestGuard::new(listen.parse().unwrap(), names);
         let mut map = HeaderMap::new();
         for (n, v) in headers {
             map.append(
@@ -141,6 +150,8 @@ mod tests {
             ("[::1]:9911", "[::1]:9911"),
             ("[::1]:9911", "localhost:9911"),
             ("0.0.0.0:9911", "10.1.2.3:9911"),
+            ("127.0.0.1:9911", "agent.internal:9911"),
+            ("127.0.0.1:9911", "Agent.Internal"),
         ] {
             assert_eq!(
                 check(listen, "/latest/api/token", &[("host", host)]),
@@ -156,6 +167,7 @@ mod tests {
         for host in [
             "evil.example:9911",
             "evil.example",
+            "agent.internal:80",
             "127.0.0.1:80",
             "127.0.0.2:9911",
             "[::1]:9911",
