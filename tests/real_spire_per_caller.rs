@@ -50,13 +50,20 @@ impl Drop for PerCaller {
 
 impl PerCaller {
     async fn start() -> PerCaller {
+        Self::start_with(true).await
+    }
+
+    /// `register_delegate`: whether SPIRE has an entry giving [`AGENT_UID`] the delegate's ID.
+    async fn start_with(register_delegate: bool) -> PerCaller {
         assert_eq!(
             own_ids().0,
             0,
             "these tests run the agent and workloads under other uids, which needs root (as in CI)"
         );
         let stack = SpireStack::start(SpireOptions::default()).await;
-        stack.spire.create_entry(DELEGATE_ID, AGENT_UID).await;
+        if register_delegate {
+            stack.spire.create_entry(DELEGATE_ID, AGENT_UID).await;
+        }
         let orders_entry = stack.spire.create_entry(ORDERS, ORDERS_UID).await;
         stack.spire.create_entry(REVIEWS, REVIEWS_UID).await;
         stack.spire.give_admin_socket_to(AGENT_UID, AGENT_UID);
@@ -342,4 +349,23 @@ async fn deleting_orders_entry_withdraws_orders_credentials_only() {
             (REVIEWS.to_owned(), DEV_ROLE_ARN_REVIEWS.to_owned()),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_uid_spire_does_not_register_as_the_delegate_serves_nothing() {
+    let pc = PerCaller::start_with(false).await;
+    // Past one SPIRE sync (5 s): the refusal is about the agent, not a SPIRE agent starting.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let out = pc.fetch_as(ORDERS_UID, None).await;
+        assert_eq!(out.status.code(), Some(1), "{}", pc.context());
+        let line = failure_line(&out);
+        assert!(
+            line.contains("refused this agent as a delegate")
+                && line.contains("authorized_delegates"),
+            "{line}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(pc.sessions().is_empty(), "{:?}", pc.sessions());
 }
