@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
-# Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire.rs and
+# Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
 # tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"
 scripts/build-peers.sh

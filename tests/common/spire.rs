@@ -270,6 +270,18 @@ plugins {{
         }
     }
 
+    /// Lets `uid`/`gid` (the delegate: an agent in per-caller mode running as its own user)
+    /// reach the admin socket. SPIRE creates it with mode 0770 (root:root here), so both the
+    /// directory (still 0700) and the socket become the delegate's; the SPIRE agent, as root,
+    /// keeps its access, and other uids still cannot reach the socket.
+    pub fn give_admin_socket_to(&self, uid: u32, gid: u32) {
+        let dir = self.admin_socket.parent().expect("admin socket dir");
+        for path in [dir, self.admin_socket.as_path()] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+        }
+    }
+
     /// Kills `spire-agent` (SIGKILL: no graceful shutdown).
     pub fn kill_agent(&mut self) {
         self.agent.kill();
