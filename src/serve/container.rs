@@ -176,7 +176,11 @@ fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
 
 /// Builds the container-credentials router over `store`, accepting `token` on requests
 /// `guard` lets through.
-fn router(store: Arc<CredentialStore>, token: Zeroizing<String>, guard: RequestGuard) -> Router {
+pub(crate) fn router(
+    store: Arc<CredentialStore>,
+    token: Zeroizing<String>,
+    guard: RequestGuard,
+) -> Router {
     let state = Container {
         memos: Arc::new(RoleMemos::new(store.role_names())),
         store,

@@ -318,7 +318,7 @@ fn split_lines(text: &str) -> (&'static str, Vec<&str>) {
 
 /// `text` with `[profile]`'s three credential keys set to `values` and its expiry comment
 /// set to `marker`; all other bytes unchanged. Pure, so it is tested exhaustively.
-fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) -> String {
+pub(crate) fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) -> String {
     let (nl, lines) = split_lines(text);
     let kinds: Vec<Line<'_>> = lines.iter().map(|l| classify(l)).collect();
 
@@ -422,7 +422,7 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
 
 /// `text` without the managed keys (and their continuation lines) and the expiry comment in
 /// every `[profile]` section; all other bytes unchanged.
-fn clear_profile_text(text: &str, profile: &str) -> String {
+pub(crate) fn clear_profile_text(text: &str, profile: &str) -> String {
     let (_, lines) = split_lines(text);
     let mut out = String::with_capacity(text.len());
     let mut in_target = false;
