@@ -281,7 +281,9 @@ impl Shared {
     /// Takes the next injected fault, if any.
     fn take_fault(&self) -> Option<Fault> {
         let every = self.fail_every.load(Ordering::Relaxed);
-        if every > 0 && (self.fail_counter.fetch_add(1, Ordering::Relaxed) + 1) % every == 0 {
+        if every > 0
+            && (self.fail_counter.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every)
+        {
             return Some(Fault::Status {
                 status: 500,
                 error_type: "InternalServerException".to_owned(),
