@@ -375,6 +375,9 @@ pub(crate) fn update_profile(text: &str, profile: &str, values: [&str; 3], marke
         }
     }
 
+    // What ends a line here is what `split_lines` split on: a lone `\r` in a file with `\n`
+    // line breaks is part of its line, and text added after it needs a line break first.
+    let line_end = if nl == "\r" { '\r' } else { '\n' };
     let mut out = String::with_capacity(text.len() + 2048);
     let mut dropping_continuation = false;
     for (i, line) in lines.iter().enumerate() {
@@ -396,7 +399,7 @@ pub(crate) fn update_profile(text: &str, profile: &str, values: [&str; 3], marke
             out.push_str(line);
         }
         if Some(i) == insert_after && !additions.is_empty() {
-            if !out.ends_with(['\n', '\r']) {
+            if !out.ends_with(line_end) {
                 out.push_str(nl);
             }
             out.push_str(&additions);
@@ -404,7 +407,7 @@ pub(crate) fn update_profile(text: &str, profile: &str, values: [&str; 3], marke
     }
     if first_section.is_none() {
         if !out.is_empty() {
-            if !out.ends_with(['\n', '\r']) {
+            if !out.ends_with(line_end) {
                 out.push_str(nl);
             }
             if !out.ends_with(&format!("{nl}{nl}")) && out != nl {
@@ -685,6 +688,25 @@ aws_session_token = TKOTHER
             after,
             format!("[a]\r\nk = v\r\n[spiffe]\r\naws_access_key_id = AKNEW\r\n{M}\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
         );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `credentials_file_ini`): in a file with `\n` line
+    /// breaks a lone `\r` does not end a line, so keys added after such a line must start a
+    /// new one; the expiry comment was glued to it, and added again by the next write.
+    #[test]
+    fn a_lone_cr_in_a_newline_file_does_not_end_a_line() {
+        let after = update_profile("[spiffe]\r\nregion = x\r", "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[spiffe]\r\nregion = x\r\r\n{M}\r\naws_access_key_id = AKNEW\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
+        );
+        assert_eq!(update_profile(&after, "spiffe", V, M), after);
+        let after = update_profile("[a]\nk = v\r", "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[a]\nk = v\r\n\n[spiffe]\n{M}\naws_access_key_id = AKNEW\naws_secret_access_key = SKNEW\naws_session_token = TKNEW\n")
+        );
+        assert_eq!(update_profile(&after, "spiffe", V, M), after);
     }
 
     #[test]
