@@ -290,14 +290,19 @@ fn classify(line: &str) -> Line<'_> {
     }
 }
 
-/// The line ending `line` has ("" for a last line without one).
-fn ending(line: &str) -> &str {
-    if line.ends_with("\r\n") {
+/// The line ending `line` has ("" for a last line without one), where `line_end` is what
+/// ends a line in its file (see `split_lines`): with `\n`, a lone `\r` is not an ending.
+fn ending(line: &str, line_end: char) -> &str {
+    if line_end == '\r' {
+        if line.ends_with('\r') {
+            "\r"
+        } else {
+            ""
+        }
+    } else if line.ends_with("\r\n") {
         "\r\n"
     } else if line.ends_with('\n') {
         "\n"
-    } else if line.ends_with('\r') {
-        "\r"
     } else {
         ""
     }
@@ -386,14 +391,19 @@ pub(crate) fn update_profile(text: &str, profile: &str, values: [&str; 3], marke
             _ => None,
         };
         if let Some(n) = managed {
-            out.push_str(&format!("{} = {}{}", KEYS[n], values[n], ending(line)));
+            out.push_str(&format!(
+                "{} = {}{}",
+                KEYS[n],
+                values[n],
+                ending(line, line_end)
+            ));
             dropping_continuation = true;
         } else if dropping_continuation && kinds[i] == Line::Continuation {
             // The rest of an old multi-line value of a key we replaced.
         } else if in_target[i] && kinds[i] == Line::Comment && is_marker(line) {
             dropping_continuation = false;
             out.push_str(marker);
-            out.push_str(ending(line));
+            out.push_str(ending(line, line_end));
         } else {
             dropping_continuation = false;
             out.push_str(line);
@@ -699,6 +709,14 @@ aws_session_token = TKOTHER
         assert_eq!(
             after,
             format!("[spiffe]\r\nregion = x\r\r\n{M}\r\naws_access_key_id = AKNEW\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
+        );
+        assert_eq!(update_profile(&after, "spiffe", V, M), after);
+        // A managed key on such a line: the lone `\r` was taken for its ending, and the next
+        // write turned the `\r\r\n` that resulted into `\r\n`.
+        let after = update_profile("[spiffe]\r\naws_access_key_id = old\r", "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[spiffe]\r\naws_access_key_id = AKNEW\r\n{M}\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
         );
         assert_eq!(update_profile(&after, "spiffe", V, M), after);
         let after = update_profile("[a]\nk = v\r", "spiffe", V, M);
