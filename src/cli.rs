@@ -443,6 +443,11 @@ pub struct DevArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub rotate_every: u64,
 
+    /// Make every Nth CreateSession call to the Roles Anywhere double fail with 500
+    /// (fault injection, e.g. for a soak test of the agents' retries).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub fail_every: Option<u64>,
+
     /// Address of the agent's IMDSv2-style endpoint (port 0: any free port).
     #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_IMDS_LISTEN)]
     pub imds: String,

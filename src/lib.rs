@@ -29,5 +29,9 @@ pub mod serve;
 #[cfg(feature = "dev")]
 pub mod dev;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_api;
+
 pub use bounded_file::FileError;
 pub use clock::{Clock, TokioClock};

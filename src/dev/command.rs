@@ -265,6 +265,11 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         rolesanywhere.shutdown().await;
         return Ok(());
     }
+    // After the first exchanges, so start-up is not what fails.
+    if let Some(n) = args.fail_every {
+        rolesanywhere.fail_every(n);
+        println!("\nThe Roles Anywhere double fails one CreateSession call in {n} with 500.");
+    }
     println!(
         "\nRotating the SVIDs every {}s; Ctrl-C stops.",
         args.rotate_every

@@ -436,7 +436,7 @@ struct AssumedRoleUser {
     arn: Option<String>,
 }
 
-fn parse_success(
+pub(crate) fn parse_success(
     status: u16,
     body: &[u8],
     role_arn: &str,
@@ -494,7 +494,7 @@ fn parse_success(
     })
 }
 
-fn map_error(
+pub(crate) fn map_error(
     status: u16,
     header_type: Option<String>,
     body: &[u8],

@@ -10,3 +10,6 @@ pub mod signer;
 pub use arn::{ArnError, ArnField, RegionError};
 pub use client::{ConfigError, CreateSessionError, Credentials, ErrorClass};
 pub use exchange::{Exchange, ExchangeField, ExchangeSpec, SpecError};
+
+#[cfg(fuzzing)]
+pub(crate) use client::{map_error, parse_success};

@@ -207,7 +207,7 @@ fn create_token(path: &Path) -> Result<Zeroizing<String>, ContainerTokenError> {
 
 /// Builds the container-credentials router over `store`, accepting each role's own token on
 /// requests `guard` lets through.
-fn router(
+pub(crate) fn router(
     store: Arc<CredentialStore>,
     tokens: HashMap<String, Zeroizing<String>>,
     guard: RequestGuard,

@@ -290,14 +290,19 @@ fn classify(line: &str) -> Line<'_> {
     }
 }
 
-/// The line ending `line` has ("" for a last line without one).
-fn ending(line: &str) -> &str {
-    if line.ends_with("\r\n") {
+/// The line ending `line` has ("" for a last line without one), where `line_end` is what
+/// ends a line in its file (see `split_lines`): with `\n`, a lone `\r` is not an ending.
+fn ending(line: &str, line_end: char) -> &str {
+    if line_end == '\r' {
+        if line.ends_with('\r') {
+            "\r"
+        } else {
+            ""
+        }
+    } else if line.ends_with("\r\n") {
         "\r\n"
     } else if line.ends_with('\n') {
         "\n"
-    } else if line.ends_with('\r') {
-        "\r"
     } else {
         ""
     }
@@ -318,7 +323,7 @@ fn split_lines(text: &str) -> (&'static str, Vec<&str>) {
 
 /// `text` with `[profile]`'s three credential keys set to `values` and its expiry comment
 /// set to `marker`; all other bytes unchanged. Pure, so it is tested exhaustively.
-fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) -> String {
+pub(crate) fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) -> String {
     let (nl, lines) = split_lines(text);
     let kinds: Vec<Line<'_>> = lines.iter().map(|l| classify(l)).collect();
 
@@ -375,6 +380,9 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
         }
     }
 
+    // What ends a line here is what `split_lines` split on: a lone `\r` in a file with `\n`
+    // line breaks is part of its line, and text added after it needs a line break first.
+    let line_end = if nl == "\r" { '\r' } else { '\n' };
     let mut out = String::with_capacity(text.len() + 2048);
     let mut dropping_continuation = false;
     for (i, line) in lines.iter().enumerate() {
@@ -383,20 +391,25 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
             _ => None,
         };
         if let Some(n) = managed {
-            out.push_str(&format!("{} = {}{}", KEYS[n], values[n], ending(line)));
+            out.push_str(&format!(
+                "{} = {}{}",
+                KEYS[n],
+                values[n],
+                ending(line, line_end)
+            ));
             dropping_continuation = true;
         } else if dropping_continuation && kinds[i] == Line::Continuation {
             // The rest of an old multi-line value of a key we replaced.
         } else if in_target[i] && kinds[i] == Line::Comment && is_marker(line) {
             dropping_continuation = false;
             out.push_str(marker);
-            out.push_str(ending(line));
+            out.push_str(ending(line, line_end));
         } else {
             dropping_continuation = false;
             out.push_str(line);
         }
         if Some(i) == insert_after && !additions.is_empty() {
-            if !out.ends_with(['\n', '\r']) {
+            if !out.ends_with(line_end) {
                 out.push_str(nl);
             }
             out.push_str(&additions);
@@ -404,7 +417,7 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
     }
     if first_section.is_none() {
         if !out.is_empty() {
-            if !out.ends_with(['\n', '\r']) {
+            if !out.ends_with(line_end) {
                 out.push_str(nl);
             }
             if !out.ends_with(&format!("{nl}{nl}")) && out != nl {
@@ -422,7 +435,7 @@ fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str) ->
 
 /// `text` without the managed keys (and their continuation lines) and the expiry comment in
 /// every `[profile]` section; all other bytes unchanged.
-fn clear_profile_text(text: &str, profile: &str) -> String {
+pub(crate) fn clear_profile_text(text: &str, profile: &str) -> String {
     let (_, lines) = split_lines(text);
     let mut out = String::with_capacity(text.len());
     let mut in_target = false;
@@ -685,6 +698,33 @@ aws_session_token = TKOTHER
             after,
             format!("[a]\r\nk = v\r\n[spiffe]\r\naws_access_key_id = AKNEW\r\n{M}\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
         );
+    }
+
+    /// Found by fuzzing (`fuzz/`, target `credentials_file_ini`): in a file with `\n` line
+    /// breaks a lone `\r` does not end a line, so keys added after such a line must start a
+    /// new one; the expiry comment was glued to it, and added again by the next write.
+    #[test]
+    fn a_lone_cr_in_a_newline_file_does_not_end_a_line() {
+        let after = update_profile("[spiffe]\r\nregion = x\r", "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[spiffe]\r\nregion = x\r\r\n{M}\r\naws_access_key_id = AKNEW\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
+        );
+        assert_eq!(update_profile(&after, "spiffe", V, M), after);
+        // A managed key on such a line: the lone `\r` was taken for its ending, and the next
+        // write turned the `\r\r\n` that resulted into `\r\n`.
+        let after = update_profile("[spiffe]\r\naws_access_key_id = old\r", "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[spiffe]\r\naws_access_key_id = AKNEW\r\n{M}\r\naws_secret_access_key = SKNEW\r\naws_session_token = TKNEW\r\n")
+        );
+        assert_eq!(update_profile(&after, "spiffe", V, M), after);
+        let after = update_profile("[a]\nk = v\r", "spiffe", V, M);
+        assert_eq!(
+            after,
+            format!("[a]\nk = v\r\n\n[spiffe]\n{M}\naws_access_key_id = AKNEW\naws_secret_access_key = SKNEW\naws_session_token = TKNEW\n")
+        );
+        assert_eq!(update_profile(&after, "spiffe", V, M), after);
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl RawResponse {
 
 /// Why a response could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum ParseError {
+pub(crate) enum ParseError {
     #[error("the response ended before its header did")]
     Truncated,
     #[error("malformed status line")]

@@ -57,12 +57,16 @@ const MAX_TOKENS: usize = 4096;
 /// middleware stack, no boxed futures or per-request clones on the hot path (measured: the
 /// axum router and its two middleware layers were most of the per-request instructions).
 #[derive(Clone)]
-struct ImdsService {
+pub(crate) struct ImdsService {
     imds: Imds,
 }
 
 impl ImdsService {
-    fn new(store: Arc<CredentialStore>, roles: Option<Vec<String>>, guard: RequestGuard) -> Self {
+    pub(crate) fn new(
+        store: Arc<CredentialStore>,
+        roles: Option<Vec<String>>,
+        guard: RequestGuard,
+    ) -> Self {
         let roles = roles.unwrap_or_else(|| store.role_names().map(str::to_owned).collect());
         let names = || roles.iter().map(String::as_str);
         ImdsService {

@@ -23,6 +23,11 @@ mod private_file;
 pub mod process;
 mod request_guard;
 
+#[cfg(fuzzing)]
+pub(crate) use http::parse_response;
+#[cfg(fuzzing)]
+pub(crate) use request_guard::RequestGuard;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

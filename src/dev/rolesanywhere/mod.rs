@@ -27,6 +27,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -268,12 +269,27 @@ struct Shared {
     calls: Mutex<Vec<RecordedCall>>,
     issued: Mutex<Vec<IssuedSession>>,
     faults: Mutex<VecDeque<(Fault, usize)>>,
+    /// Every this many CreateSession calls one fails with 500 ([`RolesAnywhereDouble::fail_every`]);
+    /// 0: never.
+    fail_every: AtomicU64,
+    /// CreateSession calls counted for `fail_every`.
+    fail_counter: AtomicU64,
     rng: ring::rand::SystemRandom,
 }
 
 impl Shared {
     /// Takes the next injected fault, if any.
     fn take_fault(&self) -> Option<Fault> {
+        let every = self.fail_every.load(Ordering::Relaxed);
+        if every > 0
+            && (self.fail_counter.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every)
+        {
+            return Some(Fault::Status {
+                status: 500,
+                error_type: "InternalServerException".to_owned(),
+                message: format!("injected failure (one CreateSession in {every})"),
+            });
+        }
         let mut faults = lock(&self.faults);
         let (fault, remaining) = faults.front_mut()?;
         let fault = fault.clone();
@@ -336,6 +352,8 @@ impl RolesAnywhereDouble {
             calls: Mutex::new(Vec::new()),
             issued: Mutex::new(Vec::new()),
             faults: Mutex::new(VecDeque::new()),
+            fail_every: AtomicU64::new(0),
+            fail_counter: AtomicU64::new(0),
             rng: ring::rand::SystemRandom::new(),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -405,6 +423,14 @@ impl RolesAnywhereDouble {
         if times > 0 {
             lock(&self.shared.faults).push_back((fault, times));
         }
+    }
+
+    /// From now on every `n`th CreateSession call (the `n`th, `2n`th, … counting from the next
+    /// call) gets 500 `InternalServerException` instead of credentials, until set again;
+    /// `0` turns it off. Queued [`Fault`]s are unaffected and apply to the other calls.
+    pub fn fail_every(&self, n: u64) {
+        self.shared.fail_counter.store(0, Ordering::Relaxed);
+        self.shared.fail_every.store(n, Ordering::Relaxed);
     }
 
     /// Stops accepting, drops open connections and waits for the server task to end.

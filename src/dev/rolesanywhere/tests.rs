@@ -1566,6 +1566,32 @@ async fn status_fault_applies_the_given_number_of_times() {
 }
 
 #[tokio::test]
+async fn fail_every_fails_each_nth_create_session_with_500() {
+    let pki = pki();
+    let leaf = make_leaf(KeyKind::P256, &pki.root, &[]);
+    let double = start(&pki).await;
+    double.fail_every(3);
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let resp = send(&double, &signed(&double, &leaf, &dev_body(None))).await;
+        if resp.status == 500 {
+            resp.assert_error(
+                500,
+                "InternalServerException",
+                "injected failure (one CreateSession in 3)",
+            );
+        }
+        statuses.push(resp.status);
+    }
+    assert_eq!(statuses, [201, 201, 500, 201, 201, 500, 201]);
+    assert_eq!(double.issued().len(), 5);
+    double.fail_every(0);
+    let resp = send(&double, &signed(&double, &leaf, &dev_body(None))).await;
+    assert_eq!(resp.status, 201);
+    double.shutdown().await;
+}
+
+#[tokio::test]
 async fn faults_queue_in_order_and_skip_non_create_session_requests() {
     let pki = pki();
     let leaf = make_leaf(KeyKind::P256, &pki.root, &[]);
