@@ -458,10 +458,17 @@ async fn unreachable_endpoint_and_untrusted_tls() {
     ];
     let session = stack.session_args();
     args.extend(session[..session.len() - 2].iter().cloned());
+    let started = std::time::Instant::now();
     let line = failure_line(&run_agent(args).await);
     assert!(
         line.contains("cannot reach Roles Anywhere") && line.to_lowercase().contains("certificate"),
         "{line}"
+    );
+    // A refused certificate is not a network blip: no retries until --timeout (15 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}: {line}",
+        started.elapsed()
     );
 }
 
