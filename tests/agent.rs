@@ -6,7 +6,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::agent_stack::{AgentOptions, AgentStack, Via, ORDERS};
-use common::run_client;
 use common::stack::parse_process_output;
 use spiffe_aws_agent::dev::workload_api::SvidIssuer;
 
@@ -23,31 +22,7 @@ fn accepted_calls(stack: &AgentStack) -> usize {
 async fn lattice(stack: &AgentStack, profile: &'static str, service: &str) -> (i32, String) {
     let mut env = stack.client_env(Via::CredentialProcess(profile));
     env.push(("AWS_PROFILE".into(), profile.into()));
-    let out = run_client(
-        common::python(),
-        vec![
-            common::root()
-                .join("scripts/lattice-call.py")
-                .display()
-                .to_string(),
-            "--profile".into(),
-            profile.into(),
-            "--service".into(),
-            service.into(),
-            "--endpoint".into(),
-            stack.aws.endpoint(),
-        ],
-        env,
-    )
-    .await;
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::lattice_call(stack.aws.endpoint(), profile, service, env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

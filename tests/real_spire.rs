@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::agent_stack::{AgentProcess, AgentSpec, Via, ORDERS, REVIEWS};
@@ -432,31 +431,13 @@ async fn lattice(
     profile: &'static str,
     service: &str,
 ) -> (i32, String) {
-    let out: Output = run_client(
-        common::python(),
-        vec![
-            common::root()
-                .join("scripts/lattice-call.py")
-                .display()
-                .to_string(),
-            "--profile".into(),
-            profile.into(),
-            "--service".into(),
-            service.into(),
-            "--endpoint".into(),
-            stack.aws.endpoint(),
-        ],
+    common::lattice_call(
+        stack.aws.endpoint(),
+        profile,
+        service,
         agent.client_env(Via::CredentialProcess(profile)),
     )
-    .await;
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,3 +67,36 @@ pub async fn run_client(
     .await
     .expect("join")
 }
+
+/// Calls the Lattice service `service` of the AWS services double at `endpoint` as `profile`
+/// with `scripts/lattice-call.py` (botocore-resolved, botocore-signed) and `env`; returns the
+/// exit status (-1 when killed) and stdout followed by stderr.
+pub async fn lattice_call(
+    endpoint: String,
+    profile: &str,
+    service: &str,
+    env: Vec<(String, String)>,
+) -> (i32, String) {
+    let out = run_client(
+        python(),
+        vec![
+            root().join("scripts/lattice-call.py").display().to_string(),
+            "--profile".into(),
+            profile.into(),
+            "--service".into(),
+            service.into(),
+            "--endpoint".into(),
+            endpoint,
+        ],
+        env,
+    )
+    .await;
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
