@@ -218,25 +218,16 @@ fn read_existing(
 /// needed), which every spiffe-aws-agent writing a file there takes.
 fn lock(path: &Path) -> Result<std::fs::File, CredentialsFileError> {
     use std::os::fd::AsRawFd as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     let lock_err = |source| CredentialsFileError::Lock {
         path: path.to_owned(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)
-            .map_err(|source| CredentialsFileError::Write {
-                path: path.to_owned(),
-                source,
-            })?;
-    }
+    let dir =
+        super::private_file::parent_dir(path).map_err(|source| CredentialsFileError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
     // The directory itself is locked: no lock file is left beside the user's credentials.
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -15,13 +15,8 @@ pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Resul
     write_private_file_if(path, contents, || true).map(|_| ())
 }
 
-/// [`write_private_file`], but the rename happens only if `still_current()` says so right
-/// before it (the file was not replaced since it was read); `Ok(false)` when it did not.
-pub(crate) fn write_private_file_if(
-    path: &Path,
-    contents: &[u8],
-    still_current: impl FnOnce() -> bool,
-) -> std::io::Result<bool> {
+/// The directory `path` lives in, created (0755, with its parents) when missing.
+pub(crate) fn parent_dir(path: &Path) -> std::io::Result<PathBuf> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -32,6 +27,17 @@ pub(crate) fn write_private_file_if(
             .mode(0o755)
             .create(&dir)?;
     }
+    Ok(dir)
+}
+
+/// [`write_private_file`], but the rename happens only if `still_current()` says so right
+/// before it (the file was not replaced since it was read); `Ok(false)` when it did not.
+pub(crate) fn write_private_file_if(
+    path: &Path,
+    contents: &[u8],
+    still_current: impl FnOnce() -> bool,
+) -> std::io::Result<bool> {
+    let dir = parent_dir(path)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
