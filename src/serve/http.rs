@@ -24,6 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 
+use super::flood_memory::FloodMemory;
 use crate::credentials::Unavailable;
 use crate::log_limit::LogLimiter;
 
@@ -177,6 +178,7 @@ where
     let mut conns = JoinSet::new();
     let mut open: HashMap<tokio::task::Id, Arc<ConnState>> = HashMap::new();
     let mut handles: HashMap<tokio::task::Id, tokio::task::AbortHandle> = HashMap::new();
+    let mut flood = FloodMemory::default();
     let epoch = Instant::now();
     tokio::pin!(shutdown);
     loop {
@@ -189,6 +191,10 @@ where
                 };
                 open.remove(&id);
                 handles.remove(&id);
+                if flood.observe(open.len()) {
+                    open.shrink_to_fit();
+                    handles.shrink_to_fit();
+                }
             }
             accepted = listener.accept_io() => match accepted {
                 Ok(io) => {
@@ -238,6 +244,7 @@ where
                     });
                     open.insert(handle.id(), state);
                     handles.insert(handle.id(), handle);
+                    flood.observe(open.len());
                 }
                 Err(e) => match accept_error_kind(&e) {
                     AcceptError::Ignore => {}
