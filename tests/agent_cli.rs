@@ -649,6 +649,7 @@ async fn memory_taken_by_a_connection_flood_is_given_back_after_it() {
         end <= start + allowance,
         "RSS {start} KiB before a {FLOOD}-connection flood, {during} KiB during, {end} KiB after"
     );
+    eprintln!("RSS: {start} KiB before the flood, {during} KiB during, {end} KiB after");
     // And the agent still serves.
     wait_for_imds(&base, "orders").await;
 }
