@@ -223,12 +223,7 @@ where
                     };
                     let mut closing = closing_rx.clone();
                     let handle = conns.spawn(async move {
-                        let mut builder = hyper::server::conn::http1::Builder::new();
-                        builder
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_timeout)
-                            .max_buf_size(MAX_HEAD);
-                        let conn = builder
+                        let conn = connection_builder(header_timeout)
                             .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
                         tokio::pin!(conn);
                         let result = tokio::select! {
@@ -272,6 +267,17 @@ where
     }
     // Dropping the JoinSet aborts whatever is left.
     Ok(())
+}
+
+/// hyper's HTTP/1.1 settings for one connection: a header-read timeout and a read buffer
+/// that caps the request head.
+pub(crate) fn connection_builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD);
+    builder
 }
 
 /// Raises this process's open-file limit to its hard limit (systemd and many shells start

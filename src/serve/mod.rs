@@ -26,7 +26,7 @@ pub mod process;
 mod request_guard;
 
 #[cfg(fuzzing)]
-pub(crate) use http::parse_response;
+pub(crate) use http::{connection_builder, parse_response};
 #[cfg(fuzzing)]
 pub(crate) use request_guard::RequestGuard;
 
