@@ -273,8 +273,8 @@ fn inspect_one(input: &Input<'_>, now: SystemTime) -> Result<SvidReport, Inspect
             warnings.push(what.to_owned());
         }
     }
-    let validity = validity(&leaf, now_dt);
-    match validity {
+    let leaf_validity = validity(&leaf, now_dt);
+    match leaf_validity {
         "expired" => problems.push(format!(
             "expired at {} (now {})",
             rfc3339(leaf.validity().not_after.to_datetime()),
@@ -408,7 +408,7 @@ fn inspect_one(input: &Input<'_>, now: SystemTime) -> Result<SvidReport, Inspect
         serial_hex: serial.to_str_radix(16),
         not_before: rfc3339(leaf.validity().not_before.to_datetime()),
         not_after: rfc3339(leaf.validity().not_after.to_datetime()),
-        validity,
+        validity: leaf_validity,
         key_type,
         private_key,
         chain,
@@ -441,9 +441,9 @@ fn name(cert: &X509Certificate<'_>) -> String {
 
 /// Follows issuers from the leaf through the given intermediates (in any order) to one of
 /// `anchors`, verifying each signature, as Roles Anywhere builds the path.
-fn chain_to_anchor(
-    leaf: &X509Certificate<'_>,
-    intermediates: &[X509Certificate<'_>],
+fn chain_to_anchor<'c>(
+    leaf: &'c X509Certificate<'c>,
+    intermediates: &'c [X509Certificate<'c>],
     anchors: &[X509Certificate<'_>],
     now: OffsetDateTime,
     label: &str,

@@ -19,21 +19,21 @@ use crate::rolesanywhere::Exchange;
 
 /// What the checks need to reach.
 pub(crate) struct Targets {
-    pub role: String,
-    pub spiffe_id: String,
-    pub agent_socket: PathBuf,
-    pub imds: Option<SocketAddr>,
-    pub container: Option<SocketAddr>,
-    pub container_token: PathBuf,
-    pub credentials_file: PathBuf,
-    pub workload_api: String,
-    pub trust_anchor_pem: PathBuf,
+    pub(crate) role: String,
+    pub(crate) spiffe_id: String,
+    pub(crate) agent_socket: PathBuf,
+    pub(crate) imds: Option<SocketAddr>,
+    pub(crate) container: Option<SocketAddr>,
+    pub(crate) container_token: PathBuf,
+    pub(crate) credentials_file: PathBuf,
+    pub(crate) workload_api: String,
+    pub(crate) trust_anchor_pem: PathBuf,
 }
 
 /// One check's outcome: what was tried, and the access key it got or why it failed.
 pub(crate) struct Outcome {
-    pub what: String,
-    pub result: Result<String, String>,
+    pub(crate) what: String,
+    pub(crate) result: Result<String, String>,
 }
 
 /// Runs every check; `exchange` is a fresh one for the by-hand `credential-process`.

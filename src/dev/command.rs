@@ -253,7 +253,14 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             workload_api: workload_api.endpoint(),
             trust_anchor_pem: trust_anchor_pem.clone(),
         };
-        let by_hand = role("orders", DEV_ROLE_ARN_ORDERS, pki::ORDERS_SPIFFE_ID)?.exchange;
+        let by_hand = Exchange::new(
+            &ExchangeSpec {
+                endpoint: Some(rolesanywhere.endpoint()),
+                ca_bundle: Some(ca_bundle.clone()),
+                ..ExchangeSpec::new(DEV_TRUST_ANCHOR_ARN, DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS)
+            },
+            Arc::clone(&check_clock),
+        )?;
         let outcomes = check::run(&targets, by_hand, &rolesanywhere, Arc::clone(&check_clock)).await;
         println!("Checks (dev --once tries every way out of the agent, then stops):");
         let mut failed = 0;
