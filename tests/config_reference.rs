@@ -138,13 +138,13 @@ fn the_configuration_page_lists_every_key_the_parser_accepts_and_no_other() {
     for (section, keys) in &accepted {
         let Some(doc_keys) = documented.get(section) else {
             problems.push(format!(
-                "{DOC} has no section for {section} (keys {keys:?}): add a heading `## \\`{section}\\`` with a table row per key"
+                "{DOC} has no section for {section} (keys {keys:?}): add a heading \"## `{section}`\" with a table row per key"
             ));
             continue;
         };
         for key in keys.difference(doc_keys) {
             problems.push(format!(
-                "{DOC} does not document key `{key}` of {}: add a row `| \\`{key}\\` | type | default | meaning |` under its heading",
+                "{DOC} does not document key `{key}` of {}: add a row \"| `{key}` | type | default | meaning |\" under its heading",
                 label(section)
             ));
         }

@@ -43,7 +43,7 @@ fn dev_once_exchanges_and_prints_credentials() {
     // --once prints no lines to try (they would be dead): it tried them itself.
     assert!(!stdout.contains("$ "), "{stdout}");
     let checks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ok ")).collect();
-    assert_eq!(checks.len(), 7, "{stdout}");
+    assert_eq!(checks.len(), 6, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     for needle in ["IMDS endpoint", "container endpoint", "credentials file", "credential-process by hand", "inspect --trust-anchor-cert"] {
         assert!(checks.iter().any(|c| c.contains(needle)), "{needle}: {stdout}");

@@ -197,7 +197,7 @@ pub(crate) fn lines(f: &Facts) -> Vec<String> {
         sh(&f.workload_api),
         p(&f.trust_anchor_pem)
     ));
-    push("  and an agent of your own (Ctrl-C stops it), then read from it:".into());
+    push("  and an agent of your own (it runs until Ctrl-C), then read from it:".into());
     push(format!(
         "    {exe} run {session} --agent-socket {}",
         p(&f.by_hand_socket)
