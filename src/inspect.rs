@@ -154,10 +154,7 @@ pub async fn inspect(spec: &InspectSpec, now: SystemTime) -> Result<Report, Insp
             intermediates,
         } => {
             let chain = files::read_chain(certificate, intermediates.as_deref())?;
-            let key = match private_key {
-                Some(path) => Some(files::read_key(path)),
-                None => None,
-            };
+            let key = private_key.as_deref().map(files::read_key);
             let input = Input {
                 chain: &chain,
                 key: key.as_ref(),
@@ -557,12 +554,19 @@ pub fn render_text(report: &Report) -> String {
             row(&mut out, "private key", k);
         }
         if s.chain.is_empty() {
-            row(&mut out, "chain", "no intermediates (empty X-Amz-X509-Chain)");
+            row(
+                &mut out,
+                "chain",
+                "no intermediates (empty X-Amz-X509-Chain)",
+            );
         } else {
             row(
                 &mut out,
                 "chain",
-                &format!("{} intermediate(s) sent in X-Amz-X509-Chain:", s.chain.len()),
+                &format!(
+                    "{} intermediate(s) sent in X-Amz-X509-Chain:",
+                    s.chain.len()
+                ),
             );
             for c in &s.chain {
                 let _ = writeln!(
@@ -587,7 +591,10 @@ pub fn render_text(report: &Report) -> String {
             };
             row(&mut out, "trust anchor", &verdict);
         }
-        let _ = writeln!(out, "  principal tags (aws:PrincipalTag/…, default attribute mapping):");
+        let _ = writeln!(
+            out,
+            "  principal tags (aws:PrincipalTag/…, default attribute mapping):"
+        );
         for t in &s.principal_tags {
             let _ = write!(out, "    {:<21}{}", t.key, t.value);
             if let Some(p) = &t.problem {
@@ -596,13 +603,21 @@ pub fn render_text(report: &Report) -> String {
             let _ = writeln!(out);
         }
         if let Some(si) = &s.source_identity {
-            row(&mut out, "source identity", &format!("{si} (the subject CN)"));
+            row(
+                &mut out,
+                "source identity",
+                &format!("{si} (the subject CN)"),
+            );
         }
         for w in &s.warnings {
             row(&mut out, "note", w);
         }
         if s.problems.is_empty() {
-            row(&mut out, "verdict", "usable: Roles Anywhere can exchange this SVID");
+            row(
+                &mut out,
+                "verdict",
+                "usable: Roles Anywhere can exchange this SVID",
+            );
         } else {
             for p in &s.problems {
                 row(&mut out, "PROBLEM", p);

@@ -107,7 +107,9 @@ fn documented(text: &str) -> BTreeMap<String, BTreeSet<String>> {
             }
         } else if let (Some(section), Some(row)) = (&current, line.strip_prefix("| `")) {
             if let Some(key) = row.split('`').next() {
-                out.entry(section.clone()).or_default().insert(key.to_owned());
+                out.entry(section.clone())
+                    .or_default()
+                    .insert(key.to_owned());
             }
         }
     }

@@ -45,8 +45,17 @@ fn dev_once_exchanges_and_prints_credentials() {
     let checks: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ok ")).collect();
     assert_eq!(checks.len(), 6, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    for needle in ["IMDS endpoint", "container endpoint", "credentials file", "credential-process by hand", "inspect --trust-anchor-cert"] {
-        assert!(checks.iter().any(|c| c.contains(needle)), "{needle}: {stdout}");
+    for needle in [
+        "IMDS endpoint",
+        "container endpoint",
+        "credentials file",
+        "credential-process by hand",
+        "inspect --trust-anchor-cert",
+    ] {
+        assert!(
+            checks.iter().any(|c| c.contains(needle)),
+            "{needle}: {stdout}"
+        );
     }
 }
 
@@ -171,7 +180,10 @@ fn dev_prints_lines_that_work_in_a_clean_environment() {
     ];
     let (mut child, seen) = start_dev(dir.path(), &env);
 
-    assert!(!seen.contains("sts get-caller-identity"), "no aws on PATH, no AWS CLI lines:\n{seen}");
+    assert!(
+        !seen.contains("sts get-caller-identity"),
+        "no aws on PATH, no AWS CLI lines:\n{seen}"
+    );
     let exports: Vec<&str> = seen.lines().filter(|l| l.contains("$ export ")).collect();
     assert_eq!(exports.len(), 4, "{seen}");
     for export in &exports {
@@ -194,7 +206,9 @@ fn dev_prints_lines_that_work_in_a_clean_environment() {
     // The first block (binary and curl only) and the exports' commands got credentials.
     let with_keys = ran.iter().filter(|(_, out)| out.contains("ASIA")).count();
     assert!(with_keys >= 5, "{ran:?}");
-    assert!(ran.iter().any(|(_, out)| out.contains("usable: Roles Anywhere can exchange")));
+    assert!(ran
+        .iter()
+        .any(|(_, out)| out.contains("usable: Roles Anywhere can exchange")));
 
     // Each export (and the pasted stanza) is enough for a real AWS CLI: region included.
     let aws = common::aws_cli();
@@ -204,12 +218,16 @@ fn dev_prints_lines_that_work_in_a_clean_environment() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_owned();
-    let check = format!("{} sts get-caller-identity --endpoint-url {aws_endpoint}", aws.display());
+    let check = format!(
+        "{} sts get-caller-identity --endpoint-url {aws_endpoint}",
+        aws.display()
+    );
     for export in &exports {
         let export = export.trim().strip_prefix("$ ").unwrap();
         let out = sh(&format!("{export}\n{check}"), &env);
         assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("assumed-role/orders/"),
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("assumed-role/orders/"),
             "{export}: {} {}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -300,22 +318,37 @@ fn dev_keeps_serving_a_config_that_boto3_resolves() {
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
         .output()
         .unwrap();
-    let aws_lines = seen.lines().filter(|l| l.contains("sts get-caller-identity --endpoint-url http://127.0.0.1:")).count();
+    let aws_lines = seen
+        .lines()
+        .filter(|l| l.contains("sts get-caller-identity --endpoint-url http://127.0.0.1:"))
+        .count();
     assert_eq!(aws_lines, 4, "one AWS CLI line per way:\n{seen}");
-    assert_eq!(seen.lines().filter(|l| l.contains("lattice-call.py")).count(), 2, "{seen}");
+    assert_eq!(
+        seen.lines()
+            .filter(|l| l.contains("lattice-call.py"))
+            .count(),
+        2,
+        "{seen}"
+    );
     let ran = run_printed(&seen, &env);
     let _ = child.kill();
     let _ = child.wait();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("custom-process ASIA"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("custom-process ASIA"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sts = ran
         .iter()
-        .filter(|(script, out)| script.contains("sts get-caller-identity") && out.contains("assumed-role/orders/"))
+        .filter(|(script, out)| {
+            script.contains("sts get-caller-identity") && out.contains("assumed-role/orders/")
+        })
         .count();
     assert_eq!(sts, 4, "{ran:?}");
-    let denied = ran
-        .iter()
-        .any(|(line, out)| line.contains("--profile reviews") && out.contains("AccessDeniedException"));
+    let denied = ran.iter().any(|(line, out)| {
+        line.contains("--profile reviews") && out.contains("AccessDeniedException")
+    });
     assert!(denied, "{ran:?}");
 }
 

@@ -38,7 +38,11 @@ fn serial_by_python(cert: &Path) -> String {
         .arg(cert)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -84,7 +88,10 @@ fn inspect_reports_every_certificate_in_certs() {
     assert!(names.len() >= 20, "{names:?}");
     for name in &names {
         let cert = certs.join(name);
-        let key = certs.join(name.replace("-fullchain.pem", ".key").replace(".pem", ".key"));
+        let key = certs.join(
+            name.replace("-fullchain.pem", ".key")
+                .replace(".pem", ".key"),
+        );
         let mut args = vec![
             "--certificate",
             path(&cert),
@@ -140,12 +147,19 @@ fn inspect_reports_every_certificate_in_certs() {
             assert_eq!(svid["trust_anchor"]["chains"], true, "{name}");
             let path = svid["trust_anchor"]["path"].as_array().unwrap();
             let via_intermediate = !name.contains("-direct");
-            assert_eq!(path.len(), if via_intermediate { 3 } else { 2 }, "{name}: {path:?}");
+            assert_eq!(
+                path.len(),
+                if via_intermediate { 3 } else { 2 },
+                "{name}: {path:?}"
+            );
         }
         if name == "bad-no-uri-san.pem" {
             assert!(svid["spiffe_id"].is_null());
             assert_eq!(tag("x509SAN/DNS").as_deref(), Some("orders.example.org"));
-            assert!(svid["warnings"][0].as_str().unwrap().contains("no SPIFFE ID"));
+            assert!(svid["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("no SPIFFE ID"));
         }
     }
 }
@@ -164,7 +178,10 @@ fn inspect_checks_the_private_key_and_prints_text() {
             path(&common::cert(key)),
         ]);
         assert_eq!(code, Some(1), "{key}: {stdout}");
-        assert!(stdout.contains("PROBLEM") && stdout.contains(needle), "{key}: {stdout}");
+        assert!(
+            stdout.contains("PROBLEM") && stdout.contains(needle),
+            "{key}: {stdout}"
+        );
     }
     // Other key encodings match too.
     for (cert, key) in [

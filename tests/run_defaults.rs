@@ -18,7 +18,10 @@ const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        == 0
 }
 
 /// `run` with a certificate-file identity (never read before the servers start) and `extra`.
@@ -29,7 +32,14 @@ fn agent(extra: &[&str], env: &[(&str, &Path)]) -> Command {
         .arg(common::cert("orders-p256.pem"))
         .arg("--private-key")
         .arg(common::cert("orders-p256.key"))
-        .args(["--trust-anchor-arn", TA, "--profile-arn", PR, "--role-arn", ROLE])
+        .args([
+            "--trust-anchor-arn",
+            TA,
+            "--profile-arn",
+            PR,
+            "--role-arn",
+            ROLE,
+        ])
         .args(extra)
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("SPIFFE_ENDPOINT_SOCKET")
@@ -75,7 +85,11 @@ fn a_non_root_agent_puts_its_socket_and_tokens_in_its_runtime_dir() {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the agent exited: {status}");
         }
-        assert!(Instant::now() < deadline, "no socket or token in {}", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "no socket or token in {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
@@ -121,12 +135,19 @@ fn a_port_in_use_names_the_flag_and_key_to_change() {
             .arg(common::cert("orders-p256.pem"))
             .arg("--private-key")
             .arg(common::cert("orders-p256.key"))
-            .args(["--trust-anchor-arn", TA, "--profile-arn", PR, "--role-arn", ROLE])
+            .args([
+                "--trust-anchor-arn",
+                TA,
+                "--profile-arn",
+                PR,
+                "--role-arn",
+                ROLE,
+            ])
             .args([flag, &addr, "--container-token-file", token]);
         let (code, stderr) = failure(&mut cmd);
         assert_eq!(code, Some(1), "{stderr}");
         assert!(
-            stderr.contains(&format!("cannot listen on"))
+            stderr.contains("cannot listen on")
                 && stderr.contains(&addr)
                 && stderr.contains("another process listens there")
                 && stderr.contains(setting)
@@ -141,7 +162,14 @@ fn a_port_in_use_names_the_flag_and_key_to_change() {
         .arg(common::cert("orders-p256.pem"))
         .arg("--private-key")
         .arg(common::cert("orders-p256.key"))
-        .args(["--trust-anchor-arn", TA, "--profile-arn", PR, "--role-arn", ROLE])
+        .args([
+            "--trust-anchor-arn",
+            TA,
+            "--profile-arn",
+            PR,
+            "--role-arn",
+            ROLE,
+        ])
         .args(["--port", &port.to_string()]);
     let (code, stderr) = failure(&mut cmd);
     assert_eq!(code, Some(1), "{stderr}");

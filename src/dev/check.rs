@@ -49,7 +49,9 @@ pub(crate) async fn run(
             .session_for_access_key(key)
             .ok_or_else(|| format!("{key} was not issued by the Roles Anywhere double"))?;
         match session.spiffe_id.as_deref() {
-            Some(id) if id == t.spiffe_id => Ok(format!("{key}, session tagged x509SAN/URI = {id}")),
+            Some(id) if id == t.spiffe_id => {
+                Ok(format!("{key}, session tagged x509SAN/URI = {id}"))
+            }
             other => Err(format!(
                 "{key}: session tagged x509SAN/URI = {other:?}, expected {}",
                 t.spiffe_id
@@ -114,7 +116,10 @@ pub(crate) async fn run(
         });
     }
     out.push(Outcome {
-        what: format!("credentials file {} [default]", t.credentials_file.display()),
+        what: format!(
+            "credentials file {} [default]",
+            t.credentials_file.display()
+        ),
         result: credentials_file_key(&t.credentials_file).and_then(|k| tagged(&k)),
     });
 
@@ -231,5 +236,8 @@ fn credentials_file_key(path: &Path) -> Result<String, String> {
             }
         }
     }
-    Err(format!("no aws_access_key_id in [default] of {}", path.display()))
+    Err(format!(
+        "no aws_access_key_id in [default] of {}",
+        path.display()
+    ))
 }

@@ -19,7 +19,6 @@ use crate::credentials::refresher::RefreshPolicy;
 use crate::credentials::Unavailable;
 use crate::dev::aws_services::{AwsServicesConfig, AwsServicesDouble, AwsServicesError};
 use crate::dev::pki;
-use crate::dev::{check, try_it};
 use crate::dev::rolesanywhere::{
     RolesAnywhereDouble, RolesAnywhereDoubleConfig, RolesAnywhereDoubleError, DEV_PROFILE_ARN,
     DEV_ROLE_ARN_ORDERS, DEV_ROLE_ARN_REVIEWS, DEV_TRUST_ANCHOR_ARN,
@@ -28,6 +27,7 @@ use crate::dev::workload_api::{
     DelegatedIdentityDouble, Registration, SvidEntry, SvidIssuer, WorkloadApiDouble,
     WorkloadApiDoubleError,
 };
+use crate::dev::{check, try_it};
 use crate::identity::delegated::DEFAULT_ATTEST_TIMEOUT;
 use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
@@ -261,7 +261,8 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             },
             Arc::clone(&check_clock),
         )?;
-        let outcomes = check::run(&targets, by_hand, &rolesanywhere, Arc::clone(&check_clock)).await;
+        let outcomes =
+            check::run(&targets, by_hand, &rolesanywhere, Arc::clone(&check_clock)).await;
         println!("Checks (dev --once tries every way out of the agent, then stops):");
         let mut failed = 0;
         for o in &outcomes {

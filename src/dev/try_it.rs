@@ -61,7 +61,9 @@ pub(crate) fn lines(f: &Facts) -> Vec<String> {
         .cloned()
         .unwrap_or_else(|| ("orders".into(), String::new(), String::new()));
     let imds_token = |base: &str| {
-        format!("curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' {base}latest/api/token")
+        format!(
+            "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' {base}latest/api/token"
+        )
     };
     let imds_get = |base: &str, role: &str| {
         format!(

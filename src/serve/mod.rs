@@ -199,9 +199,11 @@ pub async fn start_servers(
     }
     let mut imds_listeners = Vec::new();
     for addr in &spec.imds {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("the IMDS endpoint", *addr, IMDS_SETTING))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err(
+            "the IMDS endpoint",
+            *addr,
+            IMDS_SETTING,
+        ))?;
         imds_listeners.push(listener);
     }
     let container = match &spec.container {
@@ -210,7 +212,11 @@ pub async fn start_servers(
             let tokens = container::load_or_create_role_tokens(&c.token_file, store.role_names())?;
             let listener = tokio::net::TcpListener::bind(c.listen)
                 .await
-                .map_err(bind_err("the container endpoint", c.listen, CONTAINER_SETTING))?;
+                .map_err(bind_err(
+                    "the container endpoint",
+                    c.listen,
+                    CONTAINER_SETTING,
+                ))?;
             Some((listener, tokens, c.token_file.clone()))
         }
     };

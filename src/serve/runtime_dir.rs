@@ -96,7 +96,10 @@ mod tests {
         assert!(hint.contains("XDG_RUNTIME_DIR"), "{hint}");
         assert!(hint.contains("--agent-socket PATH"), "{hint}");
         let hint = denied_hint(Path::new("/srv/a.sock"), &denied, "--agent-socket PATH");
-        assert!(hint.contains("--agent-socket PATH") && !hint.contains("XDG"), "{hint}");
+        assert!(
+            hint.contains("--agent-socket PATH") && !hint.contains("XDG"),
+            "{hint}"
+        );
         let other = std::io::Error::from(std::io::ErrorKind::NotFound);
         assert_eq!(denied_hint(Path::new("/run/x"), &other, "--x"), "");
     }
