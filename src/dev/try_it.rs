@@ -62,12 +62,12 @@ pub(crate) fn lines(f: &Facts) -> Vec<String> {
         .unwrap_or_else(|| ("orders".into(), String::new(), String::new()));
     let imds_token = |base: &str| {
         format!(
-            "curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' {base}latest/api/token"
+            "curl -sfg -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' {base}latest/api/token"
         )
     };
     let imds_get = |base: &str, role: &str| {
         format!(
-            "curl -sf -H \"X-aws-ec2-metadata-token: $({})\" {base}latest/meta-data/iam/security-credentials/{role}",
+            "curl -sfg -H \"X-aws-ec2-metadata-token: $({})\" {base}latest/meta-data/iam/security-credentials/{role}",
             imds_token(base)
         )
     };
@@ -88,7 +88,7 @@ pub(crate) fn lines(f: &Facts) -> Vec<String> {
     ));
     push(format!("  $ {}", imds_get(&sh(&f.imds_url), &orders)));
     push(format!(
-        "  $ curl -sf -H \"Authorization: $(cat {})\" {}",
+        "  $ curl -sfg -H \"Authorization: $(cat {})\" {}",
         p(&f.container_token),
         sh(&f.container_url)
     ));
@@ -114,7 +114,7 @@ pub(crate) fn lines(f: &Facts) -> Vec<String> {
         sh(&f.container_url),
         p(&f.container_token)
     ));
-    push("  $ curl -sf -H \"Authorization: $(cat \"$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE\")\" \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\"".into());
+    push("  $ curl -sfg -H \"Authorization: $(cat \"$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE\")\" \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\"".into());
     aws_line(&mut push);
     push("  credential_process profile (through the agent socket):".into());
     push(format!(
