@@ -495,7 +495,9 @@ pub struct DevArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Exchange once, print the result and exit instead of running until Ctrl-C.
+    /// Try every channel once (agent socket, IMDS, container endpoint, credentials file, a
+    /// one-shot exchange, inspect), print one line per check and exit (1 if one failed)
+    /// instead of running until Ctrl-C.
     #[arg(long)]
     pub once: bool,
 
