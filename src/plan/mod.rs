@@ -7,6 +7,9 @@
 //! Defaults are the named constants of the modules that own them; nothing here invents one.
 
 pub mod file;
+mod inspect;
+
+pub use inspect::inspect;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +26,7 @@ use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::credentials_file::{self, CredentialsFileError};
-use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
+use crate::serve::{runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec};
 
 /// A setting that cannot work, with where it was given.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,8 @@ pub enum Problem {
     Zero(u64),
     #[error("only applies in per-caller mode: set spire_admin_socket too")]
     PerCallerIdleWithoutSocket,
+    #[error("nothing to inspect: pass --workload-api-socket (or set SPIFFE_ENDPOINT_SOCKET) or --certificate FILE")]
+    NoInspectSource,
 }
 
 impl PlanError {
@@ -331,7 +336,10 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         None => None,
         Some(a) => Some(ContainerSpec {
             listen: parse_listen(a).map_err(|p| PlanError::flag("--container", p))?,
-            token_file: args.container_token_file.clone(),
+            token_file: args
+                .container_token_file
+                .clone()
+                .unwrap_or_else(runtime_dir::default_container_token_file),
         }),
     };
     let credentials_files = match &args.credentials_profile {
@@ -358,7 +366,10 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         imds_roles: None,
         hop_limit: None,
         container,
-        agent_socket: args.agent_socket.clone(),
+        agent_socket: args
+            .agent_socket
+            .clone()
+            .map(|p| p.unwrap_or_else(runtime_dir::default_agent_socket)),
         credentials_files,
         allowed_hosts: args.allowed_host.clone(),
     };
