@@ -22,9 +22,11 @@ pub mod credentials;
 mod display;
 pub mod identity;
 mod log_limit;
+pub mod metrics;
 pub mod plan;
 pub mod rolesanywhere;
 pub mod serve;
+pub mod systemd;
 
 #[cfg(feature = "dev")]
 pub mod dev;
