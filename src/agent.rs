@@ -253,9 +253,7 @@ pub async fn start(
         Some(spec) => Some(serve::admin::bind(spec).await?),
         None => None,
     };
-    let admin_addr = admin_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok());
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let servers = serve::start_servers(
         &plan.servers,
         Arc::clone(&store),
@@ -326,10 +324,10 @@ pub async fn start(
         host_roles: host_roles_kept,
         admin_addr,
         imds_addrs: servers.imds_addrs,
-            container_addr: servers.container_addr,
-            container_token_file: servers.container_token_file,
-            agent_socket: servers.agent_socket,
-            credentials_files: servers.credentials_files,
+        container_addr: servers.container_addr,
+        container_token_file: servers.container_token_file,
+        agent_socket: servers.agent_socket,
+        credentials_files: servers.credentials_files,
     })
 }
 
@@ -389,7 +387,8 @@ pub async fn run(plan: AgentPlan, once: bool) -> Result<(), AgentError> {
     wait_for_termination().await;
     tracing::info!("shutting down");
     if let Some(n) = &notifier {
-        n.notify("STOPPING=1");
+        n.notify_retrying("STOPPING=1", Duration::from_secs(1))
+            .await;
     }
     if let Some(task) = notifying {
         task.abort();
@@ -416,7 +415,7 @@ fn notify_service_manager(
             let watched = watched.clone();
             async move {
                 let Some(every) = watchdog else {
-                    return std::future::pending().await;
+                    return std::future::pending::<()>().await;
                 };
                 let mut ticks = tokio::time::interval(every);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -439,7 +438,9 @@ fn notify_service_manager(
                 .await
                 .is_err()
             {}
-            notifier.notify("READY=1");
+            notifier
+                .notify_retrying("READY=1", Duration::from_secs(60))
+                .await;
             std::future::pending::<()>().await
         };
         tokio::join!(ping, ready);

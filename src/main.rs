@@ -168,9 +168,7 @@ fn init_logging(default: &str, format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_target(false);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // One object per line, fields flattened beside `message`, for log shippers. The same
         // events and fields as the text format, so the same rule holds: no secrets.
         LogFormat::Json => builder

@@ -99,8 +99,9 @@ impl Metrics {
             "Roles Anywhere CreateSession calls, by role, outcome and error class",
             create_session.clone(),
         );
-        let create_session_seconds =
-            Family::<RoleLabels, Histogram>::new_with_constructor(create_session_histogram as fn() -> Histogram);
+        let create_session_seconds = Family::<RoleLabels, Histogram>::new_with_constructor(
+            create_session_histogram as fn() -> Histogram,
+        );
         registry.register(
             "create_session_duration_seconds",
             "How long CreateSession calls took, by role",

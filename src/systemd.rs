@@ -17,6 +17,8 @@ use std::time::Duration;
 /// The shortest watchdog ping interval honoured, so a tiny `WATCHDOG_USEC` cannot make a
 /// busy loop.
 const MIN_WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
+/// How long to wait before sending again into a full queue.
+const RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Why `NOTIFY_SOCKET` cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +74,33 @@ impl Notifier {
         Ok(())
     }
 
-    /// Sends `message`, logging (at debug level) instead of failing.
+    /// Sends `message`, logging (at debug level) instead of failing. For `WATCHDOG=1`: a
+    /// ping lost because the manager's queue is full is followed by the next one.
     pub fn notify(&self, message: &str) {
         if let Err(e) = self.send(message) {
             tracing::debug!(error = %e, message, "cannot notify the service manager");
+        }
+    }
+
+    /// Sends `message`, retrying for up to `limit` while the manager's queue is full: for
+    /// the messages that are sent once (`READY=1`, `STOPPING=1`) and must not be lost to a
+    /// burst of pings.
+    pub async fn notify_retrying(&self, message: &str, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.send(message) {
+                Ok(()) => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, message, "cannot notify the service manager");
+                    return;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::agent_stack::{wait_for_log_value, ORDERS, REVIEWS};
@@ -63,7 +64,7 @@ impl Agent {
             log,
             admin: String::new(),
             imds: None,
-            agent_socket: dir.join("agent.sock"),
+            agent_socket: dir.join("spiffe-aws-agent.sock"),
         };
         agent.admin = wait_for_log_value(&agent.log, "admin listener: ", '/')
             .await
@@ -222,7 +223,7 @@ fn host_config(stack: &Stack, dir: &Path, roles: &[(&str, &str, &str)]) -> Strin
     }
     toml.push_str(&format!(
         "[imds]\nlisten = \"127.0.0.1:0\"\n[agent_socket]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        dir.join("agent.sock").display()
+        dir.join("spiffe-aws-agent.sock").display()
     ));
     toml
 }
@@ -237,7 +238,11 @@ async fn secrets_of(agent: &Agent, role: &str) -> (String, String) {
         .arg(role)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (
         json["SecretAccessKey"].as_str().unwrap().to_owned(),
@@ -306,8 +311,7 @@ async fn healthy_then_degraded_with_metrics_that_move_and_json_logs_without_secr
         &[("endpoint", "imds"), ("status", "401")],
     );
     for _ in 0..3 {
-        let (status, _) =
-            http_get(&imds, "/latest/meta-data/iam/security-credentials/", &[]).await;
+        let (status, _) = http_get(&imds, "/latest/meta-data/iam/security-credentials/", &[]).await;
         assert_eq!(status, 401);
     }
     let (status, _) = agent.get("/nope").await;
@@ -366,7 +370,10 @@ async fn healthy_then_degraded_with_metrics_that_move_and_json_logs_without_secr
     );
     assert!(failed >= 1.0, "failures are counted: {failed}");
     assert_eq!(
-        m.value("spiffe_aws_agent_svid_rotations_total", &[("role", "orders")]),
+        m.value(
+            "spiffe_aws_agent_svid_rotations_total",
+            &[("role", "orders")]
+        ),
         1.0
     );
     let (status, _) = agent.get("/healthz").await;
@@ -386,36 +393,72 @@ async fn healthy_then_degraded_with_metrics_that_move_and_json_logs_without_secr
     for line in log.lines() {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-        assert!(
-            v["level"].is_string() && v["message"].is_string(),
-            "{line}"
-        );
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
         lines += 1;
     }
     assert!(lines > 5, "{log}");
 }
 
-/// Binds a datagram socket for `NOTIFY_SOCKET` (a path in `dir`).
-fn notify_socket(dir: &Path) -> (UnixDatagram, String) {
-    let path = dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    (socket, path.display().to_string())
+/// What a service manager's notification socket received, read as it arrives (as systemd
+/// does) by a thread that ends when this is dropped.
+struct NotifySocket {
+    messages: Arc<Mutex<Vec<String>>>,
+    /// For `NOTIFY_SOCKET`.
+    address: String,
 }
 
-/// Every message received so far.
-fn received(socket: &UnixDatagram) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = socket.recv(&mut buf) {
-        out.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
+impl NotifySocket {
+    /// Binds a datagram socket at a path in `dir`, or at an abstract name.
+    fn bind(dir: &Path, abstract_name: bool) -> NotifySocket {
+        let (socket, address) = if abstract_name {
+            use std::os::linux::net::SocketAddrExt as _;
+            let name = format!("spiffe-aws-agent-test-{}", dir.display());
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            (UnixDatagram::bind_addr(&addr).unwrap(), format!("@{name}"))
+        } else {
+            let path = dir.join("notify.sock");
+            (
+                UnixDatagram::bind(&path).unwrap(),
+                path.display().to_string(),
+            )
+        };
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let weak = Arc::downgrade(&messages);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Some(messages) = weak.upgrade() {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
+                    messages.lock().unwrap().push(text);
+                }
+            }
+        });
+        NotifySocket { messages, address }
     }
-    out
+
+    fn received(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits up to 5 s for `message`; returns everything received.
+    async fn wait_for(&self, message: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.received();
+            if got.iter().any(|m| m == message) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "no {message}: {got:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unready_without_credentials_ready_with_them_unready_when_withdrawn_and_systemd_hears_it()
-{
+async fn unready_without_credentials_ready_with_them_unready_when_withdrawn_and_systemd_hears_it() {
     let stack = Stack::start(vec![svid_from_files(
         ORDERS,
         "orders-p256.pem",
@@ -433,14 +476,15 @@ async fn unready_without_credentials_ready_with_them_unready_when_withdrawn_and_
         3,
     );
     let dir = stack.dir.path().to_path_buf();
-    let (notify, notify_path) = notify_socket(&dir);
+    // An abstract socket name (`@…`), as systemd may give.
+    let notify = NotifySocket::bind(&dir, true);
     let config = host_config(&stack, &dir, &[("orders", DEV_ROLE_ARN_ORDERS, ORDERS)]);
     let agent = Agent::start(
         &dir,
         &config,
         &[],
         &[
-            ("NOTIFY_SOCKET", notify_path),
+            ("NOTIFY_SOCKET", notify.address.clone()),
             ("WATCHDOG_USEC", "400000".into()),
         ],
     )
@@ -457,7 +501,7 @@ async fn unready_without_credentials_ready_with_them_unready_when_withdrawn_and_
     );
     let (status, _) = agent.get("/healthz").await;
     assert_eq!(status, 200);
-    let early = received(&notify);
+    let early = notify.received();
     assert!(
         !early.iter().any(|m| m.contains("READY=1")),
         "READY=1 before credentials: {early:?}"
@@ -479,25 +523,17 @@ async fn unready_without_credentials_ready_with_them_unready_when_withdrawn_and_
 
     // Ready once the retries get through; then READY=1 arrives, and WATCHDOG=1 keeps coming.
     agent.wait_for("/readyz", |s, _| s == 200).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut messages = early;
-    while !messages.iter().any(|m| m == "READY=1") {
-        assert!(Instant::now() < deadline, "no READY=1: {messages:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        messages.extend(received(&notify));
-    }
+    let messages = notify.wait_for("READY=1").await;
     let pings_before = messages.iter().filter(|m| *m == "WATCHDOG=1").count();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    messages.extend(received(&notify));
+    let messages = notify.received();
     let pings = messages.iter().filter(|m| *m == "WATCHDOG=1").count() - pings_before;
     // Every 200 ms (half of WATCHDOG_USEC): about 7 in 1.5 s.
     assert!((4..=10).contains(&pings), "{pings} pings: {messages:?}");
 
     // Withdrawn: the credentials are dropped and readiness says why.
     stack.workload_api.deny();
-    let (status, body) = agent
-        .wait_for("/readyz", |s, _| s == 503)
-        .await;
+    let (status, body) = agent.wait_for("/readyz", |s, _| s == 503).await;
     assert!(
         body.contains("role orders: not ready:") && body.contains("withdrawn"),
         "{status} {body}"
@@ -514,12 +550,7 @@ async fn unready_without_credentials_ready_with_them_unready_when_withdrawn_and_
     // SIGTERM: STOPPING=1.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !messages.iter().any(|m| m == "STOPPING=1") {
-        assert!(Instant::now() < deadline, "no STOPPING=1: {messages:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        messages.extend(received(&notify));
-    }
+    notify.wait_for("STOPPING=1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,15 +575,21 @@ async fn per_caller_readiness_is_spire_answering_this_agent_as_a_delegate() {
         )
         .await
         .unwrap();
-        let (notify, notify_path) = notify_socket(&dir);
+        let notify = NotifySocket::bind(&dir, false);
         let config = format!(
             "spire_admin_socket = \"{}\"\nendpoint = \"{}\"\nca_bundle = \"{}\"\n[[role]]\nname = \"orders\"\ntrust_anchor_arn = \"{DEV_TRUST_ANCHOR_ARN}\"\nprofile_arn = \"{DEV_PROFILE_ARN}\"\nrole_arn = \"{DEV_ROLE_ARN_ORDERS}\"\nspiffe_id = \"{ORDERS}\"\n[agent_socket]\npath = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             spire.endpoint(),
             stack.rolesanywhere.endpoint(),
             stack.ca_bundle.display(),
-            dir.join("agent.sock").display()
+            dir.join("spiffe-aws-agent.sock").display()
         );
-        let agent = Agent::start(&dir, &config, &[], &[("NOTIFY_SOCKET", notify_path)]).await;
+        let agent = Agent::start(
+            &dir,
+            &config,
+            &[],
+            &[("NOTIFY_SOCKET", notify.address.clone())],
+        )
+        .await;
         let (status, body) = agent
             .wait_for("/readyz", |_, b| !b.contains("has not been asked yet"))
             .await;
@@ -573,13 +610,7 @@ async fn per_caller_readiness_is_spire_answering_this_agent_as_a_delegate() {
             if authorized { 1.0 } else { 0.0 }
         );
         // Nothing to wait for in per-caller mode: READY=1 at once.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut messages = Vec::new();
-        while !messages.iter().any(|m| m == "READY=1") {
-            assert!(Instant::now() < deadline, "no READY=1: {messages:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            messages.extend(received(&notify));
-        }
+        notify.wait_for("READY=1").await;
     }
 }
 
@@ -617,7 +648,11 @@ async fn a_non_loopback_admin_address_needs_an_explicit_allowance() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--admin [<IP:PORT>]", "--admin-allow-remote", "--log-format"] {
+    for flag in [
+        "--admin [<IP:PORT>]",
+        "--admin-allow-remote",
+        "--log-format",
+    ] {
         assert!(help.contains(flag), "{flag} missing in run --help");
     }
     let help = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"))

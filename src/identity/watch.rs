@@ -77,7 +77,12 @@ impl ConnectionLog {
 
 impl MetricsRecorder for ConnectionLog {
     fn record_update(&self) {
-        if self.state.state.swap(UP, std::sync::atomic::Ordering::Relaxed) == DOWN {
+        if self
+            .state
+            .state
+            .swap(UP, std::sync::atomic::Ordering::Relaxed)
+            == DOWN
+        {
             tracing::info!(address = %self.address, "reconnected to the SPIFFE Workload API");
         }
     }

@@ -22,8 +22,8 @@ use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
-use crate::serve::credentials_file::{self, CredentialsFileError};
 use crate::serve::admin::AdminSpec;
+use crate::serve::credentials_file::{self, CredentialsFileError};
 use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
 
 /// A setting that cannot work, with where it was given.
@@ -189,7 +189,9 @@ pub fn admin_listen(listen: &str, allow_remote: bool) -> Result<AdminSpec, Probl
 fn admin(args: &AdminArgs) -> Result<Option<AdminSpec>, PlanError> {
     args.admin
         .as_deref()
-        .map(|a| admin_listen(a, args.admin_allow_remote).map_err(|p| PlanError::flag("--admin", p)))
+        .map(|a| {
+            admin_listen(a, args.admin_allow_remote).map_err(|p| PlanError::flag("--admin", p))
+        })
         .transpose()
 }
 
@@ -569,23 +571,40 @@ mod tests {
 
     #[tokio::test]
     async fn the_admin_flags_default_to_loopback_and_refuse_wider_addresses_unless_allowed() {
-        assert!(run_plan(&[]).unwrap().servers.admin.is_none(), "off by default");
-        let plan = run_plan(&["--admin"]).unwrap();
+        const WL: &str = "--workload-api-socket";
+        const WL_ADDR: &str = "unix:///tmp/w.sock";
+        assert!(
+            run_plan(&[WL, WL_ADDR]).unwrap().servers.admin.is_none(),
+            "off by default"
+        );
+        let plan = run_plan(&[WL, WL_ADDR, "--admin"]).unwrap();
         assert_eq!(
             plan.servers.admin.unwrap().listen,
             "127.0.0.1:9913".parse().unwrap()
         );
-        let e = run_plan(&["--admin", "0.0.0.0:9913"])
+        let e = run_plan(&[WL, WL_ADDR, "--admin", "0.0.0.0:9913"])
             .unwrap_err()
             .to_string();
         assert!(
             e.starts_with("--admin 0.0.0.0:9913 is not a loopback address"),
             "{e}"
         );
-        let plan = run_plan(&["--admin", "0.0.0.0:9913", "--admin-allow-remote"]).unwrap();
+        let plan = run_plan(&[
+            WL,
+            WL_ADDR,
+            "--admin",
+            "0.0.0.0:9913",
+            "--admin-allow-remote",
+        ])
+        .unwrap();
         assert!(plan.servers.admin.unwrap().listen.ip().is_unspecified());
-        let e = run_plan(&["--admin", "localhost:1"]).unwrap_err().to_string();
-        assert!(e.starts_with("--admin \"localhost:1\" is not IP:port"), "{e}");
+        let e = run_plan(&[WL, WL_ADDR, "--admin", "localhost:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--admin \"localhost:1\" is not IP:port"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -184,7 +184,13 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    serve_each(listener, move |_: &L::Io| router.clone(), shutdown, counters).await
+    serve_each(
+        listener,
+        move |_: &L::Io| router.clone(),
+        shutdown,
+        counters,
+    )
+    .await
 }
 
 /// [`serve`], with a service made for each connection from the connection itself (the agent

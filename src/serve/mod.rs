@@ -229,7 +229,12 @@ pub async fn start_servers(
         };
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
-        out.task_names.push(format!("IMDS endpoint on {}", out.imds_addrs.last().map_or_else(String::new, |a| a.to_string())));
+        out.task_names.push(format!(
+            "IMDS endpoint on {}",
+            out.imds_addrs
+                .last()
+                .map_or_else(String::new, |a| a.to_string())
+        ));
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = imds::serve_with(listener, store, config, stop).await {
                 tracing::error!(error = %e, "the IMDS endpoint stopped");
@@ -270,7 +275,8 @@ pub async fn start_servers(
         let stop = shutdown_signal(shutdown.clone());
         let (report, state) = watch::channel(credentials_file::WriteState::Pending);
         out.credentials_files.push(state);
-        out.task_names.push(format!("credentials file writer of profile {profile:?}"));
+        out.task_names
+            .push(format!("credentials file writer of profile {profile:?}"));
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) =
                 credentials_file::run_reporting(store, role, path, profile, stop, report).await
