@@ -44,8 +44,9 @@ pub enum LogFormat {
 #[command(next_help_heading = "Health and metrics")]
 pub struct AdminArgs {
     /// Serve GET /healthz (liveness), /readyz (credentials held for every role) and /metrics
-    /// (Prometheus) on this address; without a value, 127.0.0.1:9913. Off by default.
-    /// Loopback only unless --admin-allow-remote.
+    /// (Prometheus) on this address; without a value, 127.0.0.1:9913. Off by default (with
+    /// --config: the file's [admin] section, which this flag replaces). Loopback only unless
+    /// --admin-allow-remote.
     #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = crate::serve::admin::DEFAULT_ADMIN_LISTEN)]
     pub admin: Option<String>,
 
@@ -398,7 +399,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::DEFAULT_MIN_REMAINING.as_secs())]
     pub min_remaining: u64,
 
-    /// A host name the IMDS and container endpoints also answer to (repeatable). They answer
+    /// A host name the IMDS, container and admin endpoints also answer to (repeatable). They answer
     /// only requests whose Host is their IP address or localhost, so a web page cannot read
     /// them through DNS rebinding; name here any other name your clients use.
     #[arg(long, value_name = "NAME")]

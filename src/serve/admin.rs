@@ -255,3 +255,81 @@ async fn metrics(axum::extract::State(admin): axum::extract::State<Admin>) -> Re
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Failure;
+    use crate::serve::http::testing;
+
+    #[tokio::test]
+    async fn health_names_the_task_that_stopped() {
+        let running = tokio::spawn(std::future::pending::<()>());
+        let stopped = tokio::spawn(async {});
+        let tasks = vec![
+            ("identity watcher".to_owned(), running.abort_handle()),
+            (
+                "refresher of role \"orders\"".to_owned(),
+                stopped.abort_handle(),
+            ),
+        ];
+        let _ = stopped.await;
+        assert_eq!(
+            health(&tasks),
+            Err("the refresher of role \"orders\" stopped".to_owned())
+        );
+        assert_eq!(health(&tasks[..1]), Ok(()));
+        running.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_needs_every_role_and_says_why_one_is_not_ready() {
+        let store = testing::store(&["orders", "reviews"]);
+        let state = AdminState {
+            store: Arc::clone(&store),
+            host_roles: vec!["orders".into(), "reviews".into()],
+            per_caller: None,
+            workload_api: None,
+            tasks: Vec::new(),
+        };
+        let spire = ArcSwap::from_pointee(None);
+        let why = readiness(&state, &spire).unwrap_err();
+        assert!(
+            why.contains("role orders: not ready: credentials for role \"orders\" are not available yet: the first exchange has not finished"),
+            "{why}"
+        );
+        store.publish(
+            "orders",
+            testing::creds(&store, "orders", "AKIDORDERS", Duration::from_secs(3600)),
+        );
+        let why = readiness(&state, &spire).unwrap_err();
+        assert!(why.contains("role orders: ready") && why.contains("role reviews: not ready"));
+        store.publish(
+            "reviews",
+            testing::creds(&store, "reviews", "AKIDREVIEWS", Duration::from_secs(3600)),
+        );
+        // A failing refresh with valid credentials is ready, and says so.
+        store.set_status(
+            "reviews",
+            Status::Failing(Failure::TooShort {
+                seconds_left: 1,
+                min_remaining_seconds: 300,
+            }),
+        );
+        let lines = readiness(&state, &spire).unwrap();
+        assert!(
+            lines.contains("role reviews: ready, credentials expire in 3600 s; the last refresh failed: Roles Anywhere issued credentials valid for 1 s"),
+            "{lines}"
+        );
+        // Credentials with less than the minimum left are not ready.
+        store.publish(
+            "orders",
+            testing::creds(&store, "orders", "AKIDSOON", Duration::from_secs(60)),
+        );
+        let why = readiness(&state, &spire).unwrap_err();
+        assert!(
+            why.contains("role orders: not ready: credentials for role \"orders\" expire too soon"),
+            "{why}"
+        );
+    }
+}
