@@ -379,6 +379,33 @@ async fn healthy_then_degraded_with_metrics_that_move_and_json_logs_without_secr
     let (status, _) = agent.get("/healthz").await;
     assert_eq!(status, 200, "failing refreshes are not a dead process");
 
+    // SPIRE goes away: the connection gauge drops to 0; the credentials held stay valid, so
+    // the agent stays ready (and alive).
+    let Stack {
+        dir: _dir,
+        workload_api,
+        rolesanywhere: _rolesanywhere,
+        ..
+    } = stack;
+    workload_api.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent
+        .metrics()
+        .await
+        .value("spiffe_aws_agent_workload_api_connected", &[])
+        != 0.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "still connected?\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = agent.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(agent.get("/healthz").await.0, 200);
+
     // Every log line is one JSON object, and none carries a secret the agent served.
     for role in ["orders", "reviews"] {
         let (secret, token) = secrets_of(&agent, role).await;
