@@ -270,8 +270,8 @@ pub async fn start(
     let mut workload_api = None;
     if let Some(identity) = &plan.identity {
         let connection = Arc::new(ConnectionState::default());
-        if matches!(identity, IdentitySpec::WorkloadApi { .. }) {
-            workload_api = Some(Arc::clone(&connection));
+        if let IdentitySpec::WorkloadApi { address, .. } = identity {
+            workload_api = Some((address.clone(), Arc::clone(&connection)));
         }
         let (identities, watcher) = identity.watch_reporting(Arc::clone(&clock), connection);
         watched.push(("identity watcher".to_owned(), watcher.abort_handle()));

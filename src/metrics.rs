@@ -74,8 +74,14 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     shed: Family<EndpointLabels, Counter>,
     expiry: Family<RoleLabels, Gauge<f64, AtomicU64>>,
-    workload_api: Gauge,
-    spire_admin: Gauge,
+    workload_api: Family<AddressLabels, Gauge>,
+    spire_admin: Family<AddressLabels, Gauge>,
+}
+
+/// The socket a connection gauge is about (configured, never client input).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabels {
+    address: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,13 +143,13 @@ impl Metrics {
             "Seconds until the role's current credentials expire (0 when it holds none)",
             expiry.clone(),
         );
-        let workload_api = Gauge::default();
+        let workload_api = Family::<AddressLabels, Gauge>::default();
         registry.register(
             "workload_api_connected",
             "1 while the SPIFFE Workload API stream is up, 0 while it is not (absent with certificate files)",
             workload_api.clone(),
         );
-        let spire_admin = Gauge::default();
+        let spire_admin = Family::<AddressLabels, Gauge>::default();
         registry.register(
             "spire_admin_api_ready",
             "Per-caller mode: 1 when the last probe of the SPIRE agent's Delegated Identity API succeeded",
@@ -217,14 +223,24 @@ impl Metrics {
             .set(left.map_or(0.0, |d| d.as_secs_f64()));
     }
 
-    /// Sets the Workload API connection state (the admin listener, at scrape time).
-    pub fn set_workload_api_connected(&self, up: bool) {
-        self.workload_api.set(i64::from(up));
+    /// Sets the state of the Workload API connection to `address` (the admin listener, at
+    /// scrape time).
+    pub fn set_workload_api_connected(&self, address: &str, up: bool) {
+        self.workload_api
+            .get_or_create(&AddressLabels {
+                address: address.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
-    /// Sets the Delegated Identity API probe result (the admin listener, at scrape time).
-    pub fn set_spire_admin_ready(&self, ready: bool) {
-        self.spire_admin.set(i64::from(ready));
+    /// Sets the result of the last probe of the Delegated Identity API at `address` (the
+    /// admin listener's probe).
+    pub fn set_spire_admin_ready(&self, address: &str, ready: bool) {
+        self.spire_admin
+            .get_or_create(&AddressLabels {
+                address: address.to_owned(),
+            })
+            .set(i64::from(ready));
     }
 
     /// The counters of endpoint `name`, resolved once so that counting a request is one

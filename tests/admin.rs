@@ -44,12 +44,17 @@ impl Agent {
     async fn start(dir: &Path, config: &str, args: &[&str], env: &[(&str, String)]) -> Agent {
         let path = dir.join("agent.toml");
         std::fs::write(&path, config).unwrap();
+        let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        argv.extend(["run".into(), "--config".into(), path.display().to_string()]);
+        Agent::spawn(dir, &argv, env, config.contains("[imds]")).await
+    }
+
+    /// The agent with `args`; returns once the admin listener (and IMDS, with `imds`)
+    /// listens.
+    async fn spawn(dir: &Path, args: &[String], env: &[(&str, String)], imds: bool) -> Agent {
         let log = dir.join("agent.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spiffe-aws-agent"));
         cmd.args(args)
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
             .env("RUST_LOG", "spiffe_aws_agent=debug")
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
             .env_remove("NOTIFY_SOCKET")
@@ -70,7 +75,7 @@ impl Agent {
             .await
             .trim_start_matches("http://")
             .to_owned();
-        if config.contains("[imds]") {
+        if imds {
             agent.imds = Some(
                 wait_for_log_value(&agent.log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/')
                     .await
@@ -301,7 +306,14 @@ async fn healthy_then_degraded_with_metrics_that_move_and_json_logs_without_secr
         &[("role", "orders")],
     );
     assert!(left > 3000.0 && left <= 3600.0, "{left}");
-    assert_eq!(m.value("spiffe_aws_agent_workload_api_connected", &[]), 1.0);
+    let address = stack.workload_api.endpoint();
+    assert_eq!(
+        m.value(
+            "spiffe_aws_agent_workload_api_connected",
+            &[("address", address.as_str())]
+        ),
+        1.0
+    );
 
     // Requests are counted per endpoint and status: three IMDS requests without a token
     // (401) and one unknown admin path (404).
@@ -632,9 +644,15 @@ async fn per_caller_readiness_is_spire_answering_this_agent_as_a_delegate() {
             );
         }
         let m = agent.metrics().await;
+        let address = spire.endpoint();
+        let sample = m.0.iter().find(|(n, l, _)| {
+            n == "spiffe_aws_agent_spire_admin_api_ready" && l.get("address") == Some(&address)
+        });
         assert_eq!(
-            m.value("spiffe_aws_agent_spire_admin_api_ready", &[]),
-            if authorized { 1.0 } else { 0.0 }
+            sample.map(|(_, _, v)| *v),
+            Some(if authorized { 1.0 } else { 0.0 }),
+            "{:?}",
+            m.0
         );
         // Nothing to wait for in per-caller mode: READY=1 at once.
         notify.wait_for("READY=1").await;
@@ -687,4 +705,46 @@ async fn a_non_loopback_admin_address_needs_an_explicit_allowance() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("--admin-allow-remote"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_the_admin_flags_too() {
+    let stack = Stack::start(Vec::new()).await;
+    let dir = stack.dir.path().to_path_buf();
+    let cert = |name: &str| common::cert(name).display().to_string();
+    let mut args: Vec<String> = [
+        "serve",
+        "--port",
+        "0",
+        "--certificate",
+        &cert("orders-p256.pem"),
+        "--private-key",
+        &cert("orders-p256.key"),
+        "--intermediates",
+        &cert("intermediate-ca.pem"),
+        "--admin",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(stack.session_args());
+    let agent = Agent::spawn(&dir, &args, &[], true).await;
+    let (_, body) = agent.wait_for("/readyz", |s, _| s == 200).await;
+    assert!(body.contains("role orders: ready"), "{body}");
+    let m = agent.metrics().await;
+    assert_eq!(
+        m.value(
+            "spiffe_aws_agent_create_session_total",
+            &[("role", "orders"), ("outcome", "success")]
+        ),
+        1.0
+    );
+    // Certificate files: no Workload API connection to report, so no such sample.
+    assert!(
+        !m.0.iter()
+            .any(|(n, _, _)| n == "spiffe_aws_agent_workload_api_connected"),
+        "{:?}",
+        m.0
+    );
 }

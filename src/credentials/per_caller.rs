@@ -146,6 +146,11 @@ impl PerCallerCache {
         &self.metrics
     }
 
+    /// The SPIRE agent admin socket's address.
+    pub fn spire_address(&self) -> &str {
+        self.api.address()
+    }
+
     /// Whether SPIRE's Delegated Identity API answers this agent as an authorized delegate
     /// (readiness in per-caller mode); `Err` says why not.
     pub async fn probe_spire(&self) -> Result<(), crate::identity::delegated::DelegatedError> {

@@ -55,8 +55,8 @@ pub struct AdminState {
     /// host-level channel: then nothing refreshes the store).
     pub host_roles: Vec<String>,
     pub per_caller: Option<Arc<PerCallerCache>>,
-    /// The Workload API stream's state, when the identity comes from it.
-    pub workload_api: Option<Arc<ConnectionState>>,
+    /// The Workload API's address and its stream's state, when the identity comes from it.
+    pub workload_api: Option<(String, Arc<ConnectionState>)>,
     /// The agent's long-running tasks, by what they do.
     pub tasks: Vec<(String, tokio::task::AbortHandle)>,
 }
@@ -172,7 +172,9 @@ pub async fn serve(
 async fn probe_spire(cache: Arc<PerCallerCache>, spire: Arc<SpireProbe>) {
     loop {
         let result = cache.probe_spire().await.map_err(|e| e.to_string());
-        cache.metrics().set_spire_admin_ready(result.is_ok());
+        cache
+            .metrics()
+            .set_spire_admin_ready(cache.spire_address(), result.is_ok());
         spire.store(Arc::new(Some(result)));
         tokio::time::sleep(SPIRE_PROBE_INTERVAL).await;
     }
@@ -235,8 +237,10 @@ async fn metrics(axum::extract::State(admin): axum::extract::State<Admin>) -> Re
             .and_then(|c| c.credentials.expiration.duration_since(now).ok());
         admin.metrics.set_expiry(role, left);
     }
-    if let Some(connection) = &state.workload_api {
-        admin.metrics.set_workload_api_connected(connection.is_up());
+    if let Some((address, connection)) = &state.workload_api {
+        admin
+            .metrics
+            .set_workload_api_connected(address, connection.is_up());
     }
     match admin.metrics.encode() {
         Ok(text) => {
