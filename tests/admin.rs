@@ -354,6 +354,20 @@ async fn healthy_then_degraded_with_metrics_that_move_and_json_logs_without_secr
         1.0
     );
 
+    // Refused requests cost no log lines: hundreds of them leave the log as it was.
+    let lines_before = agent.log().lines().count();
+    for i in 0..300 {
+        let headers: &[(&str, &str)] = match i % 4 {
+            0 => &[("Host", "rebound.example")],
+            1 => &[("X-Forwarded-For", "10.0.0.1")],
+            2 => &[("Content-Length", "100000")],
+            _ => &[],
+        };
+        let (status, _) = http_get(&agent.admin, "/readyz/../x", headers).await;
+        assert!([403, 404, 413].contains(&status), "{status}");
+    }
+    assert_eq!(agent.log().lines().count(), lines_before, "{}", agent.log());
+
     // Degraded: the orders SVID rotates and every CreateSession fails with 500 from now on.
     // The old credentials are still valid: still ready, the failure named, and counted.
     stack.rolesanywhere.fail_every(1);
