@@ -17,7 +17,7 @@ fi
 
 # The venv lives in .venv (git-ignored); tests find it there (tests/common/mod.rs).
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
-    || ! .venv/bin/python -c 'import boto3, cryptography' 2>/dev/null; then
+    || ! .venv/bin/python -c 'import boto3, cryptography, prometheus_client' 2>/dev/null; then
     echo "== setting up .venv (boto3, awscli, cryptography)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt

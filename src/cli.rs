@@ -22,6 +22,36 @@ Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=spiffe_aws_agent=debug) for more 
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log format on stderr: text, or json (one JSON object per line). Secrets are never
+    /// logged in either.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The admin listener: health, readiness and metrics (`run` and `serve`).
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Health and metrics")]
+pub struct AdminArgs {
+    /// Serve GET /healthz (liveness), /readyz (credentials held for every role) and /metrics
+    /// (Prometheus) on this address; without a value, 127.0.0.1:9913. Off by default (with
+    /// --config: the file's [admin] section, which this flag replaces). Loopback only unless
+    /// --admin-allow-remote.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = crate::serve::admin::DEFAULT_ADMIN_LISTEN)]
+    pub admin: Option<String>,
+
+    /// Let --admin listen on a non-loopback address, e.g. 0.0.0.0:9913 for Kubernetes
+    /// probes and Prometheus scrapes: whoever reaches it sees role names, health and
+    /// metrics (never credentials).
+    #[arg(long, requires = "admin")]
+    pub admin_allow_remote: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,7 +414,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::DEFAULT_MIN_REMAINING.as_secs())]
     pub min_remaining: u64,
 
-    /// A host name the IMDS and container endpoints also answer to (repeatable). They answer
+    /// A host name the IMDS, container and admin endpoints also answer to (repeatable). They answer
     /// only requests whose Host is their IP address or localhost, so a web page cannot read
     /// them through DNS rebinding; name here any other name your clients use.
     #[arg(long, value_name = "NAME")]
@@ -402,6 +432,9 @@ pub struct RunArgs {
     /// without a request.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::credentials::per_caller::DEFAULT_IDLE.as_secs(), requires = "spire_admin_socket")]
     pub per_caller_idle: u64,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -464,6 +497,9 @@ pub struct ServeArgs {
     /// IP TTL (hop limit) of the endpoint's responses; 1 keeps them on this host.
     #[arg(long, value_name = "HOPS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub hop_limit: u32,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     #[command(flatten)]
     pub identity: IdentityArgs,

@@ -23,9 +23,11 @@ mod display;
 pub mod identity;
 pub mod inspect;
 mod log_limit;
+pub mod metrics;
 pub mod plan;
 pub mod rolesanywhere;
 pub mod serve;
+pub mod systemd;
 
 #[cfg(feature = "dev")]
 pub mod dev;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use spiffe_aws_agent::cli::{Cli, Command};
+use spiffe_aws_agent::cli::{Cli, Command, LogFormat};
 use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
 use spiffe_aws_agent::identity::IdentityError;
 use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
@@ -26,11 +26,14 @@ fn main() -> ExitCode {
     }
     let debug = session.is_some_and(|s| s.compat.debug);
     // credential-process output is read by SDKs: keep stderr quiet unless asked.
-    init_logging(match (&cli.command, debug) {
-        (_, true) => "spiffe_aws_agent=debug,info",
-        (Command::CredentialProcess(_), false) => "warn",
-        _ => "info",
-    });
+    init_logging(
+        match (&cli.command, debug) {
+            (_, true) => "spiffe_aws_agent=debug,info",
+            (Command::CredentialProcess(_), false) => "warn",
+            _ => "info",
+        },
+        cli.log_format,
+    );
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     match cli.command {
         Command::CredentialProcess(args) => {
@@ -184,14 +187,22 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line, fields flattened beside `message`, for log shippers. The same
+        // events and fields as the text format, so the same rule holds: no secrets.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::identity::watch::Unusable;
+use crate::metrics::Metrics;
 use crate::rolesanywhere::{CreateSessionError, Credentials};
 
 /// Credentials for one role as the cache holds them: what CreateSession returned, and what
@@ -133,6 +134,8 @@ pub struct CredentialStore {
     clock: Arc<dyn Clock>,
     /// Bumped on every publish or clear, so writers like the credentials file react at once.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Where the refreshers and the endpoints reading this store record what they do.
+    metrics: Arc<Metrics>,
 }
 
 impl CredentialStore {
@@ -163,7 +166,19 @@ impl CredentialStore {
             min_remaining,
             clock,
             changes,
+            metrics: Metrics::detached(),
         }
+    }
+
+    /// This store, recording into `metrics` (by default into a handle nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the refreshers and endpoints of this store record.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Configured role names, sorted.

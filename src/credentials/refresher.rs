@@ -170,6 +170,7 @@ pub async fn run_role(
                 if snapshot.is_withdrawn() {
                     if store.peek(&role.name).is_some() {
                         tracing::warn!(role = %role.name, %reason, "identity withdrawn: dropping its credentials");
+                        store.metrics().identity_withdrawn(&role.name);
                     }
                     store.clear(&role.name, Status::Withdrawn(reason));
                 } else if snapshot.problem.is_none() {
@@ -201,8 +202,10 @@ pub async fn run_role(
                 if rotated || due {
                     if rotated {
                         tracing::info!(role = %role.name, "SVID rotated: exchanging the new one");
+                        store.metrics().svid_rotated(&role.name);
                     }
                     let revision = snapshot.revision;
+                    let started = std::time::Instant::now();
                     let outcome = exchange_unless_withdrawn(
                         &*exchanger,
                         &role.name,
@@ -210,6 +213,12 @@ pub async fn run_role(
                         &mut identities,
                     )
                     .await;
+                    if let Exchanged::Done(result) = &outcome {
+                        let result = result.as_ref().map(|_| ()).map_err(|e| e.class());
+                        store
+                            .metrics()
+                            .create_session(&role.name, result, started.elapsed());
+                    }
                     let wait = match outcome {
                         Exchanged::Withdrawn => Some(Duration::ZERO),
                         Exchanged::Done(Ok(creds)) => {

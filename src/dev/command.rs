@@ -177,6 +177,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
                 path: Some(credentials_file.clone()),
             }],
             allowed_hosts: Vec::new(),
+            admin: None,
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
         per_caller: None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::watch::{spawn_files, spawn_workload_api, Snapshot};
+use super::watch::{spawn_files, spawn_workload_api, ConnectionState, Snapshot};
 use super::{files, workload_api, IdentityError, X509Identity};
 use crate::clock::Clock;
 
@@ -66,6 +66,16 @@ impl IdentitySpec {
         &self,
         clock: Arc<dyn Clock>,
     ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
+        self.watch_reporting(clock, Arc::default())
+    }
+
+    /// [`watch`](Self::watch), keeping the Workload API connection's state in `connection`
+    /// (certificate files leave it untouched).
+    pub fn watch_reporting(
+        &self,
+        clock: Arc<dyn Clock>,
+        connection: Arc<ConnectionState>,
+    ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
         match self {
             IdentitySpec::Files {
                 certificate,
@@ -78,7 +88,9 @@ impl IdentitySpec {
                 FILE_POLL_INTERVAL,
                 clock,
             ),
-            IdentitySpec::WorkloadApi { address, .. } => spawn_workload_api(address.clone(), clock),
+            IdentitySpec::WorkloadApi { address, .. } => {
+                spawn_workload_api(address.clone(), clock, connection)
+            }
         }
     }
 }

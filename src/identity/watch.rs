@@ -34,31 +34,55 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// a SPIRE outage left no trace in the log).
 struct ConnectionLog {
     address: String,
-    /// [`STARTING`], [`UP`] or [`DOWN`].
-    state: std::sync::atomic::AtomicU8,
+    /// [`STARTING`], [`UP`] or [`DOWN`]; shared with whoever reports health.
+    state: Arc<ConnectionState>,
 }
 
 const STARTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// Whether the Workload API stream is up: written by the watcher, read by the admin
+/// listener (health and metrics). Up only between a successful sync and the next error.
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    state: std::sync::atomic::AtomicU8,
+}
+
+impl ConnectionState {
+    /// Whether the stream is up now.
+    pub fn is_up(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Relaxed) == UP
+    }
+}
+
 impl ConnectionLog {
-    fn new(address: &str) -> Self {
+    fn new(address: &str, state: Arc<ConnectionState>) -> Self {
+        state
+            .state
+            .store(STARTING, std::sync::atomic::Ordering::Relaxed);
         ConnectionLog {
             address: address.to_owned(),
-            state: std::sync::atomic::AtomicU8::new(STARTING),
+            state,
         }
     }
 
     /// The initial sync succeeded.
     fn connected(&self) {
-        self.state.store(UP, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .state
+            .store(UP, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl MetricsRecorder for ConnectionLog {
     fn record_update(&self) {
-        if self.state.swap(UP, std::sync::atomic::Ordering::Relaxed) == DOWN {
+        if self
+            .state
+            .state
+            .swap(UP, std::sync::atomic::Ordering::Relaxed)
+            == DOWN
+        {
             tracing::info!(address = %self.address, "reconnected to the SPIFFE Workload API");
         }
     }
@@ -74,6 +98,7 @@ impl MetricsRecorder for ConnectionLog {
         );
         if lost
             && self
+                .state
                 .state
                 .compare_exchange(UP, DOWN, Relaxed, Relaxed)
                 .is_ok()
@@ -196,9 +221,11 @@ impl Publisher {
 }
 
 /// Follows the Workload API at `address`; the task runs until the receiver side is dropped.
+/// The stream's state is kept in `connection`.
 pub fn spawn_workload_api(
     address: String,
     clock: Arc<dyn Clock>,
+    connection: Arc<ConnectionState>,
 ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Snapshot {
         revision: 0,
@@ -245,7 +272,7 @@ pub fn spawn_workload_api(
                     continue;
                 }
             }
-            let connection = Arc::new(ConnectionLog::new(&address));
+            let connection = Arc::new(ConnectionLog::new(&address, Arc::clone(&connection)));
             let source = match X509Source::builder()
                 .endpoint(&address)
                 .initial_sync_timeout(PROBE_TIMEOUT)

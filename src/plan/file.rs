@@ -30,6 +30,9 @@
 //! [[credentials_file]]            # keep a profile in ~/.aws/credentials current
 //! role = "orders"
 //! profile = "default"
+//! [admin]                         # /healthz, /readyz, /metrics (off without this section)
+//! listen = "127.0.0.1:9913"
+//! # allow_remote = true           # required for a non-loopback listen (Kubernetes probes)
 //! ```
 
 use std::collections::BTreeSet;
@@ -51,6 +54,7 @@ use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
+use crate::serve::admin::DEFAULT_ADMIN_LISTEN;
 use crate::serve::{
     credentials_file, runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec,
     DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
@@ -82,6 +86,14 @@ struct FileConfig {
     agent_socket: Option<Spanned<AgentSocketToml>>,
     #[serde(default)]
     credentials_file: Vec<Spanned<CredentialsFileToml>>,
+    admin: Option<Spanned<AdminToml>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminToml {
+    listen: Option<Spanned<String>>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -477,7 +489,22 @@ fn servers(
             allowed_hosts.push(name.clone());
         }
     }
+    let admin = match &config.admin {
+        None => None,
+        Some(section) => {
+            let a = section.get_ref();
+            let (addr, span) = match &a.listen {
+                Some(l) => (l.get_ref().clone(), l.span()),
+                None => (DEFAULT_ADMIN_LISTEN.to_owned(), section.span()),
+            };
+            Some(
+                super::admin_listen(&addr, a.allow_remote.unwrap_or(false))
+                    .map_err(|p| loc.err(span, Some("admin.listen".into()), p))?,
+            )
+        }
+    };
     Ok(ServersSpec {
+        admin,
         allowed_hosts,
         imds,
         imds_roles,
@@ -753,6 +780,41 @@ mod tests {
             e.starts_with("agent.toml:2: allowed_hosts: \"evil/path\" is not a host name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_unless_allowed() {
+        let base = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let plan = parse_text(&format!("{base}[admin]\n")).unwrap();
+        assert_eq!(
+            plan.servers.admin.unwrap().listen,
+            "127.0.0.1:9913".parse().unwrap()
+        );
+        let e = parse_text(&format!("{base}[admin]\nlisten = \"0.0.0.0:9913\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.toml:9: admin.listen: 0.0.0.0:9913 is not a loopback address")
+                && e.contains("allow_remote = true"),
+            "{e}"
+        );
+        let plan = parse_text(&format!(
+            "{base}[admin]\nlisten = \"0.0.0.0:9913\"\nallow_remote = true\n"
+        ))
+        .unwrap();
+        assert!(plan.servers.admin.unwrap().listen.ip().is_unspecified());
+        // An admin listener alone serves no credentials.
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}[admin]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        assert!(parse_text(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("no server is configured"));
     }
 
     #[test]

@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan};
 use crate::cli::{
-    CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
+    AdminArgs, CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
+use crate::serve::admin::AdminSpec;
 use crate::serve::credentials_file::{self, CredentialsFileError};
 use crate::serve::{runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec};
 
@@ -144,6 +145,8 @@ pub enum Problem {
     PerCallerIdleWithoutSocket,
     #[error("nothing to inspect: pass --workload-api-socket (or set SPIFFE_ENDPOINT_SOCKET) or --certificate FILE")]
     NoInspectSource,
+    #[error("{0} is not a loopback address: the admin listener shows role names, health and metrics to whoever reaches it; allow it explicitly with --admin-allow-remote (or allow_remote = true under [admin]), e.g. for Kubernetes probes on 0.0.0.0:9913")]
+    AdminNotLoopback(SocketAddr),
 }
 
 impl PlanError {
@@ -176,6 +179,25 @@ fn exchange_flag(field: Option<ExchangeField>) -> Location {
             RoleSessionName => "--role-session-name",
         }),
     }
+}
+
+/// The admin listener: `listen` must be loopback unless `allow_remote` says otherwise.
+pub fn admin_listen(listen: &str, allow_remote: bool) -> Result<AdminSpec, Problem> {
+    let listen = parse_listen(listen)?;
+    if !allow_remote && !listen.ip().is_loopback() {
+        return Err(Problem::AdminNotLoopback(listen));
+    }
+    Ok(AdminSpec { listen })
+}
+
+/// The `--admin` flags.
+fn admin(args: &AdminArgs) -> Result<Option<AdminSpec>, PlanError> {
+    args.admin
+        .as_deref()
+        .map(|a| {
+            admin_listen(a, args.admin_allow_remote).map_err(|p| PlanError::flag("--admin", p))
+        })
+        .transpose()
 }
 
 /// Parses `IP:port` or `[IPv6]:port`; a name like `localhost` is refused so the bind is
@@ -320,7 +342,12 @@ fn single_role(
 /// `run`: a config file, or one role from flags.
 pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
     if let Some(path) = &args.config {
-        return file::load(path, clock);
+        let mut plan = file::load(path, clock)?;
+        // `--admin` adds the admin listener to a config file's servers (or moves it).
+        if let Some(spec) = admin(&args.admin)? {
+            plan.servers.admin = Some(spec);
+        }
+        return Ok(plan);
     }
     let (identity, mut role) = single_role(
         &args.identity,
@@ -372,6 +399,7 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
             .map(|p| p.unwrap_or_else(runtime_dir::default_agent_socket)),
         credentials_files,
         allowed_hosts: args.allowed_host.clone(),
+        admin: admin(&args.admin)?,
     };
     if servers.is_empty() {
         return Err(PlanError::new(Location::Flags, Problem::NoServerFlag));
@@ -427,6 +455,7 @@ pub fn serve(args: &ServeArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, Plan
         servers: ServersSpec {
             imds: vec![SocketAddr::from(([127, 0, 0, 1], args.port))],
             hop_limit: Some(args.hop_limit),
+            admin: admin(&args.admin)?,
             ..ServersSpec::default()
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
@@ -547,6 +576,44 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("--spire-admin-socket invalid SPIRE admin socket address"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_admin_flags_default_to_loopback_and_refuse_wider_addresses_unless_allowed() {
+        const WL: &str = "--workload-api-socket";
+        const WL_ADDR: &str = "unix:///tmp/w.sock";
+        assert!(
+            run_plan(&[WL, WL_ADDR]).unwrap().servers.admin.is_none(),
+            "off by default"
+        );
+        let plan = run_plan(&[WL, WL_ADDR, "--admin"]).unwrap();
+        assert_eq!(
+            plan.servers.admin.unwrap().listen,
+            "127.0.0.1:9913".parse().unwrap()
+        );
+        let e = run_plan(&[WL, WL_ADDR, "--admin", "0.0.0.0:9913"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--admin 0.0.0.0:9913 is not a loopback address"),
+            "{e}"
+        );
+        let plan = run_plan(&[
+            WL,
+            WL_ADDR,
+            "--admin",
+            "0.0.0.0:9913",
+            "--admin-allow-remote",
+        ])
+        .unwrap();
+        assert!(plan.servers.admin.unwrap().listen.ip().is_unspecified());
+        let e = run_plan(&[WL, WL_ADDR, "--admin", "localhost:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--admin \"localhost:1\" is not IP:port"),
             "{e}"
         );
     }

@@ -234,7 +234,8 @@ pub async fn serve(
     store: Arc<CredentialStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, router(store), shutdown, "agent socket").await
+    let counters = store.metrics().endpoint("agent socket");
+    http::serve(listener, router(store), shutdown, counters).await
 }
 
 /// Serves the agent socket in per-caller mode: each connection is answered for the process
@@ -244,6 +245,7 @@ pub async fn serve_per_caller(
     cache: Arc<PerCallerCache>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let counters = cache.metrics().endpoint("agent socket");
     let router = Router::new()
         .route("/v1/credentials", get(caller_credentials))
         .route("/v1/credentials/{role}", get(caller_role_credentials))
@@ -259,7 +261,7 @@ pub async fn serve_per_caller(
         });
         router.clone().layer(axum::Extension(caller))
     };
-    http::serve_each(listener, make, shutdown, "agent socket").await
+    http::serve_each(listener, make, shutdown, counters).await
 }
 
 /// The process at the other end of a connection, as the kernel reported it.

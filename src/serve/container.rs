@@ -255,13 +255,8 @@ pub(crate) async fn serve_for_hosts(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let guard = RequestGuard::new(listener.local_addr()?, Arc::from(allowed_hosts));
-    http::serve(
-        listener,
-        router(store, tokens, guard),
-        shutdown,
-        "container",
-    )
-    .await
+    let counters = store.metrics().endpoint("container");
+    http::serve(listener, router(store, tokens, guard), shutdown, counters).await
 }
 
 #[derive(Clone)]

@@ -8,12 +8,15 @@
 //!   `credential-process --agent`, with its client.
 //! - [`credentials_file`]: a profile in the shared credentials file, kept current.
 //!
+//! Beside them, [`admin`] serves health, readiness and metrics (no credentials).
+//!
 //! What they share lives beside them: `http` (the accept loop, limits, error responses),
 //! `flood_memory` (returning memory to the kernel after a connection flood),
 //! `request_guard` (Host, proxy and request-target checks against DNS rebinding), `memo`
 //! (each sink's rendered documents), `private_file` (atomic 0600 writes), and
 //! [`start_servers`], which binds everything a [`ServersSpec`] asks for.
 
+pub mod admin;
 pub mod agent_socket;
 pub mod container;
 pub mod credentials_file;
@@ -69,6 +72,9 @@ pub struct ServersSpec {
     /// Host names the IMDS and container endpoints answer to besides their address and
     /// `localhost` (every other `Host` is refused: DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// The admin listener (health, readiness, metrics); started by the agent once
+    /// everything it reports on runs.
+    pub admin: Option<admin::AdminSpec>,
 }
 
 impl ServersSpec {
@@ -150,6 +156,9 @@ fn in_use_hint(source: &std::io::Error, setting: &str) -> String {
 #[derive(Default)]
 pub struct StartedServers {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What each of `tasks` does, in the same order (health reports name the one that
+    /// stopped).
+    pub task_names: Vec<String>,
     pub imds_addrs: Vec<SocketAddr>,
     pub container_addr: Option<SocketAddr>,
     /// The container tokens' base path: role `R`'s token is in `<this>.R`.
@@ -254,6 +263,12 @@ pub async fn start_servers(
         };
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
+        out.task_names.push(format!(
+            "IMDS endpoint on {}",
+            out.imds_addrs
+                .last()
+                .map_or_else(String::new, |a| a.to_string())
+        ));
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = imds::serve_with(listener, store, config, stop).await {
                 tracing::error!(error = %e, "the IMDS endpoint stopped");
@@ -266,6 +281,7 @@ pub async fn start_servers(
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
         let hosts = spec.allowed_hosts.clone();
+        out.task_names.push("container endpoint".to_owned());
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = container::serve_for_hosts(listener, store, tokens, hosts, stop).await {
                 tracing::error!(error = %e, "the container endpoint stopped");
@@ -277,6 +293,7 @@ pub async fn start_servers(
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
         let per_caller = per_caller.clone();
+        out.task_names.push("agent socket".to_owned());
         out.tasks.push(tokio::spawn(async move {
             let served = match per_caller {
                 Some(cache) => agent_socket::serve_per_caller(listener, cache, stop).await,
@@ -292,6 +309,8 @@ pub async fn start_servers(
         let stop = shutdown_signal(shutdown.clone());
         let (report, state) = watch::channel(credentials_file::WriteState::Pending);
         out.credentials_files.push(state);
+        out.task_names
+            .push(format!("credentials file writer of profile {profile:?}"));
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) =
                 credentials_file::run_reporting(store, role, path, profile, stop, report).await
