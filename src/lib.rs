@@ -25,6 +25,7 @@ mod log_limit;
 pub mod plan;
 pub mod rolesanywhere;
 pub mod serve;
+pub mod webidentity;
 
 #[cfg(feature = "dev")]
 pub mod dev;

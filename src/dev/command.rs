@@ -143,7 +143,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
             bound_to: None,
-            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?.into(),
         })
     };
     let agent_socket = dir.join("agent.sock");
@@ -412,7 +412,7 @@ async fn per_caller(
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
             bound_to: Some(SpiffeIdPattern::Exact(spiffe_id.into())),
-            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?.into(),
         })
     };
     let agent_socket = dir.join("agent.sock");

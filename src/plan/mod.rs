@@ -13,9 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan};
+use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan, WebIdentityOneShotPlan};
 use crate::cli::{
-    CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
+    CredentialProcessArgs, IdentityArgs, JwtCredentialProcessArgs, RunArgs, ServeArgs,
+    SessionArgs, UpdateArgs,
+};
+use crate::identity::jwt_svid::SvidSelector;
+use crate::webidentity::{
+    WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
@@ -73,6 +78,8 @@ impl std::fmt::Display for Location {
 pub enum Problem {
     #[error(transparent)]
     Exchange(#[from] SpecError),
+    #[error(transparent)]
+    WebIdentity(#[from] WebIdentitySpecError),
     #[error(transparent)]
     CredentialsFile(#[from] CredentialsFileError),
     #[error("is required (or use --agent SOCKET --role NAME to read from a running agent)")]
@@ -139,6 +146,18 @@ pub enum Problem {
     Zero(u64),
     #[error("only applies in per-caller mode: set spire_admin_socket too")]
     PerCallerIdleWithoutSocket,
+    #[error("{0:?} is not an exchange: use \"roles-anywhere\" (the default) or \"web-identity\"")]
+    UnknownExchange(String),
+    #[error("is required")]
+    RequiredKey,
+    #[error("only applies to exchange = \"web-identity\" roles")]
+    OnlyForWebIdentity,
+    #[error("does not apply to exchange = \"web-identity\" roles (they assume the role with STS AssumeRoleWithWebIdentity, not Roles Anywhere)")]
+    NotForWebIdentity,
+    #[error("\"web-identity\" needs the SPIFFE Workload API (JWT-SVIDs come only from it): set workload_api_socket instead of certificate and private_key")]
+    WebIdentityNeedsWorkloadApi,
+    #[error("\"web-identity\" roles cannot be served in per-caller mode (the agent can fetch JWT-SVIDs only for itself): drop spire_admin_socket or use Roles Anywhere")]
+    WebIdentityPerCaller,
 }
 
 impl PlanError {
@@ -171,6 +190,56 @@ fn exchange_flag(field: Option<ExchangeField>) -> Location {
             RoleSessionName => "--role-session-name",
         }),
     }
+}
+
+/// The flag of each web-identity setting (`jwt-credential-process`).
+fn web_identity_flag(field: Option<WebIdentityField>) -> Location {
+    use WebIdentityField::*;
+    match field {
+        None => Location::Flags,
+        Some(f) => Location::Flag(match f {
+            RoleArn => "--role-arn",
+            Audience => "--audience",
+            Region => "--region",
+            Endpoint => "--endpoint",
+            CaBundle => "--ca-bundle",
+            SessionDuration => "--session-duration",
+            RoleSessionName => "--role-session-name",
+        }),
+    }
+}
+
+/// `jwt-credential-process`: checks every flag before any I/O.
+pub fn jwt_credential_process(
+    args: &JwtCredentialProcessArgs,
+    clock: &Arc<dyn Clock>,
+) -> Result<WebIdentityOneShotPlan, PlanError> {
+    let workload_api = args
+        .workload_api_socket
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(normalize_address)
+        .ok_or_else(|| PlanError::new(Location::Flags, Problem::NoWorkloadApiFlag))?;
+    let spec = WebIdentitySpec {
+        role_arn: args.role_arn.clone(),
+        audience: args.audience.clone(),
+        region: args.region.clone(),
+        endpoint: args.endpoint.clone(),
+        ca_bundle: args.ca_bundle.clone(),
+        session_duration: args.session_duration,
+        role_session_name: args.role_session_name.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        workload_api,
+        workload_api_timeout: Duration::from_secs(args.workload_api_timeout),
+    };
+    let exchange = WebIdentityExchange::new(&spec, Arc::clone(clock))
+        .map_err(|e| PlanError::new(web_identity_flag(e.field()), e))?;
+    let selector = match (&args.spiffe_id, &args.hint) {
+        (Some(id), _) => SvidSelector::id_or_hint(id),
+        (None, Some(hint)) => SvidSelector::Hint(hint.clone()),
+        (None, None) => SvidSelector::Default,
+    };
+    Ok(WebIdentityOneShotPlan { selector, exchange })
 }
 
 /// Parses `IP:port` or `[IPv6]:port`; a name like `localhost` is refused so the bind is
@@ -307,7 +376,7 @@ fn single_role(
             name,
             spiffe_id: identity_args.spiffe_id.clone(),
             bound_to: None,
-            exchange,
+            exchange: exchange.into(),
         },
     ))
 }

@@ -332,7 +332,8 @@ fn endpoint_url(config: &ClientConfig, partition: &str) -> Result<reqwest::Url, 
     Ok(url)
 }
 
-fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
+/// The system roots plus `ca_bundle`; shared with the STS client (`webidentity`).
+pub(crate) fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A broken system certificate must not stop the agent; skip it.
