@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn a_minted_svid_verifies_and_every_tampering_is_caught() {
         let authority = JwtAuthority::generate().unwrap();
-        let jwks = jwks(&[&authority]);
+        let jwks = super::jwks(&[&authority]);
         let aud = vec!["sts.amazonaws.com".to_owned()];
         let token = authority
             .mint_svid("spiffe://example.org/a", &aud, Some("https://i"), now(), Duration::from_secs(300))
@@ -321,7 +321,7 @@ mod tests {
         let other_jwks = json!({"keys": [other_jwk]}).to_string();
         assert_eq!(verify(&token, &other_jwks, now()).unwrap_err(), JwtRejection::BadSignature);
         // Unknown kid, and x509-svid keys are not JWT keys.
-        assert!(matches!(verify(&token, &jwks(&[&other]), now()), Err(JwtRejection::UnknownKey(_))));
+        assert!(matches!(verify(&token, &super::jwks(&[&other]), now()), Err(JwtRejection::UnknownKey(_))));
         let mut x509_use = authority.jwk();
         x509_use["use"] = json!("x509-svid");
         let x509_jwks = json!({"keys": [x509_use]}).to_string();
