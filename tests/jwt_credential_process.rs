@@ -248,7 +248,9 @@ async fn workload_api_and_flag_problems() {
         ),
         (&["--region", "mars"], 2, "--region \"mars\" is not a valid region"),
     ] {
-        let out = stack.run(extra).await;
+        let mut args: Vec<String> = stack.args(DEV_ROLE_ARN_ORDERS)[..7].to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = run_agent(args).await;
         assert_eq!(out.status.code(), Some(code), "{extra:?}");
         let line = failure_line(&out);
         assert!(line.contains(expected), "{extra:?}: {line}");
