@@ -22,9 +22,9 @@ use crate::identity::delegated::DelegatedIdentity;
 use crate::identity::jwt_svid::SvidSelector;
 use crate::identity::{IdentityError, IdentitySpec, SpiffeIdPattern, X509Identity};
 use crate::rolesanywhere::{CreateSessionError, Credentials, Exchange};
-use crate::webidentity::{WebIdentityError, WebIdentityExchange};
 use crate::serve::credentials_file::WriteState;
 use crate::serve::{self, ServeError, ServersSpec};
+use crate::webidentity::{WebIdentityError, WebIdentityExchange};
 
 /// The shortest session Roles Anywhere issues, so the longest `min_remaining` (exclusive)
 /// that can ever be met.
@@ -177,9 +177,7 @@ impl Exchanger for RoleExchange {
         identity: &'a X509Identity,
     ) -> Pin<Box<dyn Future<Output = Result<Credentials, ExchangeError>> + Send + 'a>> {
         match self {
-            RoleExchange::RolesAnywhere(e) => {
-                Box::pin(async move { Ok(e.run(identity).await?) })
-            }
+            RoleExchange::RolesAnywhere(e) => Box::pin(async move { Ok(e.run(identity).await?) }),
             RoleExchange::WebIdentity(e) => Box::pin(async move {
                 let selector = match identity.spiffe_id() {
                     Some(id) => SvidSelector::SpiffeId(id.to_owned()),

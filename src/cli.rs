@@ -367,7 +367,12 @@ pub struct CredentialProcessArgs {
 #[derive(Debug, Args, Clone)]
 pub struct JwtCredentialProcessArgs {
     /// SPIFFE Workload API address: unix:///path/to/agent.sock or tcp://IP:port.
-    #[arg(long, visible_alias = "workload-api-addr", value_name = "ADDRESS", env = "SPIFFE_ENDPOINT_SOCKET")]
+    #[arg(
+        long,
+        visible_alias = "workload-api-addr",
+        value_name = "ADDRESS",
+        env = "SPIFFE_ENDPOINT_SOCKET"
+    )]
     pub workload_api_socket: Option<String>,
 
     /// Seconds to wait for the Workload API.

@@ -117,7 +117,11 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
         svid_from_files(REVIEWS, "reviews-p256.pem", "reviews-p256.key", true),
     ]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(fetches, stack.workload_api.fetch_x509_svid_calls(), "same stream");
+    assert_eq!(
+        fetches,
+        stack.workload_api.fetch_x509_svid_calls(),
+        "same stream"
+    );
     assert_eq!(sessions_for(&stack, DEV_ROLE_ARN_ORDERS), before);
 
     // Before the 20 s sessions drop under the 5 s minimum, the agent refreshes them.
@@ -126,7 +130,11 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
         assert!(Instant::now() < deadline, "no refresh:\n{}", agent.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let json = parse_process_output(&agent.wait_for_role_within("orders", Duration::from_secs(5)).await);
+    let json = parse_process_output(
+        &agent
+            .wait_for_role_within("orders", Duration::from_secs(5))
+            .await,
+    );
     let newest = stack
         .aws
         .web_identity_sessions()
@@ -138,7 +146,10 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut served = json["AccessKeyId"].as_str().unwrap().to_owned();
     while served != newest.access_key_id {
-        assert!(Instant::now() < deadline, "the refreshed credentials are not served");
+        assert!(
+            Instant::now() < deadline,
+            "the refreshed credentials are not served"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         served = parse_process_output(&agent.credential_process("orders").await)["AccessKeyId"]
             .as_str()
@@ -195,7 +206,10 @@ async fn config_mistakes_of_web_identity_roles_name_file_line_and_key() {
         .await;
         assert_eq!(out.status.code(), Some(2), "{roles}");
         let line = common::stack::failure_line(&out);
-        assert!(line.contains("agent.toml:") && line.contains(expected), "{line}");
+        assert!(
+            line.contains("agent.toml:") && line.contains(expected),
+            "{line}"
+        );
     }
     // Certificate files cannot give JWT-SVIDs.
     let path = dir.path().join("files.toml");

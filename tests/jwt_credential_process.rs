@@ -48,7 +48,12 @@ async fn exchanges_a_fresh_jwt_svid_with_sts_for_the_role() {
     let stack = JwtStack::start(vec![orders()]).await;
     let out = stack.run(&[]).await;
     let json = parse_process_output(&out);
-    assert_issued(&stack, &json, DEV_ROLE_ARN_ORDERS, "example.org.service.orders");
+    assert_issued(
+        &stack,
+        &json,
+        DEV_ROLE_ARN_ORDERS,
+        "example.org.service.orders",
+    );
     assert_eq!(
         stack.workload_api.jwt_svid_requests(),
         vec![(vec![AUDIENCE.to_owned()], String::new())],
@@ -56,7 +61,12 @@ async fn exchanges_a_fresh_jwt_svid_with_sts_for_the_role() {
     );
     // A second run fetches a new JWT-SVID: none is kept.
     let out = stack
-        .run(&["--role-session-name", "batch-7", "--session-duration", "900"])
+        .run(&[
+            "--role-session-name",
+            "batch-7",
+            "--session-duration",
+            "900",
+        ])
         .await;
     let json = parse_process_output(&out);
     assert_issued(&stack, &json, DEV_ROLE_ARN_ORDERS, "batch-7");
@@ -76,7 +86,12 @@ async fn picks_the_svid_by_spiffe_id_or_hint() {
     let mut args = stack.args(DEV_ROLE_ARN_REVIEWS);
     args.extend(["--spiffe-id".to_string(), REVIEWS.to_string()]);
     let json = parse_process_output(&run_agent(args).await);
-    assert_issued(&stack, &json, DEV_ROLE_ARN_REVIEWS, "example.org.service.reviews");
+    assert_issued(
+        &stack,
+        &json,
+        DEV_ROLE_ARN_REVIEWS,
+        "example.org.service.reviews",
+    );
     assert_eq!(
         stack.workload_api.jwt_svid_requests().last().unwrap().1,
         REVIEWS
@@ -86,7 +101,12 @@ async fn picks_the_svid_by_spiffe_id_or_hint() {
         let mut args = stack.args(DEV_ROLE_ARN_REVIEWS);
         args.extend([flag.to_string(), "internal".to_string()]);
         let json = parse_process_output(&run_agent(args).await);
-        assert_issued(&stack, &json, DEV_ROLE_ARN_REVIEWS, "example.org.service.reviews");
+        assert_issued(
+            &stack,
+            &json,
+            DEV_ROLE_ARN_REVIEWS,
+            "example.org.service.reviews",
+        );
     }
     // No such hint: say what there is.
     let line = failure_line(&stack.run(&["--hint", "nope"]).await);
@@ -121,7 +141,9 @@ async fn every_sts_refusal_is_one_clear_line() {
     );
 
     // STS's clock is ahead of the token's lifetime.
-    stack.aws.set_web_identity_clock_ahead(Duration::from_secs(600));
+    stack
+        .aws
+        .set_web_identity_clock_ahead(Duration::from_secs(600));
     let line = failure_line(&stack.run(&["--timeout", "2"]).await);
     assert!(
         line.contains("STS says the JWT-SVID expired (ExpiredTokenException: Token expired:")
@@ -150,7 +172,9 @@ async fn every_sts_refusal_is_one_clear_line() {
         .set_jwt_issuer(Some("https://elsewhere.example.com"));
     let line = failure_line(&stack.run(&[]).await);
     assert!(
-        line.contains("No OpenIDConnect provider found in your account for https://elsewhere.example.com"),
+        line.contains(
+            "No OpenIDConnect provider found in your account for https://elsewhere.example.com"
+        ),
         "{line}"
     );
     stack
@@ -177,9 +201,16 @@ async fn every_sts_refusal_is_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_transient_sts_failures_within_the_timeout_with_a_fresh_token_each_time() {
     let stack = JwtStack::start(vec![orders()]).await;
-    stack.aws.fail_web_identity(WebIdentityFault::Unavailable, 2);
+    stack
+        .aws
+        .fail_web_identity(WebIdentityFault::Unavailable, 2);
     let json = parse_process_output(&stack.run(&[]).await);
-    assert_issued(&stack, &json, DEV_ROLE_ARN_ORDERS, "example.org.service.orders");
+    assert_issued(
+        &stack,
+        &json,
+        DEV_ROLE_ARN_ORDERS,
+        "example.org.service.orders",
+    );
     assert_eq!(stack.aws.web_identity_calls(), 3);
     assert_eq!(stack.workload_api.jwt_svid_requests().len(), 3);
 
@@ -188,7 +219,9 @@ async fn retries_transient_sts_failures_within_the_timeout_with_a_fresh_token_ea
     assert_eq!(stack.aws.web_identity_calls(), 5);
 
     // Down for longer than --timeout: the last failure, in time.
-    stack.aws.fail_web_identity(WebIdentityFault::Unavailable, 1000);
+    stack
+        .aws
+        .fail_web_identity(WebIdentityFault::Unavailable, 1000);
     let started = std::time::Instant::now();
     let out = stack.run(&["--timeout", "2"]).await;
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -201,7 +234,9 @@ async fn retries_transient_sts_failures_within_the_timeout_with_a_fresh_token_ea
     assert!(stack.aws.web_identity_calls() > 6, "retried");
 
     // Configuration errors are not retried.
-    stack.aws.fail_web_identity(WebIdentityFault::Unavailable, 0);
+    stack
+        .aws
+        .fail_web_identity(WebIdentityFault::Unavailable, 0);
     let before = stack.aws.web_identity_calls();
     let out = run_agent(stack.args("arn:aws:iam::123456789012:role/other")).await;
     assert_eq!(out.status.code(), Some(1));
@@ -246,7 +281,11 @@ async fn workload_api_and_flag_problems() {
             2,
             "--role-session-name \"a b\" is not a valid role session name",
         ),
-        (&["--region", "mars"], 2, "--region \"mars\" is not a valid region"),
+        (
+            &["--region", "mars"],
+            2,
+            "--region \"mars\" is not a valid region",
+        ),
     ] {
         let mut args: Vec<String> = stack.args(DEV_ROLE_ARN_ORDERS)[..7].to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -314,7 +353,10 @@ async fn boto3_and_the_aws_cli_use_credentials_from_jwt_credential_process() {
     );
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["method"], "custom-process");
-    assert_eq!(got["arn"], assumed, "GetCallerIdentity signed with the issued keys");
+    assert_eq!(
+        got["arn"], assumed,
+        "GetCallerIdentity signed with the issued keys"
+    );
     let sessions = stack.aws.web_identity_sessions();
     assert_eq!(got["access_key"], sessions[0].access_key_id.as_str());
 

@@ -498,9 +498,9 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::credentials::ExchangeError;
     use crate::dev::workload_api::{DelegatedIdentityDouble, Registration, SvidIssuer};
     use crate::identity::X509Identity;
-    use crate::credentials::ExchangeError;
     use crate::rolesanywhere::Credentials;
 
     const ORDERS: &str = "spiffe://example.org/service/orders";

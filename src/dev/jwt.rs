@@ -217,7 +217,12 @@ pub fn verify(token: &str, jwks_json: &str, now: SystemTime) -> Result<VerifiedJ
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|k| matches!(k.get("use").and_then(Value::as_str), None | Some("jwt-svid")))
+        .filter(|k| {
+            matches!(
+                k.get("use").and_then(Value::as_str),
+                None | Some("jwt-svid")
+            )
+        })
         .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid))
         .ok_or_else(|| JwtRejection::UnknownKey(kid.to_owned()))?;
     let signed = format!("{}.{}", parts[0], parts[1]);
@@ -300,7 +305,13 @@ mod tests {
         let jwks = super::jwks(&[&authority]);
         let aud = vec!["sts.amazonaws.com".to_owned()];
         let token = authority
-            .mint_svid("spiffe://example.org/a", &aud, Some("https://i"), now(), Duration::from_secs(300))
+            .mint_svid(
+                "spiffe://example.org/a",
+                &aud,
+                Some("https://i"),
+                now(),
+                Duration::from_secs(300),
+            )
             .unwrap();
         let v = verify(&token, &jwks, now()).unwrap();
         assert_eq!(v.str_claim("sub"), Some("spiffe://example.org/a"));
@@ -313,28 +324,53 @@ mod tests {
             json!({"sub": "spiffe://example.org/admin", "aud": "sts.amazonaws.com", "exp": 4_000_000_000i64}).to_string(),
         );
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
-        assert_eq!(verify(&forged, &jwks, now()).unwrap_err(), JwtRejection::BadSignature);
+        assert_eq!(
+            verify(&forged, &jwks, now()).unwrap_err(),
+            JwtRejection::BadSignature
+        );
         // Another authority's key under the same kid.
         let other = JwtAuthority::generate().unwrap();
         let mut other_jwk = other.jwk();
         other_jwk["kid"] = json!(authority.kid());
         let other_jwks = json!({"keys": [other_jwk]}).to_string();
-        assert_eq!(verify(&token, &other_jwks, now()).unwrap_err(), JwtRejection::BadSignature);
+        assert_eq!(
+            verify(&token, &other_jwks, now()).unwrap_err(),
+            JwtRejection::BadSignature
+        );
         // Unknown kid, and x509-svid keys are not JWT keys.
-        assert!(matches!(verify(&token, &super::jwks(&[&other]), now()), Err(JwtRejection::UnknownKey(_))));
+        assert!(matches!(
+            verify(&token, &super::jwks(&[&other]), now()),
+            Err(JwtRejection::UnknownKey(_))
+        ));
         let mut x509_use = authority.jwk();
         x509_use["use"] = json!("x509-svid");
         let x509_jwks = json!({"keys": [x509_use]}).to_string();
-        assert!(matches!(verify(&token, &x509_jwks, now()), Err(JwtRejection::UnknownKey(_))));
+        assert!(matches!(
+            verify(&token, &x509_jwks, now()),
+            Err(JwtRejection::UnknownKey(_))
+        ));
         // alg none is never accepted.
-        let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "kid": authority.kid()}).to_string());
+        let none_header =
+            URL_SAFE_NO_PAD.encode(json!({"alg": "none", "kid": authority.kid()}).to_string());
         let none = format!("{}.{}.", none_header, parts[1]);
         assert!(verify(&none, &jwks, now()).is_err());
         // Expired.
         let old = authority
-            .mint_svid("spiffe://example.org/a", &aud, None, now() - Duration::from_secs(600), Duration::from_secs(300))
+            .mint_svid(
+                "spiffe://example.org/a",
+                &aud,
+                None,
+                now() - Duration::from_secs(600),
+                Duration::from_secs(300),
+            )
             .unwrap();
-        assert!(matches!(verify(&old, &jwks, now()), Err(JwtRejection::Expired { .. })));
-        assert!(matches!(verify("a.b", &jwks, now()), Err(JwtRejection::Malformed(_))));
+        assert!(matches!(
+            verify(&old, &jwks, now()),
+            Err(JwtRejection::Expired { .. })
+        ));
+        assert!(matches!(
+            verify("a.b", &jwks, now()),
+            Err(JwtRejection::Malformed(_))
+        ));
     }
 }

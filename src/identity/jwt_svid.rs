@@ -84,12 +84,13 @@ pub async fn fetch(
                 other => JwtSvidError::WorkloadApi(classify(address, other)),
             })
     };
-    let svids = tokio::time::timeout(timeout, fetch).await.map_err(|_| {
-        WorkloadApiError::Timeout {
-            address: address.to_owned(),
-            seconds: timeout.as_secs(),
-        }
-    })??;
+    let svids =
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .map_err(|_| WorkloadApiError::Timeout {
+                address: address.to_owned(),
+                seconds: timeout.as_secs(),
+            })??;
     let svid = select(address, svids, selector)?;
     check(address, &svid, audience, now)?;
     Ok(svid)
@@ -122,14 +123,16 @@ fn select(
     };
     match found {
         Some(svid) => Ok(svid.clone()),
-        None => Err(JwtSvidError::WorkloadApi(WorkloadApiError::NoMatchingSvid {
-            address: address.to_owned(),
-            wanted: match selector {
-                SvidSelector::Default => "(the default)".into(),
-                SvidSelector::SpiffeId(v) | SvidSelector::Hint(v) => v.clone(),
+        None => Err(JwtSvidError::WorkloadApi(
+            WorkloadApiError::NoMatchingSvid {
+                address: address.to_owned(),
+                wanted: match selector {
+                    SvidSelector::Default => "(the default)".into(),
+                    SvidSelector::SpiffeId(v) | SvidSelector::Hint(v) => v.clone(),
+                },
+                available: available(),
             },
-            available: available(),
-        })),
+        )),
     }
 }
 

@@ -60,11 +60,11 @@ use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
-use crate::webidentity::{WebIdentityExchange, WebIdentityField, WebIdentitySpec};
 use crate::serve::{
     credentials_file, ContainerSpec, CredentialsFileSpec, ServersSpec, DEFAULT_AGENT_SOCKET,
     DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
 };
+use crate::webidentity::{WebIdentityExchange, WebIdentityField, WebIdentitySpec};
 
 /// The largest config file read: a real one is a few KiB.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -373,9 +373,16 @@ fn web_identity_exchange(
     clock: &Arc<dyn Clock>,
 ) -> Result<RoleExchange, PlanError> {
     let key = |k: &str| Some(format!("role {name:?} {k}"));
-    let exchange_span = role.exchange.as_ref().map_or(role_span.clone(), |e| e.span());
+    let exchange_span = role
+        .exchange
+        .as_ref()
+        .map_or(role_span.clone(), |e| e.span());
     if per_caller {
-        return Err(loc.err(exchange_span, key("exchange"), Problem::WebIdentityPerCaller));
+        return Err(loc.err(
+            exchange_span,
+            key("exchange"),
+            Problem::WebIdentityPerCaller,
+        ));
     }
     for (k, v) in [
         ("trust_anchor_arn", &role.trust_anchor_arn),
@@ -390,13 +397,18 @@ fn web_identity_exchange(
             address, timeout, ..
         }) => (address.clone(), *timeout),
         Ok(IdentitySpec::Files { .. }) => {
-            return Err(loc.err(exchange_span, key("exchange"), Problem::WebIdentityNeedsWorkloadApi))
+            return Err(loc.err(
+                exchange_span,
+                key("exchange"),
+                Problem::WebIdentityNeedsWorkloadApi,
+            ))
         }
         Err(_) => return Err(loc.whole(Problem::NoWorkloadApiKey)),
     };
-    let audience = role.audience.as_ref().ok_or_else(|| {
-        loc.err(role_span.clone(), key("audience"), Problem::RequiredKey)
-    })?;
+    let audience = role
+        .audience
+        .as_ref()
+        .ok_or_else(|| loc.err(role_span.clone(), key("audience"), Problem::RequiredKey))?;
     let spec = WebIdentitySpec {
         role_arn: role.role_arn.get_ref().clone(),
         audience: audience.get_ref().clone(),
@@ -421,7 +433,10 @@ fn web_identity_exchange(
         let (k, span) = match e.field() {
             Some(RoleArn) => ("role_arn", Some(role.role_arn.span())),
             Some(Audience) => ("audience", Some(audience.span())),
-            Some(Region) => ("region", opt(role.region.as_ref()).or(opt(config.region.as_ref()))),
+            Some(Region) => (
+                "region",
+                opt(role.region.as_ref()).or(opt(config.region.as_ref())),
+            ),
             Some(Endpoint) => (
                 "endpoint",
                 opt(role.endpoint.as_ref()).or(opt(config.sts_endpoint.as_ref())),

@@ -15,20 +15,20 @@ use std::time::Duration;
 
 use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan, WebIdentityOneShotPlan};
 use crate::cli::{
-    CredentialProcessArgs, IdentityArgs, JwtCredentialProcessArgs, RunArgs, ServeArgs,
-    SessionArgs, UpdateArgs,
-};
-use crate::identity::jwt_svid::SvidSelector;
-use crate::webidentity::{
-    WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
+    CredentialProcessArgs, IdentityArgs, JwtCredentialProcessArgs, RunArgs, ServeArgs, SessionArgs,
+    UpdateArgs,
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
+use crate::identity::jwt_svid::SvidSelector;
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::credentials_file::{self, CredentialsFileError};
 use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
+use crate::webidentity::{
+    WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
+};
 
 /// A setting that cannot work, with where it was given.
 #[derive(Debug, thiserror::Error)]

@@ -161,15 +161,13 @@ impl StsClient {
             .await
             .map_err(|e| self.transport_error(e, None))?;
         let status = response.status().as_u16();
-        let body = read_limited(response)
-            .await
-            .map_err(|e| match e {
-                BodyError::Transport(e) => self.transport_error(e, Some(status)),
-                BodyError::TooLarge => AssumeRoleError::BadResponse {
-                    status,
-                    reason: format!("the body is larger than {MAX_RESPONSE_BYTES} bytes"),
-                },
-            })?;
+        let body = read_limited(response).await.map_err(|e| match e {
+            BodyError::Transport(e) => self.transport_error(e, Some(status)),
+            BodyError::TooLarge => AssumeRoleError::BadResponse {
+                status,
+                reason: format!("the body is larger than {MAX_RESPONSE_BYTES} bytes"),
+            },
+        })?;
         if (200..300).contains(&status) {
             parse_success(status, &body, &request.role_arn, self.clock.now())
         } else {
@@ -266,8 +264,8 @@ pub(crate) fn parse_success(
 ) -> Result<Credentials, AssumeRoleError> {
     let bad = |reason: String| AssumeRoleError::BadResponse { status, reason };
     let text = std::str::from_utf8(body).map_err(|_| bad("the body is not UTF-8".into()))?;
-    let doc = roxmltree::Document::parse(text)
-        .map_err(|e| bad(format!("the body is not XML ({e})")))?;
+    let doc =
+        roxmltree::Document::parse(text).map_err(|e| bad(format!("the body is not XML ({e})")))?;
     let root = doc.root_element();
     if root.tag_name().name() != "AssumeRoleWithWebIdentityResponse" {
         return Err(bad(format!(
@@ -355,10 +353,12 @@ pub(crate) fn map_error(status: u16, body: &[u8]) -> AssumeRoleError {
         "IDPRejectedClaim" => RejectedClaim { message },
         "IDPCommunicationError" => IdpUnreachable { message },
         "RegionDisabledException" => RegionDisabled { message },
-        "ValidationError" | "InvalidParameterValue" | "MissingParameter"
-        | "MalformedPolicyDocument" | "PackedPolicyTooLarge" | "InvalidAction" => {
-            Validation { code, message }
-        }
+        "ValidationError"
+        | "InvalidParameterValue"
+        | "MissingParameter"
+        | "MalformedPolicyDocument"
+        | "PackedPolicyTooLarge"
+        | "InvalidAction" => Validation { code, message },
         "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
             Throttled { code, message }
         }
@@ -402,8 +402,13 @@ mod tests {
     #[test]
     fn parses_the_documented_response_and_unescapes_entities() {
         let then = SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800 - 3600);
-        let creds = parse_success(200, OK.as_bytes(), "arn:aws:iam::123456789012:role/orders", then)
-            .unwrap();
+        let creds = parse_success(
+            200,
+            OK.as_bytes(),
+            "arn:aws:iam::123456789012:role/orders",
+            then,
+        )
+        .unwrap();
         assert_eq!(creds.access_key_id, "ASIAEXAMPLE");
         assert_eq!(creds.session_token.as_str(), "T&1");
         assert_eq!(
@@ -411,7 +416,10 @@ mod tests {
             Some("arn:aws:sts::123456789012:assumed-role/orders/s1")
         );
         let e = parse_success(200, b"<x/>", "r", then).unwrap_err();
-        assert!(e.to_string().contains("AssumeRoleWithWebIdentityResponse"), "{e}");
+        assert!(
+            e.to_string().contains("AssumeRoleWithWebIdentityResponse"),
+            "{e}"
+        );
         let no_token = OK.replace("<SessionToken>T&amp;1</SessionToken>", "");
         let e = parse_success(200, no_token.as_bytes(), "r", then).unwrap_err();
         assert!(e.to_string().contains("SessionToken"), "{e}");
@@ -437,7 +445,10 @@ mod tests {
         for (code, status, class) in cases {
             let e = map_error(status, body(code).as_bytes());
             assert_eq!(e.class(), class, "{code}: {e}");
-            assert!(e.to_string().contains(code) || code == "InternalFailure", "{e}");
+            assert!(
+                e.to_string().contains(code) || code == "InternalFailure",
+                "{e}"
+            );
         }
         let e = map_error(502, b"<html>bad gateway</html>");
         assert!(matches!(e, AssumeRoleError::Server { .. }), "{e}");
@@ -446,7 +457,10 @@ mod tests {
     #[test]
     fn endpoint_defaults_and_checks() {
         let url = |e, r, p| endpoint_url(e, r, p).map(|u| u.to_string());
-        assert_eq!(url(None, None, "aws").unwrap(), "https://sts.amazonaws.com/");
+        assert_eq!(
+            url(None, None, "aws").unwrap(),
+            "https://sts.amazonaws.com/"
+        );
         assert_eq!(
             url(None, Some("eu-west-1"), "aws").unwrap(),
             "https://sts.eu-west-1.amazonaws.com/"

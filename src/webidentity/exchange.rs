@@ -188,9 +188,9 @@ impl WebIdentityExchange {
         }
         let endpoint = endpoint_url(spec.endpoint.as_deref(), spec.region.as_deref(), &partition)
             .map_err(|reason| WebIdentitySpecError::Endpoint {
-                endpoint: spec.endpoint.clone().unwrap_or_default(),
-                reason,
-            })?;
+            endpoint: spec.endpoint.clone().unwrap_or_default(),
+            reason,
+        })?;
         let client = StsClient::new(
             &ClientConfig {
                 endpoint,
@@ -368,7 +368,10 @@ mod tests {
         let long = format!("spiffe://example.org/{}/orders", "a".repeat(100));
         let name = default_session_name(&long);
         assert_eq!(name.len(), 64);
-        assert!(name.ends_with(".orders") && valid_session_name(&name), "{name}");
+        assert!(
+            name.ends_with(".orders") && valid_session_name(&name),
+            "{name}"
+        );
         assert!(valid_session_name(&default_session_name("spiffe://td/ü~x")));
         assert_eq!(default_session_name("spiffe://"), "spiffe-aws-agent");
     }

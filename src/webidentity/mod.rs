@@ -12,6 +12,5 @@ pub mod exchange;
 
 pub use client::AssumeRoleError;
 pub use exchange::{
-    WebIdentityError, WebIdentityExchange, WebIdentityField, WebIdentitySpec,
-    WebIdentitySpecError,
+    WebIdentityError, WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
 };

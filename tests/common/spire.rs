@@ -331,7 +331,10 @@ plugins {{
         let jwks = self
             .server_cli(&["bundle", "show", "-format", "spiffe"])
             .await;
-        assert!(jwks.contains("jwt-svid"), "no JWT key in the bundle: {jwks}");
+        assert!(
+            jwks.contains("jwt-svid"),
+            "no JWT key in the bundle: {jwks}"
+        );
         jwks
     }
 

@@ -196,11 +196,10 @@ impl AwsServicesDouble {
             .await
             .map_err(bind_err)?;
         let tls_addr = tls_listener.local_addr().map_err(bind_err)?;
-        let acceptor = crate::dev::rolesanywhere::tls_acceptor().map_err(|e| {
-            AwsServicesError::Tls {
+        let acceptor =
+            crate::dev::rolesanywhere::tls_acceptor().map_err(|e| AwsServicesError::Tls {
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let web_identity = Arc::new(web_identity::WebIdentityState::default());
         *lock(&web_identity.providers) = cfg.oidc_providers;
         // SigV4 requests may be signed with Roles Anywhere's credentials or with those
@@ -474,7 +473,8 @@ fn dispatch(
         if let Some(params) = web_identity::request(parts, body) {
             call.service = ServiceKind::Sts;
             call.operation = Some("AssumeRoleWithWebIdentity".into());
-            let resp = web_identity::handle(&shared.web_identity, &shared.rng, &params, now, request_id);
+            let resp =
+                web_identity::handle(&shared.web_identity, &shared.rng, &params, now, request_id);
             if !resp.status().is_success() {
                 call.error_code = error_code_of(&resp);
             }

@@ -1242,11 +1242,18 @@ async fn assume_role_with_web_identity_checks_the_token_and_answers_in_the_docum
             .mint_svid(sub, &aud, iss, now, Duration::from_secs(300))
             .unwrap()
     };
-    let good = mint(&["sts.amazonaws.com"], Some("https://oidc.example.org"), ORDERS);
+    let good = mint(
+        &["sts.amazonaws.com"],
+        Some("https://oidc.example.org"),
+        ORDERS,
+    );
     let role = "arn:aws:iam::123456789012:role/orders";
     let base = |token: &str| {
         vec![
-            ("Action".to_string(), "AssumeRoleWithWebIdentity".to_string()),
+            (
+                "Action".to_string(),
+                "AssumeRoleWithWebIdentity".to_string(),
+            ),
             ("Version".into(), "2011-06-15".into()),
             ("RoleArn".into(), role.into()),
             ("RoleSessionName".into(), "s1".into()),
@@ -1311,22 +1318,104 @@ async fn assume_role_with_web_identity_checks_the_token_and_answers_in_the_docum
     };
     let other_key = crate::dev::jwt::JwtAuthority::generate().unwrap();
     let forged = other_key
-        .mint_svid(ORDERS, &["sts.amazonaws.com".into()], Some("https://oidc.example.org"), now, Duration::from_secs(300))
+        .mint_svid(
+            ORDERS,
+            &["sts.amazonaws.com".into()],
+            Some("https://oidc.example.org"),
+            now,
+            Duration::from_secs(300),
+        )
         .unwrap();
     let expired = authority
-        .mint_svid(ORDERS, &["sts.amazonaws.com".into()], Some("https://oidc.example.org"), now - Duration::from_secs(900), Duration::from_secs(300))
+        .mint_svid(
+            ORDERS,
+            &["sts.amazonaws.com".into()],
+            Some("https://oidc.example.org"),
+            now - Duration::from_secs(900),
+            Duration::from_secs(300),
+        )
         .unwrap();
     let cases: Vec<(Vec<(String, String)>, u16, &str, &str)> = vec![
-        (base(&mint(&["other"], Some("https://oidc.example.org"), ORDERS)), 400, "InvalidIdentityToken", "Incorrect token audience"),
-        (base(&mint(&["sts.amazonaws.com"], Some("https://nope.example"), ORDERS)), 400, "InvalidIdentityToken", "No OpenIDConnect provider found in your account for https://nope.example"),
-        (base(&mint(&["sts.amazonaws.com"], None, ORDERS)), 400, "InvalidIdentityToken", "Missing a required claim: iss"),
-        (base(&forged), 400, "InvalidIdentityToken", "could not be verified"),
-        (base(&expired), 400, "ExpiredTokenException", "Token expired: current date/time"),
-        (base("not.a.jwt"), 400, "InvalidIdentityToken", "not base64url"),
-        (base(&mint(&["sts.amazonaws.com"], Some("https://oidc.example.org"), "spiffe://other.org/x")), 403, "AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity"),
-        ({ let mut f = base(&good); f.retain(|(k, _)| k != "RoleArn"); f }, 400, "ValidationError", "'roleArn'"),
-        ({ let mut f = base(&good); f.push(("DurationSeconds".into(), "899".into())); f }, 400, "ValidationError", "'durationSeconds'"),
-        ({ let mut f = base(&good); f[3].1 = "a b".into(); f }, 400, "ValidationError", "'roleSessionName'"),
+        (
+            base(&mint(&["other"], Some("https://oidc.example.org"), ORDERS)),
+            400,
+            "InvalidIdentityToken",
+            "Incorrect token audience",
+        ),
+        (
+            base(&mint(
+                &["sts.amazonaws.com"],
+                Some("https://nope.example"),
+                ORDERS,
+            )),
+            400,
+            "InvalidIdentityToken",
+            "No OpenIDConnect provider found in your account for https://nope.example",
+        ),
+        (
+            base(&mint(&["sts.amazonaws.com"], None, ORDERS)),
+            400,
+            "InvalidIdentityToken",
+            "Missing a required claim: iss",
+        ),
+        (
+            base(&forged),
+            400,
+            "InvalidIdentityToken",
+            "could not be verified",
+        ),
+        (
+            base(&expired),
+            400,
+            "ExpiredTokenException",
+            "Token expired: current date/time",
+        ),
+        (
+            base("not.a.jwt"),
+            400,
+            "InvalidIdentityToken",
+            "not base64url",
+        ),
+        (
+            base(&mint(
+                &["sts.amazonaws.com"],
+                Some("https://oidc.example.org"),
+                "spiffe://other.org/x",
+            )),
+            403,
+            "AccessDenied",
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        ),
+        (
+            {
+                let mut f = base(&good);
+                f.retain(|(k, _)| k != "RoleArn");
+                f
+            },
+            400,
+            "ValidationError",
+            "'roleArn'",
+        ),
+        (
+            {
+                let mut f = base(&good);
+                f.push(("DurationSeconds".into(), "899".into()));
+                f
+            },
+            400,
+            "ValidationError",
+            "'durationSeconds'",
+        ),
+        (
+            {
+                let mut f = base(&good);
+                f[3].1 = "a b".into();
+                f
+            },
+            400,
+            "ValidationError",
+            "'roleSessionName'",
+        ),
     ];
     for (form, want_status, want_code, want_message) in cases {
         let (status, body) = send(form).await;
@@ -1336,9 +1425,17 @@ async fn assume_role_with_web_identity_checks_the_token_and_answers_in_the_docum
         assert_eq!(code, want_code, "{body}");
         assert!(message.contains(want_message), "{message}");
     }
-    assert_eq!(fx.double.web_identity_sessions().len(), 1, "nothing more issued");
+    assert_eq!(
+        fx.double.web_identity_sessions().len(),
+        1,
+        "nothing more issued"
+    );
 
     // An array audience that includes a client ID is accepted, as STS does.
-    let multi = mint(&["x", "sts.amazonaws.com"], Some("https://oidc.example.org"), ORDERS);
+    let multi = mint(
+        &["x", "sts.amazonaws.com"],
+        Some("https://oidc.example.org"),
+        ORDERS,
+    );
     assert_eq!(send(base(&multi)).await.0, 200);
 }

@@ -218,8 +218,8 @@ fn assume(
 
     let account = role_arn.split(':').nth(4).unwrap_or_default().to_owned();
     let role_name = role_arn.rsplit('/').next().unwrap_or(role_arn);
-    let ttl = crate::dev::lock(&state.session_ttl_override)
-        .unwrap_or(Duration::from_secs(duration));
+    let ttl =
+        crate::dev::lock(&state.session_ttl_override).unwrap_or(Duration::from_secs(duration));
     let expiration_unix = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -262,7 +262,11 @@ fn assume(
         leaf_serial_decimal: String::new(),
     };
     let expiration_text = crate::display::aws_time(expiration);
-    let audience = verified.audiences().first().map(|a| a.to_string()).unwrap_or_default();
+    let audience = verified
+        .audiences()
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let body = format!(
         "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\n  \
          <AssumeRoleWithWebIdentityResult>\n    <Audience>{audience}</Audience>\n    \

@@ -259,7 +259,10 @@ struct JwtSettings {
 impl Snapshot {
     /// SPIRE's `FetchJWTSVID`: audience required; one token per identity, or the one asked
     /// for; none at all is "no identity issued".
-    fn jwt_svid_response(&self, request: &pb::JwtsvidRequest) -> Result<pb::JwtsvidResponse, Status> {
+    fn jwt_svid_response(
+        &self,
+        request: &pb::JwtsvidRequest,
+    ) -> Result<pb::JwtsvidResponse, Status> {
         if request.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
         }
@@ -431,8 +434,7 @@ impl WorkloadApiDouble {
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));
 
-        let authority =
-            JwtAuthority::generate().map_err(|_| WorkloadApiDoubleError::Random)?;
+        let authority = JwtAuthority::generate().map_err(|_| WorkloadApiDoubleError::Random)?;
         let (state, _) = watch::channel(Snapshot {
             svids: Arc::new(svids),
             bundle_der: Arc::new(bundle_der),

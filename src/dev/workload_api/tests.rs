@@ -395,9 +395,12 @@ async fn fetch_jwt_svid_mints_verifiable_tokens_like_spire() {
     };
 
     // SPIRE: no audience is InvalidArgument; the header is required as for every call.
-    let status = within("no audience", raw.fetch_jwtsvid(with_header(request(vec![], ""), "true")))
-        .await
-        .unwrap_err();
+    let status = within(
+        "no audience",
+        raw.fetch_jwtsvid(with_header(request(vec![], ""), "true")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), "audience must be specified");
     let status = within("no header", raw.fetch_jwtsvid(request(vec!["a"], "")))
@@ -421,20 +424,27 @@ async fn fetch_jwt_svid_mints_verifiable_tokens_like_spire() {
         .collect();
     assert_eq!(
         ids,
-        vec![(pki::ORDERS_SPIFFE_ID, "orders"), (pki::REVIEWS_SPIFFE_ID, "reviews")]
+        vec![
+            (pki::ORDERS_SPIFFE_ID, "orders"),
+            (pki::REVIEWS_SPIFFE_ID, "reviews")
+        ]
     );
     let bundles = within("FetchJWTBundles", client(&double).await.fetch_jwt_bundles())
         .await
         .unwrap();
     let trust_domain = spiffe::TrustDomain::new(pki::TRUST_DOMAIN).unwrap();
-    assert!(bundles.get(&trust_domain).is_some(), "the trust domain's JWKS");
+    assert!(
+        bundles.get(&trust_domain).is_some(),
+        "the trust domain's JWKS"
+    );
     let jwks = double.jwt_bundle();
     for svid in &response.svids {
         let verified = jwt::verify(&svid.svid, &jwks, std::time::SystemTime::now()).unwrap();
         assert_eq!(verified.str_claim("sub"), Some(svid.spiffe_id.as_str()));
         assert_eq!(verified.audiences(), vec!["sts.amazonaws.com"]);
         assert_eq!(verified.str_claim("iss"), Some(DEV_JWT_ISSUER));
-        let lifetime = verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap();
+        let lifetime =
+            verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap();
         assert_eq!(lifetime, DEV_JWT_TTL.as_secs() as i64);
     }
     // The spiffe crate reads them too.
@@ -451,7 +461,10 @@ async fn fetch_jwt_svid_mints_verifiable_tokens_like_spire() {
     // Asked by SPIFFE ID: that one only; an ID the workload does not have: no identity.
     let one = within(
         "by id",
-        raw.fetch_jwtsvid(with_header(request(vec!["a"], pki::REVIEWS_SPIFFE_ID), "true")),
+        raw.fetch_jwtsvid(with_header(
+            request(vec!["a"], pki::REVIEWS_SPIFFE_ID),
+            "true",
+        )),
     )
     .await
     .unwrap()
@@ -460,7 +473,10 @@ async fn fetch_jwt_svid_mints_verifiable_tokens_like_spire() {
     assert_eq!(one.svids[0].spiffe_id, pki::REVIEWS_SPIFFE_ID);
     let status = within(
         "other id",
-        raw.fetch_jwtsvid(with_header(request(vec!["a"], "spiffe://example.org/other"), "true")),
+        raw.fetch_jwtsvid(with_header(
+            request(vec!["a"], "spiffe://example.org/other"),
+            "true",
+        )),
     )
     .await
     .unwrap_err();
@@ -500,9 +516,18 @@ async fn jwt_bundles_follow_key_rotation_and_validate_checks_signature_and_audie
     let trust_domain = spiffe::TrustDomain::new(pki::TRUST_DOMAIN).unwrap();
     let mut stream = within("stream", client.stream_jwt_bundles()).await.unwrap();
     let first = within("first", stream.next()).await.unwrap().unwrap();
-    let old_kid = first.get(&trust_domain).unwrap().jwt_authorities().next().unwrap().key_id().to_owned();
+    let old_kid = first
+        .get(&trust_domain)
+        .unwrap()
+        .jwt_authorities()
+        .next()
+        .unwrap()
+        .key_id()
+        .to_owned();
 
-    let token = within("token", client.fetch_jwt_token(["svc"], None)).await.unwrap();
+    let token = within("token", client.fetch_jwt_token(["svc"], None))
+        .await
+        .unwrap();
     let validated = within("validate", client.validate_jwt_token("svc", &token))
         .await
         .unwrap();
@@ -512,12 +537,21 @@ async fn jwt_bundles_follow_key_rotation_and_validate_checks_signature_and_audie
 
     double.rotate_jwt_authority().unwrap();
     let second = within("rotated", stream.next()).await.unwrap().unwrap();
-    let new_kid = second.get(&trust_domain).unwrap().jwt_authorities().next().unwrap().key_id().to_owned();
+    let new_kid = second
+        .get(&trust_domain)
+        .unwrap()
+        .jwt_authorities()
+        .next()
+        .unwrap()
+        .key_id()
+        .to_owned();
     assert_ne!(old_kid, new_kid);
     // A token of the old key no longer validates; a new one does.
     let old = within("old token", client.validate_jwt_token("svc", &token)).await;
     assert!(old.is_err(), "{old:?}");
-    let token = within("new token", client.fetch_jwt_token(["svc"], None)).await.unwrap();
+    let token = within("new token", client.fetch_jwt_token(["svc"], None))
+        .await
+        .unwrap();
     within("validate new", client.validate_jwt_token("svc", &token))
         .await
         .unwrap();
