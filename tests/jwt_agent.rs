@@ -139,8 +139,7 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
         .aws
         .web_identity_sessions()
         .into_iter()
-        .filter(|s| s.role_arn == DEV_ROLE_ARN_ORDERS)
-        .next_back()
+        .rfind(|s| s.role_arn == DEV_ROLE_ARN_ORDERS)
         .unwrap();
     // The socket serves the new credentials once published.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -1335,7 +1335,8 @@ async fn assume_role_with_web_identity_checks_the_token_and_answers_in_the_docum
             Duration::from_secs(300),
         )
         .unwrap();
-    let cases: Vec<(Vec<(String, String)>, u16, &str, &str)> = vec![
+    type Case<'a> = (Vec<(String, String)>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             base(&mint(&["other"], Some("https://oidc.example.org"), ORDERS)),
             400,
