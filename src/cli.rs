@@ -15,7 +15,8 @@ use crate::serve::{
 };
 
 /// Turns a SPIFFE identity (an X.509-SVID from SPIRE, or certificate files) into temporary
-/// AWS credentials through IAM Roles Anywhere.
+/// AWS credentials through IAM Roles Anywhere, or a JWT-SVID through STS
+/// AssumeRoleWithWebIdentity.
 #[derive(Debug, Parser)]
 #[command(name = "spiffe-aws-agent", version, propagate_version = true)]
 #[command(
@@ -174,6 +175,11 @@ Examples:
     profile_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:profile/<uuid>\"
     role_arn = \"arn:aws:iam::123456789012:role/orders\"
     spiffe_id = \"spiffe://example.org/service/orders\"   # optional: which SVID
+    [[role]]                           # STS AssumeRoleWithWebIdentity with a JWT-SVID
+    name = \"uploads\"
+    exchange = \"web-identity\"
+    audience = \"sts.amazonaws.com\"     # a client ID of the trust domain's IAM OIDC provider
+    role_arn = \"arn:aws:iam::123456789012:role/uploads\"
     [imds]
     listen = [\"127.0.0.1:9911\"]
     [container]
