@@ -233,6 +233,18 @@ async fn retries_transient_sts_failures_within_the_timeout_with_a_fresh_token_ea
     );
     assert!(stack.aws.web_identity_calls() > 6, "retried");
 
+    // An answer larger than any real one is not read to the end.
+    stack
+        .aws
+        .fail_web_identity(WebIdentityFault::HugeBody, 1000);
+    let line = failure_line(&stack.run(&["--timeout", "1"]).await);
+    assert!(
+        line.contains(
+            "STS sent an unusable response (HTTP 200): the body is larger than 65536 bytes"
+        ),
+        "{line}"
+    );
+
     // Configuration errors are not retried.
     stack
         .aws

@@ -65,6 +65,8 @@ pub enum WebIdentityFault {
     Unavailable,
     /// 400 `Throttling` "Rate exceeded".
     Throttling,
+    /// 200 with a 1 MiB body, for clients that must bound what they read.
+    HugeBody,
 }
 
 /// The double's web-identity state.
@@ -117,16 +119,27 @@ fn assume(
     now: SystemTime,
     request_id: &str,
 ) -> Result<Response<String>, StsError> {
-    if let Some(fault) = take_fault(state) {
-        return Err(match fault {
-            WebIdentityFault::Unavailable => StsError {
+    match take_fault(state) {
+        None => {}
+        Some(WebIdentityFault::HugeBody) => {
+            let mut resp = Response::new("<x>".repeat(350_000));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/xml"),
+            );
+            return Ok(resp);
+        }
+        Some(WebIdentityFault::Unavailable) => {
+            return Err(StsError {
                 status: 503,
                 code: "ServiceUnavailable".into(),
                 message: "Service is unavailable".into(),
                 fault: "Receiver",
-            },
-            WebIdentityFault::Throttling => sender(400, "Throttling", "Rate exceeded"),
-        });
+            })
+        }
+        Some(WebIdentityFault::Throttling) => {
+            return Err(sender(400, "Throttling", "Rate exceeded"))
+        }
     }
     let get = |name: &str| {
         params
