@@ -210,6 +210,27 @@ async fn config_mistakes_of_web_identity_roles_name_file_line_and_key() {
             "{line}"
         );
     }
+    // Per-caller mode serves callers' own SVIDs: the agent cannot fetch their JWT-SVIDs.
+    let path = dir.path().join("per-caller.toml");
+    std::fs::write(
+        &path,
+        "workload_api_socket = \"unix:///tmp/x.sock\"\nspire_admin_socket = \"unix:///tmp/admin.sock\"\n[[role]]\nname = \"a\"\nexchange = \"web-identity\"\naudience = \"x\"\nspiffe_id = \"spiffe://example.org/a\"\nrole_arn = \"arn:aws:iam::123456789012:role/a\"\n[agent_socket]\n",
+    )
+    .unwrap();
+    let out = common::stack::run_agent(vec![
+        "run".into(),
+        "--config".into(),
+        path.display().to_string(),
+    ])
+    .await;
+    let line = common::stack::failure_line(&out);
+    assert!(
+        line.contains(
+            "role \"a\" exchange: \"web-identity\" roles cannot be served in per-caller mode"
+        ),
+        "{line}"
+    );
+
     // Certificate files cannot give JWT-SVIDs.
     let path = dir.path().join("files.toml");
     std::fs::write(

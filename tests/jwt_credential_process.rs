@@ -108,6 +108,16 @@ async fn picks_the_svid_by_spiffe_id_or_hint() {
             "example.org.service.reviews",
         );
     }
+    // No such SPIFFE ID (SPIRE says "no identity issued"): say what there is.
+    let line = failure_line(
+        &stack
+            .run(&["--spiffe-id", "spiffe://example.org/service/other"])
+            .await,
+    );
+    assert!(
+        line.contains("no SVID with SPIFFE ID or hint \"spiffe://example.org/service/other\"; it offers: spiffe://example.org/service/orders, spiffe://example.org/service/reviews (hint"),
+        "{line}"
+    );
     // No such hint: say what there is.
     let line = failure_line(&stack.run(&["--hint", "nope"]).await);
     assert!(

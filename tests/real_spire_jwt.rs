@@ -92,6 +92,36 @@ async fn jwt_credential_process_and_run_with_jwt_svids_from_spire() {
     stack.aws.add_oidc_provider(provider(JWT_ISSUER, jwks));
     parse_process_output(&run_agent(args(&stack, AUDIENCE)).await);
 
+    // Asked by SPIFFE ID: SPIRE mints that one; an ID the workload does not have is refused
+    // the way the Workload API double refuses it.
+    let mut by_id = args(&stack, AUDIENCE);
+    by_id.extend(["--spiffe-id".to_string(), ORDERS.to_string()]);
+    parse_process_output(&run_agent(by_id).await);
+    let mut other = args(&stack, AUDIENCE);
+    other.extend([
+        "--spiffe-id".to_string(),
+        "spiffe://example.org/service/other".to_string(),
+    ]);
+    let line = failure_line(&run_agent(other).await);
+    println!("SPIRE on an ID the workload does not have: {line}");
+    assert!(
+        line.contains("has no SVID with SPIFFE ID or hint \"spiffe://example.org/service/other\"; it offers: spiffe://example.org/service/orders"),
+        "{line}"
+    );
+
+    // How long one jwt-credential-process takes against SPIRE and the STS double.
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        parse_process_output(&run_agent(args(&stack, AUDIENCE)).await);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "jwt-credential-process with SPIRE: median {:?} of 5 (min {:?}, max {:?})",
+        times[2], times[0], times[4]
+    );
+
     // SPIRE mints for any audience; STS refuses one the provider does not list.
     let line = failure_line(&run_agent(args(&stack, "someone-else")).await);
     assert!(line.contains("Incorrect token audience"), "{line}");

@@ -84,13 +84,36 @@ pub async fn fetch(
                 other => JwtSvidError::WorkloadApi(classify(address, other)),
             })
     };
-    let svids =
-        tokio::time::timeout(timeout, fetch)
+    let timed_out = || WorkloadApiError::Timeout {
+        address: address.to_owned(),
+        seconds: timeout.as_secs(),
+    };
+    let svids = match tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| timed_out())?
+    {
+        // SPIRE answers "no identity issued" also when only the ID asked for is missing:
+        // say which IDs the workload does have.
+        Err(JwtSvidError::WorkloadApi(WorkloadApiError::NoIdentity { .. }))
+            if wanted_id.is_some() =>
+        {
+            let others = tokio::time::timeout(timeout, async {
+                let client = WorkloadApiClient::connect_to(address).await.ok()?;
+                client.fetch_all_jwt_svids([audience], None).await.ok()
+            })
             .await
-            .map_err(|_| WorkloadApiError::Timeout {
-                address: address.to_owned(),
-                seconds: timeout.as_secs(),
-            })??;
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            return Err(select(address, others, selector).err().unwrap_or_else(|| {
+                JwtSvidError::BadSvid {
+                    address: address.to_owned(),
+                    reason: "it refused the SPIFFE ID it then offered".into(),
+                }
+            }));
+        }
+        other => other?,
+    };
     let svid = select(address, svids, selector)?;
     check(address, &svid, audience, now)?;
     Ok(svid)
