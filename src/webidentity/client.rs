@@ -455,6 +455,31 @@ mod tests {
     }
 
     #[test]
+    fn hostile_or_broken_answers_are_errors_never_panics() {
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(4_070_908_800 - 3600);
+        let bytes = OK.as_bytes();
+        // Every truncation, and every single-byte corruption, of a real answer.
+        for end in 0..bytes.len() {
+            let _ = parse_success(200, &bytes[..end], "r", then);
+            let _ = map_error(400, &bytes[..end]);
+        }
+        for i in 0..bytes.len() {
+            for b in [0u8, b'<', b'>', b'&', 0xff] {
+                let mut v = bytes.to_vec();
+                v[i] = b;
+                let _ = parse_success(200, &v, "r", then);
+                let _ = map_error(400, &v);
+            }
+        }
+        // Entity expansion is not offered: a DTD is refused outright.
+        let bomb = br#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><AssumeRoleWithWebIdentityResponse>&b;</AssumeRoleWithWebIdentityResponse>"#;
+        let e = parse_success(200, bomb, "r", then).unwrap_err();
+        assert!(matches!(e, AssumeRoleError::BadResponse { .. }), "{e}");
+        let e = map_error(400, bomb);
+        assert!(matches!(e, AssumeRoleError::Unexpected { .. }), "{e}");
+    }
+
+    #[test]
     fn endpoint_defaults_and_checks() {
         let url = |e, r, p| endpoint_url(e, r, p).map(|u| u.to_string());
         assert_eq!(
