@@ -81,6 +81,9 @@ pub enum Command {
     /// keeping every other profile and comment.
     Update(Box<UpdateArgs>),
 
+    /// Print the version (as `aws_signing_helper version`).
+    Version,
+
     /// Run the whole flow on this machine: doubles of SPIRE, Roles Anywhere, STS and VPC
     /// Lattice, and the agent with every server on.
     ///
@@ -91,9 +94,6 @@ pub enum Command {
     /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
     /// AWS client, and commands that call the `billing` service as orders (allowed) and as
     /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
-    /// Print the version (as `aws_signing_helper version`).
-    Version,
-
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
 
