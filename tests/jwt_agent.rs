@@ -65,6 +65,7 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
     for (name, arn, id) in [
         ("orders", DEV_ROLE_ARN_ORDERS, ORDERS),
         ("reviews", DEV_ROLE_ARN_REVIEWS, REVIEWS),
+        ("other", "arn:aws:iam::123456789012:role/other", ORDERS),
     ] {
         toml.push_str(&format!(
             "[[role]]\nname = \"{name}\"\nexchange = \"web-identity\"\naudience = \"{AUDIENCE}\"\nrole_arn = \"{arn}\"\nspiffe_id = \"{id}\"\n"
@@ -73,12 +74,46 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
     let agent = AgentProcess::launch(
         stack.dir.path().to_path_buf(),
         toml,
-        &["orders".to_string(), "reviews".to_string()],
+        &[
+            "orders".to_string(),
+            "reviews".to_string(),
+            "other".to_string(),
+        ],
         None,
     )
     .await;
     agent.wait_for_role("orders").await;
     agent.wait_for_role("reviews").await;
+
+    // First (long before the 20 s sessions are due for refresh): an X.509-SVID rotation does
+    // not call for a new AssumeRoleWithWebIdentity (only the
+    // SPIFFE ID matters, and it did not change).
+    let before = sessions_for(&stack, DEV_ROLE_ARN_ORDERS);
+    let fetches = stack.workload_api.fetch_x509_svid_calls();
+    stack.workload_api.set_svids(vec![
+        svid_from_files(ORDERS, "orders-p384.pem", "orders-p384.key", true),
+        svid_from_files(REVIEWS, "reviews-p256.pem", "reviews-p256.key", true),
+    ]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        fetches,
+        stack.workload_api.fetch_x509_svid_calls(),
+        "same stream"
+    );
+    assert_eq!(sessions_for(&stack, DEV_ROLE_ARN_ORDERS), before);
+
+    // A role whose trust policy does not name the provider: clients are told why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = agent.credential_process("other").await;
+        assert!(!out.status.success(), "other must not be served");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if stderr.contains("STS denied the role (AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stderr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Each role's JWT-SVID was asked for by its SPIFFE ID, for the audience.
     let requests = stack.workload_api.jwt_svid_requests();
@@ -107,22 +142,6 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
     assert!(issued
         .iter()
         .any(|s| s.access_key_id == json["AccessKeyId"].as_str().unwrap()));
-
-    // An X.509-SVID rotation does not call for a new AssumeRoleWithWebIdentity (only the
-    // SPIFFE ID matters, and it did not change).
-    let before = sessions_for(&stack, DEV_ROLE_ARN_ORDERS);
-    let fetches = stack.workload_api.fetch_x509_svid_calls();
-    stack.workload_api.set_svids(vec![
-        svid_from_files(ORDERS, "orders-p384.pem", "orders-p384.key", true),
-        svid_from_files(REVIEWS, "reviews-p256.pem", "reviews-p256.key", true),
-    ]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        fetches,
-        stack.workload_api.fetch_x509_svid_calls(),
-        "same stream"
-    );
-    assert_eq!(sessions_for(&stack, DEV_ROLE_ARN_ORDERS), before);
 
     // Before the 20 s sessions drop under the 5 s minimum, the agent refreshes them.
     let deadline = Instant::now() + Duration::from_secs(30);
