@@ -9,10 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::identity::DEFAULT_WORKLOAD_API_TIMEOUT;
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
-use crate::serve::{
-    DEFAULT_AGENT_SOCKET, DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE,
-    DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
-};
+use crate::serve::{DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE};
 
 /// Turns a SPIFFE identity (an X.509-SVID from SPIRE, or certificate files) into temporary
 /// AWS credentials through IAM Roles Anywhere, or a JWT-SVID through STS
@@ -81,6 +78,18 @@ pub enum Command {
     /// keeping every other profile and comment.
     Update(Box<UpdateArgs>),
 
+    /// Show what IAM Roles Anywhere will see in an identity, without calling AWS.
+    ///
+    /// For each SVID from the Workload API (the same flags and SPIFFE_ENDPOINT_SOCKET as the
+    /// other commands), or for --certificate (with or without --private-key): the SPIFFE ID,
+    /// the serial number in decimal, validity, key type, the chain, the principal tags Roles
+    /// Anywhere's default mapping derives (x509SAN/URI, x509Subject/CN, x509Issuer/CN, ...)
+    /// with the service's limits checked, and whether the chain leads to --trust-anchor-cert
+    /// (else, for Workload API SVIDs, to their trust domain's bundle). Exit status: 0 when
+    /// every SVID shown is usable, 1 when one has a problem or nothing could be read, 2 for
+    /// invalid flags.
+    Inspect(Box<InspectArgs>),
+
     /// Print the version (as `aws_signing_helper version`).
     Version,
 
@@ -91,9 +100,11 @@ pub enum Command {
     /// Anywhere double (HTTPS on loopback) verifies every signature; the STS and Lattice
     /// doubles (one HTTP listener) accept only SigV4 requests signed with credentials it
     /// issued. The agent keeps a role per SVID fresh and serves them by IMDS, the container
-    /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
-    /// AWS client, and commands that call the `billing` service as orders (allowed) and as
-    /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
+    /// endpoint, its socket and a credentials file. `dev` prints commands to try each way
+    /// (with nothing but this binary and curl; AWS CLI lines when `aws` is on PATH), and what
+    /// to pass to run `credential-process` or `run` by hand against the doubles. SVIDs rotate
+    /// every 30 s until Ctrl-C; `dev --once` runs every check itself, prints the results and
+    /// exits.
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
 
@@ -455,13 +466,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_CONTAINER_LISTEN)]
     pub container: Option<String>,
 
-    /// Token file for the container endpoint (read, or created 0600 when missing).
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONTAINER_TOKEN_FILE)]
-    pub container_token_file: PathBuf,
+    /// Token file base for the container endpoint: role R's token is FILE.R (read, or
+    /// created 0600 when missing). Default: /run/spiffe-aws-agent/container-token, or
+    /// $XDG_RUNTIME_DIR/spiffe-aws-agent/container-token for a non-root user.
+    #[arg(long, value_name = "FILE")]
+    pub container_token_file: Option<PathBuf>,
 
-    /// Serve credentials on this unix socket (for `credential-process --agent`).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_AGENT_SOCKET)]
-    pub agent_socket: Option<PathBuf>,
+    /// Serve credentials on this unix socket (for `credential-process --agent`). Default:
+    /// /run/spiffe-aws-agent/agent.sock, or $XDG_RUNTIME_DIR/spiffe-aws-agent/agent.sock for
+    /// a non-root user.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub agent_socket: Option<Option<PathBuf>>,
 
     /// Keep this profile in the shared credentials file current.
     #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = DEFAULT_PROFILE)]
@@ -494,6 +509,51 @@ pub struct RunArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+/// What `inspect` reads and checks.
+#[derive(Debug, Args, Clone)]
+pub struct InspectArgs {
+    /// SPIFFE Workload API address: unix:///path/to/agent.sock or tcp://IP:port.
+    #[arg(long, value_name = "ADDRESS", env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub workload_api_socket: Option<String>,
+
+    /// Only the SVID with this SPIFFE ID (or Workload API hint). Default: every SVID.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub spiffe_id: Option<String>,
+
+    /// Seconds to wait for the Workload API.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WORKLOAD_API_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub workload_api_timeout: u64,
+
+    /// PEM certificate file instead of the Workload API: the leaf, optionally followed by
+    /// its intermediates.
+    #[arg(long, value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
+
+    /// PEM private key of --certificate, to check that it matches (optional).
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub private_key: Option<PathBuf>,
+
+    /// PEM file with intermediate certificates, as sent in X-Amz-X509-Chain.
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub intermediates: Option<PathBuf>,
+
+    /// PEM CA certificate(s) of the Roles Anywhere trust anchor: check that each chain leads
+    /// to it (every signature verified).
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchor_cert: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = InspectOutput::Text)]
+    pub output: InspectOutput,
+}
+
+/// `inspect --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectOutput {
+    Text,
+    Json,
 }
 
 /// `aws_signing_helper serve` compatible flags.
@@ -537,7 +597,9 @@ pub struct DevArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Exchange once, print the result and exit instead of running until Ctrl-C.
+    /// Try every channel once (agent socket, IMDS, container endpoint, credentials file, a
+    /// one-shot exchange, inspect), print one line per check and exit (1 if one failed)
+    /// instead of running until Ctrl-C.
     #[arg(long)]
     pub once: bool,
 

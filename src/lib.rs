@@ -22,6 +22,7 @@ mod clock;
 pub mod credentials;
 mod display;
 pub mod identity;
+pub mod inspect;
 mod log_limit;
 pub mod plan;
 pub mod rolesanywhere;

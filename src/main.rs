@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_agent(plan::run(&args, &clock), false),
         Command::Serve(args) => run_agent(plan::serve(&args, &clock), false),
         Command::Update(args) => run_agent(plan::update(&args, &clock), args.once),
+        Command::Inspect(args) => inspect(&args, &*clock),
         Command::Version => print_line(env!("CARGO_PKG_VERSION")),
         #[cfg(not(feature = "dev"))]
         Command::Dev { .. } => fail(
@@ -114,6 +115,33 @@ fn web_identity_exit_code(e: &WebIdentityError) -> u8 {
             ..
         })) => 2,
         _ => 1,
+    }
+}
+
+/// `inspect`: the report on stdout; exit 0 when every SVID is usable, 1 otherwise.
+fn inspect(args: &spiffe_aws_agent::cli::InspectArgs, clock: &dyn Clock) -> ExitCode {
+    use spiffe_aws_agent::cli::InspectOutput;
+    let spec = match plan::inspect(args) {
+        Ok(spec) => spec,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    let runtime = match build_runtime(&mut tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(spiffe_aws_agent::inspect::inspect(&spec, clock.now())) {
+        Ok(report) => report,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    let text = match args.output {
+        InspectOutput::Text => spiffe_aws_agent::inspect::render_text(&report),
+        InspectOutput::Json => spiffe_aws_agent::inspect::render_json(&report),
+    };
+    let code = print_line(text.trim_end());
+    if code != ExitCode::SUCCESS || report.usable() {
+        code
+    } else {
+        ExitCode::from(1)
     }
 }
 

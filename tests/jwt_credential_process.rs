@@ -255,6 +255,22 @@ async fn retries_transient_sts_failures_within_the_timeout_with_a_fresh_token_ea
         "{line}"
     );
 
+    // The STS double's certificate without its CA: refused at once, not retried.
+    let mut args: Vec<String> = stack.args(DEV_ROLE_ARN_ORDERS)[..9].to_vec();
+    assert_eq!(args[7], "--endpoint");
+    args.extend(["--timeout".to_string(), "10".to_string()]);
+    let started = std::time::Instant::now();
+    let out = run_agent(args).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    let line = failure_line(&out);
+    assert!(
+        line.contains("presented a TLS certificate this agent does not trust"),
+        "{line}"
+    );
+    stack
+        .aws
+        .fail_web_identity(WebIdentityFault::Unavailable, 0);
+
     // Configuration errors are not retried.
     stack
         .aws

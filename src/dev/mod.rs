@@ -9,10 +9,12 @@
 //!   `spiffe-aws-agent dev` runs from anywhere.
 
 pub mod aws_services;
+mod check;
 pub mod command;
 pub mod jwt;
 pub mod pki;
 pub mod rolesanywhere;
+mod try_it;
 pub mod workload_api;
 
 /// Locks a mutex, ignoring poisoning: the doubles keep append-only records, and a panicking

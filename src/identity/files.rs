@@ -19,13 +19,27 @@ pub fn load(
     intermediates: Option<&Path>,
     now: SystemTime,
 ) -> Result<X509Identity, IdentityError> {
+    let chain = read_chain(certificate, intermediates)?;
+    let key = read_key(private_key)?;
+    X509Identity::new(chain, &key, Origin::Files, now)
+}
+
+/// The certificates of `certificate` then of `intermediates`, DER, in file order, unchecked.
+pub(crate) fn read_chain(
+    certificate: &Path,
+    intermediates: Option<&Path>,
+) -> Result<Vec<Vec<u8>>, IdentityError> {
     let mut chain = read_certificates(certificate, "certificate")?;
     if let Some(path) = intermediates {
         chain.extend(read_certificates(path, "intermediates")?);
     }
+    Ok(chain)
+}
+
+/// The private key of a PEM file, unchecked against any certificate.
+pub(crate) fn read_key(private_key: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
     let key_pem = SecretBytes::new(read(private_key, "private key")?);
-    let key = parse_private_key(&key_pem, private_key)?;
-    X509Identity::new(chain, &key, Origin::Files, now)
+    parse_private_key(&key_pem, private_key)
 }
 
 /// The largest certificate or key file read: a PEM chain of a few certificates is a few KiB.
@@ -40,7 +54,10 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
 }
 
 /// Every `CERTIFICATE` block of a PEM file, in order.
-fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<Vec<u8>>, IdentityError> {
+pub(crate) fn read_certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<Vec<u8>>, IdentityError> {
     let pem = read(path, what)?;
     let mut certs = Vec::new();
     for item in CertificateDer::pem_slice_iter(&pem) {

@@ -234,6 +234,12 @@ impl SigningKey {
     }
 }
 
+/// The key type of a certificate's SubjectPublicKeyInfo (DER), or why Roles Anywhere would
+/// refuse it (`inspect` reports it without needing the private key).
+pub fn public_key_kind(cert_spki_der: &[u8]) -> Result<KeyKind, KeyError> {
+    parse_spki(cert_spki_der)?.kind()
+}
+
 /// The parts of a certificate's SubjectPublicKeyInfo that decide the key type.
 struct Spki {
     algorithm: String,

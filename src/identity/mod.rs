@@ -241,7 +241,10 @@ fn check_validity(
     Ok(())
 }
 
-fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
+/// The session tags Roles Anywhere's default attribute mapping derives from a certificate,
+/// as (`x509Subject/CN`-style name, value): every subject and issuer attribute, and the
+/// first DNS and the first URI subject alternative name.
+pub fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
     use x509_parser::objects::{oid2abbrev, oid_registry};
     let mut out = Vec::new();
     for (field, name) in [
@@ -275,7 +278,7 @@ fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
     out
 }
 
-fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
+pub(crate) fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
     let san = cert.subject_alternative_name().ok().flatten()?;
     san.value.general_names.iter().find_map(|name| match name {
         GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),

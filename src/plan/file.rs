@@ -61,8 +61,8 @@ use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
 use crate::serve::{
-    credentials_file, ContainerSpec, CredentialsFileSpec, ServersSpec, DEFAULT_AGENT_SOCKET,
-    DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
+    credentials_file, runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec,
+    DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
 };
 use crate::webidentity::{WebIdentityExchange, WebIdentityField, WebIdentitySpec};
 
@@ -582,17 +582,16 @@ fn servers(
                 .map_err(|p| loc.err(span, Some("container.listen".into()), p))?;
             Some(ContainerSpec {
                 listen,
-                token_file: PathBuf::from(
-                    value(c.token_file.as_ref())
-                        .unwrap_or_else(|| DEFAULT_CONTAINER_TOKEN_FILE.to_owned()),
-                ),
+                token_file: value(c.token_file.as_ref())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(runtime_dir::default_container_token_file),
             })
         }
     };
     let agent_socket = config.agent_socket.as_ref().map(|s| {
-        PathBuf::from(
-            value(s.get_ref().path.as_ref()).unwrap_or_else(|| DEFAULT_AGENT_SOCKET.to_owned()),
-        )
+        value(s.get_ref().path.as_ref())
+            .map(PathBuf::from)
+            .unwrap_or_else(runtime_dir::default_agent_socket)
     });
     let mut credentials_files: Vec<CredentialsFileSpec> = Vec::new();
     let mut writers: Vec<(Option<PathBuf>, String, usize)> = Vec::new();

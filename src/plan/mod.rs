@@ -7,6 +7,9 @@
 //! Defaults are the named constants of the modules that own them; nothing here invents one.
 
 pub mod file;
+mod inspect;
+
+pub use inspect::inspect;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +28,7 @@ use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::credentials_file::{self, CredentialsFileError};
-use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
+use crate::serve::{runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec};
 use crate::webidentity::{
     WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
 };
@@ -158,6 +161,8 @@ pub enum Problem {
     WebIdentityNeedsWorkloadApi,
     #[error("\"web-identity\" roles cannot be served in per-caller mode (the agent can fetch JWT-SVIDs only for itself): drop spire_admin_socket or use Roles Anywhere")]
     WebIdentityPerCaller,
+    #[error("nothing to inspect: pass --workload-api-socket (or set SPIFFE_ENDPOINT_SOCKET) or --certificate FILE")]
+    NoInspectSource,
 }
 
 impl PlanError {
@@ -400,7 +405,10 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         None => None,
         Some(a) => Some(ContainerSpec {
             listen: parse_listen(a).map_err(|p| PlanError::flag("--container", p))?,
-            token_file: args.container_token_file.clone(),
+            token_file: args
+                .container_token_file
+                .clone()
+                .unwrap_or_else(runtime_dir::default_container_token_file),
         }),
     };
     let credentials_files = match &args.credentials_profile {
@@ -427,7 +435,10 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         imds_roles: None,
         hop_limit: None,
         container,
-        agent_socket: args.agent_socket.clone(),
+        agent_socket: args
+            .agent_socket
+            .clone()
+            .map(|p| p.unwrap_or_else(runtime_dir::default_agent_socket)),
         credentials_files,
         allowed_hosts: args.allowed_host.clone(),
     };
@@ -630,7 +641,7 @@ mod tests {
             ),
             (
                 &["--ca-bundle", "/nonexistent/ca.pem"],
-                "--ca-bundle cannot use the CA bundle /nonexistent/ca.pem",
+                "--ca-bundle /nonexistent/ca.pem is not a usable CA bundle",
             ),
         ] {
             let e = credential_process_error(extra);

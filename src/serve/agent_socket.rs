@@ -51,10 +51,13 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// How long the client waits for the whole exchange.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The settings that choose the agent socket's path, for hints.
+const SOCKET_SETTING: &str = "--agent-socket PATH (config file: [agent_socket] path)";
+
 /// What went wrong with the agent socket, on either side.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentSocketError {
-    #[error("cannot create the directory {path} for the agent socket: {source}")]
+    #[error("cannot create the directory {path} for the agent socket: {source}{}", super::runtime_dir::denied_hint(.path, .source, SOCKET_SETTING))]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -68,7 +71,7 @@ pub enum AgentSocketError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on the agent socket {path}: {source}")]
+    #[error("cannot listen on the agent socket {path}: {source}{}", super::runtime_dir::denied_hint(.path, .source, SOCKET_SETTING))]
     Bind {
         path: PathBuf,
         source: std::io::Error,

@@ -9,6 +9,7 @@
 //! - [`credentials_file`]: a profile in the shared credentials file, kept current.
 //!
 //! What they share lives beside them: `http` (the accept loop, limits, error responses),
+//! `flood_memory` (returning memory to the kernel after a connection flood),
 //! `request_guard` (Host, proxy and request-target checks against DNS rebinding), `memo`
 //! (each sink's rendered documents), `private_file` (atomic 0600 writes), and
 //! [`start_servers`], which binds everything a [`ServersSpec`] asks for.
@@ -16,15 +17,17 @@
 pub mod agent_socket;
 pub mod container;
 pub mod credentials_file;
+mod flood_memory;
 mod http;
 pub mod imds;
 mod memo;
 mod private_file;
 pub mod process;
 mod request_guard;
+pub mod runtime_dir;
 
 #[cfg(fuzzing)]
-pub(crate) use http::parse_response;
+pub(crate) use http::{connection_builder, parse_response};
 #[cfg(fuzzing)]
 pub(crate) use request_guard::RequestGuard;
 
@@ -105,11 +108,13 @@ pub struct CredentialsFileSpec {
 /// A sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {what} {address}: {source}")]
+    #[error("cannot listen on {what} {address}: {source}{}", in_use_hint(.source, .setting))]
     Bind {
         what: &'static str,
         address: SocketAddr,
         source: std::io::Error,
+        /// The flags and keys that choose this address, for the hint.
+        setting: &'static str,
     },
     #[error(transparent)]
     ContainerToken(#[from] container::ContainerTokenError),
@@ -117,6 +122,28 @@ pub enum ServeError {
     AgentSocket(#[from] agent_socket::AgentSocketError),
     #[error("cannot find the credentials file: set AWS_SHARED_CREDENTIALS_FILE or HOME")]
     NoCredentialsFile,
+}
+
+/// The flags and keys that choose the IMDS endpoint's address, for hints.
+const IMDS_SETTING: &str = "--imds IP:PORT (serve: --port PORT; config file: [imds] listen)";
+/// The same for the container endpoint.
+const CONTAINER_SETTING: &str = "--container IP:PORT (config file: [container] listen)";
+
+/// What to add to a failed bind: for a port in use, that another process has it and which
+/// setting picks another; for a port below 1024 refused to a non-root user, the same.
+fn in_use_hint(source: &std::io::Error, setting: &str) -> String {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another process listens there, perhaps another spiffe-aws-agent or aws_signing_helper serve: stop it, or choose another address with {setting})"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: choose another with {setting})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            " (no interface of this host has that address: choose another with {setting})"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// The servers that were started.
@@ -150,11 +177,12 @@ pub async fn start_servers(
     shutdown: watch::Receiver<bool>,
 ) -> Result<StartedServers, ServeError> {
     http::raise_open_file_limit();
-    let bind_err = |what: &'static str, address: SocketAddr| {
+    let bind_err = |what: &'static str, address: SocketAddr, setting: &'static str| {
         move |source: std::io::Error| ServeError::Bind {
             what,
             address,
             source,
+            setting,
         }
     };
     for addr in spec
@@ -173,9 +201,11 @@ pub async fn start_servers(
     }
     let mut imds_listeners = Vec::new();
     for addr in &spec.imds {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("the IMDS endpoint", *addr))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err(
+            "the IMDS endpoint",
+            *addr,
+            IMDS_SETTING,
+        ))?;
         imds_listeners.push(listener);
     }
     let container = match &spec.container {
@@ -184,7 +214,11 @@ pub async fn start_servers(
             let tokens = container::load_or_create_role_tokens(&c.token_file, store.role_names())?;
             let listener = tokio::net::TcpListener::bind(c.listen)
                 .await
-                .map_err(bind_err("the container endpoint", c.listen))?;
+                .map_err(bind_err(
+                    "the container endpoint",
+                    c.listen,
+                    CONTAINER_SETTING,
+                ))?;
             Some((listener, tokens, c.token_file.clone()))
         }
     };

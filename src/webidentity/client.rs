@@ -76,6 +76,8 @@ pub enum AssumeRoleError {
     BadResponse { status: u16, reason: String },
     #[error("cannot reach STS at {endpoint}: {reason}; check the endpoint, network access, the proxy variables, and the CA bundle for a private CA")]
     Unreachable { endpoint: String, reason: String },
+    #[error("STS at {endpoint} presented a TLS certificate this agent does not trust ({reason}); check the endpoint and, for a private CA, the CA bundle")]
+    UntrustedEndpoint { endpoint: String, reason: String },
     #[error("STS at {endpoint} did not answer within {seconds}s")]
     Timeout { endpoint: String, seconds: u64 },
 }
@@ -86,9 +88,8 @@ impl AssumeRoleError {
         use AssumeRoleError::*;
         match self {
             Throttled { .. } => ErrorClass::Throttled,
-            Unreachable { reason, .. } if reason.contains("certificate") => {
-                ErrorClass::Configuration
-            }
+            // The endpoint's TLS certificate is not trusted: retrying changes nothing.
+            UntrustedEndpoint { .. } => ErrorClass::Configuration,
             // A fresh JWT-SVID is fetched for every attempt, so an expired one may not recur.
             ExpiredToken { .. }
             | IdpUnreachable { .. }
@@ -188,6 +189,9 @@ impl StsClient {
             None => crate::display::error_chain(&e),
         };
         match status {
+            None if crate::rolesanywhere::refused_certificate(&e) => {
+                AssumeRoleError::UntrustedEndpoint { endpoint, reason }
+            }
             None => AssumeRoleError::Unreachable { endpoint, reason },
             Some(status) => AssumeRoleError::BadResponse { status, reason },
         }
