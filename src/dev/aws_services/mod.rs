@@ -1,6 +1,9 @@
 //! In-process doubles of the AWS services a workload calls with the credentials the agent
 //! serves: STS `GetCallerIdentity` and VPC Lattice service invocation, on one loopback HTTP
-//! listener.
+//! listener and the same on an HTTPS one ([`AwsServicesDouble::https_endpoint`], the dev TLS
+//! certificate). STS also answers `AssumeRoleWithWebIdentity` ([`web_identity`]): unsigned,
+//! authenticated by a JWT-SVID it verifies against a registered [`OidcProvider`]'s JWKS; the
+//! credentials it issues are accepted in SigV4 like Roles Anywhere's.
 //!
 //! Why: the agent's job ends when a client holds credentials, but the proof that they are
 //! right is that an ordinary AWS client can *use* them. These doubles accept only standard
