@@ -1,7 +1,7 @@
 //! In-process doubles of the AWS services a workload calls with the credentials the agent
 //! serves: STS `GetCallerIdentity` and VPC Lattice service invocation, on one loopback HTTP
 //! listener and the same on an HTTPS one ([`AwsServicesDouble::https_endpoint`], the dev TLS
-//! certificate). STS also answers `AssumeRoleWithWebIdentity` ([`web_identity`]): unsigned,
+//! certificate). STS also answers `AssumeRoleWithWebIdentity` (`web_identity.rs`): unsigned,
 //! authenticated by a JWT-SVID it verifies against a registered [`OidcProvider`]'s JWKS; the
 //! credentials it issues are accepted in SigV4 like Roles Anywhere's.
 //!
