@@ -17,8 +17,9 @@ use tokio::sync::watch;
 use crate::clock::{Clock, TokioClock};
 use crate::credentials::per_caller::{BoundRole, PerCallerCache};
 use crate::credentials::refresher::{self, Exchanger, RefreshPolicy, RoleSpec};
-use crate::credentials::{CredentialStore, Unavailable};
+use crate::credentials::{CredentialStore, ExchangeError, Unavailable};
 use crate::identity::delegated::DelegatedIdentity;
+use crate::identity::jwt_svid::SvidSelector;
 use crate::identity::watch::ConnectionState;
 use crate::identity::{IdentityError, IdentitySpec, SpiffeIdPattern, X509Identity};
 use crate::metrics::Metrics;
@@ -27,6 +28,7 @@ use crate::serve::admin::AdminState;
 use crate::serve::credentials_file::WriteState;
 use crate::serve::{self, ServeError, ServersSpec};
 use crate::systemd::Notifier;
+use crate::webidentity::{WebIdentityError, WebIdentityExchange};
 
 /// The shortest session Roles Anywhere issues, so the longest `min_remaining` (exclusive)
 /// that can ever be met.
@@ -65,6 +67,58 @@ pub async fn one_shot(plan: &OneShotPlan, clock: &dyn Clock) -> Result<Credentia
     Ok(plan.exchange.run_with_retries(&identity).await?)
 }
 
+/// One `jwt-credential-process` call: which JWT-SVID, and the STS exchange.
+#[derive(Debug)]
+pub struct WebIdentityOneShotPlan {
+    pub selector: SvidSelector,
+    pub exchange: WebIdentityExchange,
+}
+
+/// Fetches a JWT-SVID and exchanges it with STS, retrying transient STS failures.
+pub async fn web_identity_one_shot(
+    plan: &WebIdentityOneShotPlan,
+) -> Result<Credentials, WebIdentityError> {
+    plan.exchange.run_with_retries(&plan.selector).await
+}
+
+/// How a role gets its credentials: Roles Anywhere with the X.509-SVID, or STS
+/// AssumeRoleWithWebIdentity with a JWT-SVID of the same SPIFFE ID.
+#[derive(Debug)]
+pub enum RoleExchange {
+    RolesAnywhere(Exchange),
+    WebIdentity(WebIdentityExchange),
+}
+
+impl RoleExchange {
+    /// The role the exchange assumes.
+    pub fn role_arn(&self) -> &str {
+        match self {
+            RoleExchange::RolesAnywhere(e) => e.role_arn(),
+            RoleExchange::WebIdentity(e) => e.role_arn(),
+        }
+    }
+
+    /// The session length asked for, in seconds.
+    pub fn session_duration(&self) -> u32 {
+        match self {
+            RoleExchange::RolesAnywhere(e) => e.session_duration(),
+            RoleExchange::WebIdentity(e) => e.session_duration(),
+        }
+    }
+}
+
+impl From<Exchange> for RoleExchange {
+    fn from(e: Exchange) -> Self {
+        RoleExchange::RolesAnywhere(e)
+    }
+}
+
+impl From<WebIdentityExchange> for RoleExchange {
+    fn from(e: WebIdentityExchange) -> Self {
+        RoleExchange::WebIdentity(e)
+    }
+}
+
 /// One role the agent keeps fresh, validated.
 #[derive(Debug)]
 pub struct RolePlan {
@@ -74,7 +128,7 @@ pub struct RolePlan {
     pub spiffe_id: Option<String>,
     /// In per-caller mode: the callers' SPIFFE IDs this role is served to.
     pub bound_to: Option<SpiffeIdPattern>,
-    pub exchange: Exchange,
+    pub exchange: RoleExchange,
 }
 
 /// Per-caller mode: who asks SPIRE about callers, and how long unused credentials are kept.
@@ -118,14 +172,28 @@ pub fn role_name_from_arn(role_arn: &str) -> String {
     role_arn.rsplit('/').next().unwrap_or(role_arn).to_owned()
 }
 
-/// A role's refresher exchanges through the role's own [`Exchange`].
-impl Exchanger for Exchange {
+/// A role's refresher exchanges through the role's own exchange: the SVID itself with Roles
+/// Anywhere, or a fresh JWT-SVID of the SVID's SPIFFE ID with STS.
+impl Exchanger for RoleExchange {
     fn exchange<'a>(
         &'a self,
         _role: &'a str,
         identity: &'a X509Identity,
-    ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>> {
-        Box::pin(self.run(identity))
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, ExchangeError>> + Send + 'a>> {
+        match self {
+            RoleExchange::RolesAnywhere(e) => Box::pin(async move { Ok(e.run(identity).await?) }),
+            RoleExchange::WebIdentity(e) => Box::pin(async move {
+                let selector = match identity.spiffe_id() {
+                    Some(id) => SvidSelector::SpiffeId(id.to_owned()),
+                    None => SvidSelector::Default,
+                };
+                Ok(e.run(&selector).await?)
+            }),
+        }
+    }
+
+    fn exchanges_the_svid(&self) -> bool {
+        matches!(self, RoleExchange::RolesAnywhere(_))
     }
 }
 

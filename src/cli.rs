@@ -12,7 +12,8 @@ use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::serve::{DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE};
 
 /// Turns a SPIFFE identity (an X.509-SVID from SPIRE, or certificate files) into temporary
-/// AWS credentials through IAM Roles Anywhere.
+/// AWS credentials through IAM Roles Anywhere, or a JWT-SVID through STS
+/// AssumeRoleWithWebIdentity.
 #[derive(Debug, Parser)]
 #[command(name = "spiffe-aws-agent", version, propagate_version = true)]
 #[command(
@@ -64,6 +65,19 @@ pub enum Command {
     /// exits 0. On failure it prints one line on stderr and exits non-zero.
     #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES)]
     CredentialProcess(Box<CredentialProcessArgs>),
+
+    /// Print AWS credentials from a JWT-SVID as `credential_process` JSON (STS
+    /// AssumeRoleWithWebIdentity).
+    ///
+    /// Fetches a JWT-SVID for --audience from the SPIFFE Workload API and exchanges it with
+    /// STS AssumeRoleWithWebIdentity for --role-arn; the role trusts the IAM OIDC identity
+    /// provider of the SPIRE trust domain (the SPIRE OIDC discovery provider's issuer, with the
+    /// audience as a client ID). Prints
+    /// {"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"} on stdout and
+    /// exits 0; on failure one line on stderr and a non-zero exit. Takes the flags of
+    /// aws-spiffe-workload-helper's jwt-credential-process.
+    #[command(after_long_help = JWT_CREDENTIAL_PROCESS_EXAMPLES)]
+    JwtCredentialProcess(Box<JwtCredentialProcessArgs>),
 
     /// Run the agent: keep credentials for one or more roles fresh and serve them.
     ///
@@ -152,6 +166,23 @@ Examples:
     spiffe-aws-agent credential-process --certificate cert.pem --private-key key.pem \\
         --intermediates chain.pem --trust-anchor-arn ... --profile-arn ... --role-arn ...";
 
+const JWT_CREDENTIAL_PROCESS_EXAMPLES: &str = "\
+Examples:
+
+  In ~/.aws/config (credential_process on one line in the real file):
+
+    [profile orders]
+    credential_process = spiffe-aws-agent jwt-credential-process \\
+        --workload-api-socket unix:///run/spire/agent/public/api.sock \\
+        --audience sts.amazonaws.com --region us-east-1 \\
+        --role-arn arn:aws:iam::123456789012:role/orders
+
+  The role's trust policy: Principal {\"Federated\": \"arn:aws:iam::123456789012:oidc-provider/<issuer host>\"},
+  Action sts:AssumeRoleWithWebIdentity, Condition StringEquals <issuer host>:aud = the audience
+  and <issuer host>:sub = the workload's SPIFFE ID.
+
+  Several SVIDs: pick one with --spiffe-id spiffe://example.org/service/orders (or --hint).";
+
 /// Shown by `run --help`.
 pub const RUN_EXAMPLES: &str = "\
 Examples:
@@ -185,6 +216,11 @@ Examples:
     profile_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:profile/<uuid>\"
     role_arn = \"arn:aws:iam::123456789012:role/orders\"
     spiffe_id = \"spiffe://example.org/service/orders\"   # optional: which SVID
+    [[role]]                           # STS AssumeRoleWithWebIdentity with a JWT-SVID
+    name = \"uploads\"
+    exchange = \"web-identity\"
+    audience = \"sts.amazonaws.com\"     # a client ID of the trust domain's IAM OIDC provider
+    role_arn = \"arn:aws:iam::123456789012:role/uploads\"
     [imds]
     listen = [\"127.0.0.1:9911\"]
     [container]
@@ -372,6 +408,72 @@ pub struct CredentialProcessArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+/// `jwt-credential-process`: a JWT-SVID for STS AssumeRoleWithWebIdentity.
+#[derive(Debug, Args, Clone)]
+pub struct JwtCredentialProcessArgs {
+    /// SPIFFE Workload API address: unix:///path/to/agent.sock or tcp://IP:port.
+    #[arg(
+        long,
+        visible_alias = "workload-api-addr",
+        value_name = "ADDRESS",
+        env = "SPIFFE_ENDPOINT_SOCKET"
+    )]
+    pub workload_api_socket: Option<String>,
+
+    /// Seconds to wait for the Workload API.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WORKLOAD_API_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub workload_api_timeout: u64,
+
+    /// The JWT-SVID's audience: a client ID of the IAM OIDC identity provider (often
+    /// sts.amazonaws.com).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub audience: String,
+
+    /// IAM role ARN to assume; its trust policy must trust the OIDC identity provider.
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: String,
+
+    /// Use the JWT-SVID of this SPIFFE ID (or Workload API hint) when the workload has
+    /// several. Default: the first, the Workload API's default.
+    #[arg(long, value_name = "SPIFFE_ID", conflicts_with = "hint")]
+    pub spiffe_id: Option<String>,
+
+    /// Use the JWT-SVID with this Workload API hint (as aws-spiffe-workload-helper's --hint).
+    #[arg(long, value_name = "HINT")]
+    pub hint: Option<String>,
+
+    /// STS region: the regional endpoint https://sts.<region>.amazonaws.com. Default: the
+    /// global endpoint https://sts.amazonaws.com.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// STS endpoint URL (https only), e.g. a VPC endpoint. Overrides --region's endpoint.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Extra PEM CA certificates to trust for the endpoint's TLS (added to the system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// Session duration in seconds, 900..43200 (the role's maximum session duration caps it).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::webidentity::exchange::DEFAULT_SESSION_DURATION)]
+    pub session_duration: u32,
+
+    /// Role session name (2..64 of letters, digits and +=,.@_-). Default: the SPIFFE ID
+    /// without spiffe://, slashes as dots (its last 64 characters).
+    #[arg(long, visible_alias = "session-name", value_name = "NAME")]
+    pub role_session_name: Option<String>,
+
+    /// Seconds the exchange (with retries of transient STS failures) may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::webidentity::exchange::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout: u64,
+
+    /// Log at debug level (as RUST_LOG=spiffe_aws_agent=debug; tokens and secrets are never
+    /// logged).
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// Servers and roles of the long-running agent.

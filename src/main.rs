@@ -10,6 +10,7 @@ use clap::Parser;
 use spiffe_aws_agent::cli::{Cli, Command, LogFormat};
 use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
 use spiffe_aws_agent::identity::IdentityError;
+use spiffe_aws_agent::webidentity::WebIdentityError;
 use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
@@ -24,12 +25,13 @@ fn main() -> ExitCode {
     if let Some((flag, why)) = session.and_then(|s| s.compat.unsupported()) {
         return fail(&format!("{flag}: {why}"), 2);
     }
-    let debug = session.is_some_and(|s| s.compat.debug);
+    let debug = session.is_some_and(|s| s.compat.debug)
+        || matches!(&cli.command, Command::JwtCredentialProcess(a) if a.debug);
     // credential-process output is read by SDKs: keep stderr quiet unless asked.
     init_logging(
         match (&cli.command, debug) {
             (_, true) => "spiffe_aws_agent=debug,info",
-            (Command::CredentialProcess(_), false) => "warn",
+            (Command::CredentialProcess(_) | Command::JwtCredentialProcess(_), false) => "warn",
             _ => "info",
         },
         cli.log_format,
@@ -57,6 +59,20 @@ fn main() -> ExitCode {
             match runtime.block_on(agent::one_shot(&plan, &*clock)) {
                 Ok(creds) => print_line(&serve::process::render(&creds)),
                 Err(e) => fail(&e.to_string(), one_shot_exit_code(&e)),
+            }
+        }
+        Command::JwtCredentialProcess(args) => {
+            let runtime = match build_runtime(&mut tokio::runtime::Builder::new_current_thread()) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let plan = match plan::jwt_credential_process(&args, &clock) {
+                Ok(plan) => plan,
+                Err(e) => return fail(&e.to_string(), 2),
+            };
+            match runtime.block_on(agent::web_identity_one_shot(&plan)) {
+                Ok(creds) => print_line(&serve::process::render(&creds)),
+                Err(e) => fail(&e.to_string(), web_identity_exit_code(&e)),
             }
         }
         Command::Run(args) => run_agent(plan::run(&args, &clock), false),
@@ -90,6 +106,17 @@ fn one_shot_exit_code(e: &agent::OneShotError) -> u8 {
         agent::OneShotError::Identity(IdentityError::WorkloadApi(
             WorkloadApiError::BadAddress { .. },
         )) => 2,
+        _ => 1,
+    }
+}
+
+/// As [`one_shot_exit_code`]: 2 for an unusable Workload API address, else 1.
+fn web_identity_exit_code(e: &WebIdentityError) -> u8 {
+    use spiffe_aws_agent::identity::jwt_svid::JwtSvidError;
+    match e {
+        WebIdentityError::JwtSvid(JwtSvidError::WorkloadApi(WorkloadApiError::BadAddress {
+            ..
+        })) => 2,
         _ => 1,
     }
 }

@@ -18,7 +18,8 @@ use arc_swap::ArcSwap;
 use crate::clock::Clock;
 use crate::identity::watch::Unusable;
 use crate::metrics::Metrics;
-use crate::rolesanywhere::{CreateSessionError, Credentials};
+use crate::rolesanywhere::{CreateSessionError, Credentials, ErrorClass};
+use crate::webidentity::WebIdentityError;
 
 /// Credentials for one role as the cache holds them: what CreateSession returned, and what
 /// the agent knows about where and when it got them. `Debug` hides the secret and the token.
@@ -87,15 +88,35 @@ pub enum Failure {
     /// There was no identity to exchange.
     #[error(transparent)]
     Identity(Unusable),
-    /// CreateSession failed.
+    /// The exchange (CreateSession or AssumeRoleWithWebIdentity) failed.
     #[error(transparent)]
-    Exchange(Arc<CreateSessionError>),
-    /// CreateSession succeeded, but the credentials live too briefly to serve and refresh.
-    #[error("Roles Anywhere issued credentials valid for {seconds_left} s, too few above the minimum lifetime of {min_remaining_seconds} s to serve them and refresh in time: is the profile's duration cap below the session duration, or the system clock off?")]
+    Exchange(Arc<ExchangeError>),
+    /// The exchange succeeded, but the credentials live too briefly to serve and refresh.
+    #[error("the exchange issued credentials valid for {seconds_left} s, too few above the minimum lifetime of {min_remaining_seconds} s to serve them and refresh in time: is the profile's (or the role's) duration cap below the session duration, or the system clock off?")]
     TooShort {
         seconds_left: u64,
         min_remaining_seconds: u64,
     },
+}
+
+/// Why a role's exchange failed, whichever service the role's exchange calls: a
+/// refresher only needs [`ExchangeError::class`] to schedule the retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    RolesAnywhere(#[from] CreateSessionError),
+    #[error(transparent)]
+    WebIdentity(#[from] WebIdentityError),
+}
+
+impl ExchangeError {
+    /// How a refresher should treat this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ExchangeError::RolesAnywhere(e) => e.class(),
+            ExchangeError::WebIdentity(e) => e.class(),
+        }
+    }
 }
 
 /// What the refresher last saw for a role; surfaced in errors and health.

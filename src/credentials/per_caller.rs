@@ -524,9 +524,10 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::credentials::ExchangeError;
     use crate::dev::workload_api::{DelegatedIdentityDouble, Registration, SvidIssuer};
     use crate::identity::X509Identity;
-    use crate::rolesanywhere::{CreateSessionError, Credentials};
+    use crate::rolesanywhere::Credentials;
 
     const ORDERS: &str = "spiffe://example.org/service/orders";
     const REVIEWS: &str = "spiffe://example.org/service/reviews";
@@ -540,8 +541,7 @@ mod tests {
             &'a self,
             role: &'a str,
             _identity: &'a X509Identity,
-        ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>>
-        {
+        ) -> Pin<Box<dyn Future<Output = Result<Credentials, ExchangeError>> + Send + 'a>> {
             Box::pin(async move {
                 let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
                 // Slow enough that concurrent callers find the exchange in flight.

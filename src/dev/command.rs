@@ -147,7 +147,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
             bound_to: None,
-            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?.into(),
         })
     };
     let agent_socket = dir.join("agent.sock");
@@ -452,7 +452,7 @@ async fn per_caller(
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
             bound_to: Some(SpiffeIdPattern::Exact(spiffe_id.into())),
-            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?.into(),
         })
     };
     let agent_socket = dir.join("agent.sock");

@@ -8,6 +8,7 @@
 
 pub mod delegated;
 pub mod files;
+pub mod jwt_svid;
 pub mod key;
 mod pattern;
 mod source;

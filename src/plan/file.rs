@@ -19,6 +19,15 @@
 //! #   (per-caller mode: required; the callers this role is for, or ".../service/*")
 //! # region, session_duration, role_session_name, endpoint: as the flags
 //!
+//! [[role]]                        # STS AssumeRoleWithWebIdentity with a JWT-SVID instead
+//! name = "uploads"
+//! exchange = "web-identity"       # default: "roles-anywhere"
+//! audience = "sts.amazonaws.com"  # a client ID of the trust domain's IAM OIDC provider
+//! role_arn = "arn:aws:iam::123456789012:role/uploads"
+//! # region = "us-east-1"          # regional STS endpoint (default: sts.amazonaws.com)
+//! # endpoint = "https://sts.us-east-1.amazonaws.com"  # else the top-level sts_endpoint
+//! # spiffe_id, session_duration, role_session_name: as above
+//!
 //! [imds]                          # IMDSv2-style endpoint
 //! listen = ["127.0.0.1:9911"]
 //! # roles = ["orders"]            # the role it lists and serves (default: the first role)
@@ -44,7 +53,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{parse_listen, valid_role_name, Location, PlanError, Problem};
-use crate::agent::{AgentPlan, PerCallerPlan, RolePlan, DEFAULT_MIN_REMAINING};
+use crate::agent::{AgentPlan, PerCallerPlan, RoleExchange, RolePlan, DEFAULT_MIN_REMAINING};
 use crate::bounded_file::Links;
 use crate::clock::Clock;
 use crate::credentials::per_caller::DEFAULT_IDLE;
@@ -59,6 +68,7 @@ use crate::serve::{
     credentials_file, runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec,
     DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
 };
+use crate::webidentity::{WebIdentityExchange, WebIdentityField, WebIdentitySpec};
 
 /// The largest config file read: a real one is a few KiB.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -72,6 +82,8 @@ struct FileConfig {
     private_key: Option<Spanned<String>>,
     intermediates: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
+    /// The STS endpoint of web-identity roles (`endpoint` is Roles Anywhere's).
+    sts_endpoint: Option<Spanned<String>>,
     ca_bundle: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
@@ -100,8 +112,13 @@ struct AdminToml {
 #[serde(deny_unknown_fields)]
 struct RoleToml {
     name: Spanned<String>,
-    trust_anchor_arn: Spanned<String>,
-    profile_arn: Spanned<String>,
+    /// `roles-anywhere` (the default) or `web-identity`.
+    exchange: Option<Spanned<String>>,
+    /// Roles Anywhere: required.
+    trust_anchor_arn: Option<Spanned<String>>,
+    profile_arn: Option<Spanned<String>>,
+    /// Web identity: the JWT-SVID's audience, required.
+    audience: Option<Spanned<String>>,
     role_arn: Spanned<String>,
     region: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
@@ -228,27 +245,26 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
         if !names.insert(name.clone()) {
             return Err(loc.err(role.name.span(), None, Problem::DuplicateRole(name)));
         }
-        let spec = ExchangeSpec {
-            trust_anchor_arn: role.trust_anchor_arn.get_ref().clone(),
-            profile_arn: role.profile_arn.get_ref().clone(),
-            role_arn: role.role_arn.get_ref().clone(),
-            region: value(role.region.as_ref().or(config.region.as_ref())),
-            endpoint: value(role.endpoint.as_ref().or(config.endpoint.as_ref())),
-            ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
-            session_duration: role
-                .session_duration
-                .as_ref()
-                .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
-            role_session_name: value(role.role_session_name.as_ref()),
-            timeout: config
-                .timeout
-                .as_ref()
-                .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+        let exchange = match role.exchange.as_ref().map(|e| e.get_ref().as_str()) {
+            None | Some(ROLES_ANYWHERE) => {
+                roles_anywhere_exchange(role, spanned.span(), &config, &name, &loc, clock)?
+            }
+            Some(WEB_IDENTITY) => web_identity_exchange(
+                role,
+                spanned.span(),
+                &config,
+                &name,
+                &identity,
+                per_caller.is_some(),
+                &loc,
+                clock,
+            )?,
+            Some(other) => {
+                let key = Some(format!("role {name:?} exchange"));
+                let span = role.exchange.as_ref().map_or(spanned.span(), |e| e.span());
+                return Err(loc.err(span, key, Problem::UnknownExchange(other.to_owned())));
+            }
         };
-        let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
-            let (key, span) = blame(e.field(), role, &config, spanned.span());
-            loc.err(span, Some(format!("role {name:?} {key}")), e)
-        })?;
         if let Some(id) = role.spiffe_id.as_ref().filter(|id| id.get_ref().is_empty()) {
             // An empty selector matches no SVID: the role would never get credentials.
             return Err(loc.err(id.span(), None, Problem::EmptySpiffeId));
@@ -301,6 +317,153 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
         min_remaining,
         per_caller,
     })
+}
+
+/// `exchange = "roles-anywhere"` (the default).
+const ROLES_ANYWHERE: &str = "roles-anywhere";
+/// `exchange = "web-identity"`: STS AssumeRoleWithWebIdentity with a JWT-SVID.
+const WEB_IDENTITY: &str = "web-identity";
+
+/// A Roles Anywhere role's exchange, validated.
+fn roles_anywhere_exchange(
+    role: &RoleToml,
+    role_span: std::ops::Range<usize>,
+    config: &FileConfig,
+    name: &str,
+    loc: &Locator<'_>,
+    clock: &Arc<dyn Clock>,
+) -> Result<RoleExchange, PlanError> {
+    if let Some(audience) = &role.audience {
+        let key = Some(format!("role {name:?} audience"));
+        return Err(loc.err(audience.span(), key, Problem::OnlyForWebIdentity));
+    }
+    let required = |v: &Option<Spanned<String>>, key: &str| {
+        v.as_ref().map(|v| v.get_ref().clone()).ok_or_else(|| {
+            loc.err(
+                role_span.clone(),
+                Some(format!("role {name:?} {key}")),
+                Problem::RequiredKey,
+            )
+        })
+    };
+    let spec = ExchangeSpec {
+        trust_anchor_arn: required(&role.trust_anchor_arn, "trust_anchor_arn")?,
+        profile_arn: required(&role.profile_arn, "profile_arn")?,
+        role_arn: role.role_arn.get_ref().clone(),
+        region: value(role.region.as_ref().or(config.region.as_ref())),
+        endpoint: value(role.endpoint.as_ref().or(config.endpoint.as_ref())),
+        ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
+        session_duration: role
+            .session_duration
+            .as_ref()
+            .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
+        role_session_name: value(role.role_session_name.as_ref()),
+        timeout: config
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+    };
+    let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
+        let (key, span) = blame(e.field(), role, config, role_span);
+        loc.err(span, Some(format!("role {name:?} {key}")), e)
+    })?;
+    Ok(exchange.into())
+}
+
+/// A web-identity role's exchange, validated: its JWT-SVIDs come from the agent's Workload
+/// API, so the identity must be the Workload API, and per-caller mode (callers' SVIDs from
+/// the Delegated Identity API) cannot serve it.
+#[allow(clippy::too_many_arguments)]
+fn web_identity_exchange(
+    role: &RoleToml,
+    role_span: std::ops::Range<usize>,
+    config: &FileConfig,
+    name: &str,
+    identity: &Result<IdentitySpec, PlanError>,
+    per_caller: bool,
+    loc: &Locator<'_>,
+    clock: &Arc<dyn Clock>,
+) -> Result<RoleExchange, PlanError> {
+    let key = |k: &str| Some(format!("role {name:?} {k}"));
+    let exchange_span = role
+        .exchange
+        .as_ref()
+        .map_or(role_span.clone(), |e| e.span());
+    if per_caller {
+        return Err(loc.err(
+            exchange_span,
+            key("exchange"),
+            Problem::WebIdentityPerCaller,
+        ));
+    }
+    for (k, v) in [
+        ("trust_anchor_arn", &role.trust_anchor_arn),
+        ("profile_arn", &role.profile_arn),
+    ] {
+        if let Some(v) = v {
+            return Err(loc.err(v.span(), key(k), Problem::NotForWebIdentity));
+        }
+    }
+    let (workload_api, workload_api_timeout) = match identity {
+        Ok(IdentitySpec::WorkloadApi {
+            address, timeout, ..
+        }) => (address.clone(), *timeout),
+        Ok(IdentitySpec::Files { .. }) => {
+            return Err(loc.err(
+                exchange_span,
+                key("exchange"),
+                Problem::WebIdentityNeedsWorkloadApi,
+            ))
+        }
+        Err(_) => return Err(loc.whole(Problem::NoWorkloadApiKey)),
+    };
+    let audience = role
+        .audience
+        .as_ref()
+        .ok_or_else(|| loc.err(role_span.clone(), key("audience"), Problem::RequiredKey))?;
+    let spec = WebIdentitySpec {
+        role_arn: role.role_arn.get_ref().clone(),
+        audience: audience.get_ref().clone(),
+        region: value(role.region.as_ref().or(config.region.as_ref())),
+        endpoint: value(role.endpoint.as_ref().or(config.sts_endpoint.as_ref())),
+        ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
+        session_duration: role
+            .session_duration
+            .as_ref()
+            .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
+        role_session_name: value(role.role_session_name.as_ref()),
+        timeout: config
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+        workload_api,
+        workload_api_timeout,
+    };
+    let exchange = WebIdentityExchange::new(&spec, Arc::clone(clock)).map_err(|e| {
+        use WebIdentityField::*;
+        let opt = |s: Option<&Spanned<String>>| s.map(|s| s.span());
+        let (k, span) = match e.field() {
+            Some(RoleArn) => ("role_arn", Some(role.role_arn.span())),
+            Some(Audience) => ("audience", Some(audience.span())),
+            Some(Region) => (
+                "region",
+                opt(role.region.as_ref()).or(opt(config.region.as_ref())),
+            ),
+            Some(Endpoint) => (
+                "endpoint",
+                opt(role.endpoint.as_ref()).or(opt(config.sts_endpoint.as_ref())),
+            ),
+            Some(CaBundle) => ("ca_bundle", opt(config.ca_bundle.as_ref())),
+            Some(SessionDuration) => (
+                "session_duration",
+                role.session_duration.as_ref().map(|s| s.span()),
+            ),
+            Some(RoleSessionName) => ("role_session_name", opt(role.role_session_name.as_ref())),
+            None => ("", None),
+        };
+        loc.err(span.unwrap_or(role_span), key(k), e)
+    })?;
+    Ok(exchange.into())
 }
 
 /// `spire_admin_socket` and `per_caller_idle_seconds`: per-caller mode.
@@ -525,8 +688,14 @@ fn blame(
     use ExchangeField::*;
     let opt = |s: Option<&Spanned<String>>| s.map(|s| s.span());
     match field {
-        Some(TrustAnchorArn) => ("trust_anchor_arn", role.trust_anchor_arn.span()),
-        Some(ProfileArn) => ("profile_arn", role.profile_arn.span()),
+        Some(TrustAnchorArn) => (
+            "trust_anchor_arn",
+            opt(role.trust_anchor_arn.as_ref()).unwrap_or(role_span),
+        ),
+        Some(ProfileArn) => (
+            "profile_arn",
+            opt(role.profile_arn.as_ref()).unwrap_or(role_span),
+        ),
         Some(RoleArn) => ("role_arn", role.role_arn.span()),
         Some(SessionDuration) => (
             "session_duration",

@@ -16,18 +16,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan};
+use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan, WebIdentityOneShotPlan};
 use crate::cli::{
-    AdminArgs, CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
+    AdminArgs, CredentialProcessArgs, IdentityArgs, JwtCredentialProcessArgs, RunArgs, ServeArgs,
+    SessionArgs, UpdateArgs,
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
+use crate::identity::jwt_svid::SvidSelector;
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::admin::AdminSpec;
 use crate::serve::credentials_file::{self, CredentialsFileError};
 use crate::serve::{runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec};
+use crate::webidentity::{
+    WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
+};
 
 /// A setting that cannot work, with where it was given.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,8 @@ impl std::fmt::Display for Location {
 pub enum Problem {
     #[error(transparent)]
     Exchange(#[from] SpecError),
+    #[error(transparent)]
+    WebIdentity(#[from] WebIdentitySpecError),
     #[error(transparent)]
     CredentialsFile(#[from] CredentialsFileError),
     #[error("is required (or use --agent SOCKET --role NAME to read from a running agent)")]
@@ -143,6 +150,18 @@ pub enum Problem {
     Zero(u64),
     #[error("only applies in per-caller mode: set spire_admin_socket too")]
     PerCallerIdleWithoutSocket,
+    #[error("{0:?} is not an exchange: use \"roles-anywhere\" (the default) or \"web-identity\"")]
+    UnknownExchange(String),
+    #[error("is required")]
+    RequiredKey,
+    #[error("only applies to exchange = \"web-identity\" roles")]
+    OnlyForWebIdentity,
+    #[error("does not apply to exchange = \"web-identity\" roles (they assume the role with STS AssumeRoleWithWebIdentity, not Roles Anywhere)")]
+    NotForWebIdentity,
+    #[error("\"web-identity\" needs the SPIFFE Workload API (JWT-SVIDs come only from it): set workload_api_socket instead of certificate and private_key")]
+    WebIdentityNeedsWorkloadApi,
+    #[error("\"web-identity\" roles cannot be served in per-caller mode (the agent can fetch JWT-SVIDs only for itself): drop spire_admin_socket or use Roles Anywhere")]
+    WebIdentityPerCaller,
     #[error("nothing to inspect: pass --workload-api-socket (or set SPIFFE_ENDPOINT_SOCKET) or --certificate FILE")]
     NoInspectSource,
     #[error("{0} is not a loopback address: the admin listener shows role names, health and metrics to whoever reaches it; allow it explicitly with --admin-allow-remote (or allow_remote = true under [admin]), e.g. for Kubernetes probes on 0.0.0.0:9913")]
@@ -198,6 +217,56 @@ fn admin(args: &AdminArgs) -> Result<Option<AdminSpec>, PlanError> {
             admin_listen(a, args.admin_allow_remote).map_err(|p| PlanError::flag("--admin", p))
         })
         .transpose()
+}
+
+/// The flag of each web-identity setting (`jwt-credential-process`).
+fn web_identity_flag(field: Option<WebIdentityField>) -> Location {
+    use WebIdentityField::*;
+    match field {
+        None => Location::Flags,
+        Some(f) => Location::Flag(match f {
+            RoleArn => "--role-arn",
+            Audience => "--audience",
+            Region => "--region",
+            Endpoint => "--endpoint",
+            CaBundle => "--ca-bundle",
+            SessionDuration => "--session-duration",
+            RoleSessionName => "--role-session-name",
+        }),
+    }
+}
+
+/// `jwt-credential-process`: checks every flag before any I/O.
+pub fn jwt_credential_process(
+    args: &JwtCredentialProcessArgs,
+    clock: &Arc<dyn Clock>,
+) -> Result<WebIdentityOneShotPlan, PlanError> {
+    let workload_api = args
+        .workload_api_socket
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(normalize_address)
+        .ok_or_else(|| PlanError::new(Location::Flags, Problem::NoWorkloadApiFlag))?;
+    let spec = WebIdentitySpec {
+        role_arn: args.role_arn.clone(),
+        audience: args.audience.clone(),
+        region: args.region.clone(),
+        endpoint: args.endpoint.clone(),
+        ca_bundle: args.ca_bundle.clone(),
+        session_duration: args.session_duration,
+        role_session_name: args.role_session_name.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        workload_api,
+        workload_api_timeout: Duration::from_secs(args.workload_api_timeout),
+    };
+    let exchange = WebIdentityExchange::new(&spec, Arc::clone(clock))
+        .map_err(|e| PlanError::new(web_identity_flag(e.field()), e))?;
+    let selector = match (&args.spiffe_id, &args.hint) {
+        (Some(id), _) => SvidSelector::id_or_hint(id),
+        (None, Some(hint)) => SvidSelector::Hint(hint.clone()),
+        (None, None) => SvidSelector::Default,
+    };
+    Ok(WebIdentityOneShotPlan { selector, exchange })
 }
 
 /// Parses `IP:port` or `[IPv6]:port`; a name like `localhost` is refused so the bind is
@@ -334,7 +403,7 @@ fn single_role(
             name,
             spiffe_id: identity_args.spiffe_id.clone(),
             bound_to: None,
-            exchange,
+            exchange: exchange.into(),
         },
     ))
 }
