@@ -23,6 +23,13 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
+# SoftHSM2 (a PKCS#11 token in files) and OpenSC's pkcs11-tool for tests/pkcs11.rs.
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null \
+    || ! command -v pkcs11-tool >/dev/null; then
+    echo "== installing softhsm2 and opensc from Debian"
+    apt-get update -qq && apt-get install -y -qq softhsm2 opensc >/dev/null
+fi
+
 # Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
 # tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"

@@ -79,13 +79,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 when the Workload API address itself is unusable (a setting, though only dialing finds
-/// out), 1 for everything that went wrong while fetching.
+/// 2 when the Workload API address or a PKCS#11 setting itself is unusable (a setting,
+/// though only dialing or the token finds out), 1 for everything that went wrong while
+/// fetching.
 fn one_shot_exit_code(e: &agent::OneShotError) -> u8 {
     match e {
         agent::OneShotError::Identity(IdentityError::WorkloadApi(
             WorkloadApiError::BadAddress { .. },
         )) => 2,
+        // The library, the URI or the PIN is wrong: a setting, though only the token says.
+        agent::OneShotError::Identity(IdentityError::Pkcs11(e)) if e.is_setting() => 2,
         _ => 1,
     }
 }

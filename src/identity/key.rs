@@ -42,6 +42,8 @@ pub enum KeyError {
     Mismatch,
     #[error("the private key could not sign: {0}")]
     Signing(&'static str),
+    #[error("the private key could not sign: {0}")]
+    Token(String),
 }
 
 /// The kind of key, for messages and algorithm selection.
@@ -73,6 +75,8 @@ enum Inner {
     Rsa(RsaKeyPair),
     P256(EcdsaKeyPair),
     P384(p384::ecdsa::SigningKey),
+    /// A key in a PKCS#11 token; the token signs.
+    Token(Box<super::pkcs11::TokenKey>),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -110,6 +114,14 @@ impl SigningKey {
             return Err(KeyError::Mismatch);
         }
         Ok(key)
+    }
+
+    /// A key that stays in its PKCS#11 token (already checked against the certificate).
+    pub fn from_token(key: super::pkcs11::TokenKey) -> Self {
+        SigningKey {
+            kind: key.kind(),
+            inner: Inner::Token(Box::new(key)),
+        }
     }
 
     fn pkcs8(der: &[u8], kind: KeyKind) -> Result<Inner, KeyError> {
@@ -184,9 +196,9 @@ impl SigningKey {
 
     /// The SigV4-X509 algorithm name for this key.
     pub fn algorithm(&self) -> &'static str {
-        match self.inner {
-            Inner::Rsa(_) => ALG_RSA,
-            Inner::P256(_) | Inner::P384(_) => ALG_ECDSA,
+        match self.kind {
+            KeyKind::Rsa { .. } => ALG_RSA,
+            KeyKind::P256 | KeyKind::P384 => ALG_ECDSA,
         }
     }
 
@@ -216,6 +228,9 @@ impl SigningKey {
                     .map_err(|_| KeyError::Signing("ECDSA P-384 signing failed"))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
+            Inner::Token(key) => key
+                .sign(message)
+                .map_err(|e| KeyError::Token(e.to_string())),
         }
     }
 
@@ -230,8 +245,30 @@ impl SigningKey {
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
+            // Checked by a test signature when it was found.
+            Inner::Token(_) => Vec::new(),
         }
     }
+}
+
+/// The kind and public key (RSAPublicKey DER, or the uncompressed EC point) of a
+/// certificate's SubjectPublicKeyInfo, refusing what Roles Anywhere refuses.
+pub(crate) fn certificate_key(spki_der: &[u8]) -> Result<(KeyKind, Vec<u8>), KeyError> {
+    let spki = parse_spki(spki_der)?;
+    Ok((spki.kind()?, spki.public_key))
+}
+
+/// True when `signature` over `message` verifies with `public_key` the way Roles Anywhere
+/// verifies it (SHA-256; PKCS#1 v1.5 or ECDSA DER).
+pub(crate) fn verify(kind: KeyKind, public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let algorithm: &dyn signature::VerificationAlgorithm = match kind {
+        KeyKind::Rsa { .. } => &signature::RSA_PKCS1_2048_8192_SHA256,
+        KeyKind::P256 => &signature::ECDSA_P256_SHA256_ASN1,
+        KeyKind::P384 => &signature::ECDSA_P384_SHA256_ASN1,
+    };
+    signature::UnparsedPublicKey::new(algorithm, public_key)
+        .verify(message, signature)
+        .is_ok()
 }
 
 /// The parts of a certificate's SubjectPublicKeyInfo that decide the key type.

@@ -370,6 +370,53 @@ pub fn spawn_files(
     (rx, task)
 }
 
+/// A PKCS#11 identity: loaded at start, and again every `poll` while loading fails for a
+/// reason that may pass (token absent, device error). A wrong setting (library, URI, PIN) is
+/// published and not retried: retrying a wrong PIN would lock the token. A certificate
+/// renewed inside the token is taken at the next start.
+pub fn spawn_pkcs11(
+    spec: super::pkcs11::Pkcs11Spec,
+    poll: Duration,
+    clock: Arc<dyn Clock>,
+) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Snapshot::default());
+    let mut publisher = Publisher { tx, revision: 0 };
+    let task = tokio::spawn(async move {
+        loop {
+            let (attempt, now) = (spec.clone(), clock.now());
+            let loaded = tokio::task::spawn_blocking(move || super::pkcs11::load(&attempt, now))
+                .await
+                .unwrap_or_else(|e| Err(super::source::pkcs11_task_failed(e)));
+            let retry = match &loaded {
+                Ok(_) => false,
+                Err(IdentityError::Pkcs11(e)) => !e.is_setting(),
+                Err(_) => false,
+            };
+            if let Err(e) = &loaded {
+                tracing::warn!(error = %e, retry, "the PKCS#11 identity is not usable");
+            }
+            let entry = Entry {
+                spiffe_id: loaded
+                    .as_ref()
+                    .ok()
+                    .and_then(|i| i.spiffe_id().map(str::to_owned)),
+                hint: None,
+                identity: loaded.map(Arc::new).map_err(Arc::new),
+            };
+            publisher.publish(vec![entry], None);
+            if !retry {
+                publisher.tx.closed().await;
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = publisher.tx.closed() => return,
+            }
+        }
+    });
+    (rx, task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
