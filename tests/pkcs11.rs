@@ -141,7 +141,13 @@ impl Token {
 
     /// A key pair and its certificate (issued by the test intermediate CA) under one label
     /// and id, as a provisioning tool leaves them. Returns the certificate (DER).
-    fn identity(&self, label: &str, id: &str, key_type: &str, always_authenticate: bool) -> Vec<u8> {
+    fn identity(
+        &self,
+        label: &str,
+        id: &str,
+        key_type: &str,
+        always_authenticate: bool,
+    ) -> Vec<u8> {
         let spki = self.keypair(label, id, key_type, always_authenticate);
         let cert = issue(&spki, label);
         self.store_certificate(label, id, &cert);
@@ -150,7 +156,10 @@ impl Token {
 
     /// A `pkcs11:` URI for `object` in this token, with the PIN.
     fn uri(&self, object: &str) -> String {
-        format!("pkcs11:token={};object={object}?pin-value={PIN}", self.label)
+        format!(
+            "pkcs11:token={};object={object}?pin-value={PIN}",
+            self.label
+        )
     }
 }
 
@@ -244,7 +253,10 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
         let out = run(
             agent(),
             &token,
-            credential_process(&stack, &[&["--certificate", &uri][..], &lib].concat()),
+            credential_process(
+                &stack,
+                &[&["--certificate", uri.as_str()][..], &lib[..]].concat(),
+            ),
         )
         .await;
         let json = parse_process_output(&out);
@@ -254,7 +266,10 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
         let out = run(
             agent(),
             &token,
-            credential_process(&stack, &[&["--private-key", &uri][..], &lib].concat()),
+            credential_process(
+                &stack,
+                &[&["--private-key", uri.as_str()][..], &lib[..]].concat(),
+            ),
         )
         .await;
         assert_issued_for(&stack, &parse_process_output(&out), leaf);
@@ -264,6 +279,10 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
         std::fs::write(&pem, pem_certificate(leaf)).unwrap();
         let id = if object == "orders-rsa" { "%01" } else { "%02" };
         let key_uri = format!("pkcs11:token=ra-token;id={id}?pin-value={PIN}");
+        let (pem, intermediates) = (
+            pem.display().to_string(),
+            common::cert("intermediate-ca.pem").display().to_string(),
+        );
         let out = run(
             agent(),
             &token,
@@ -271,11 +290,11 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
                 &stack,
                 &[
                     "--certificate",
-                    &pem.display().to_string(),
+                    pem.as_str(),
                     "--intermediates",
-                    &common::cert("intermediate-ca.pem").display().to_string(),
+                    intermediates.as_str(),
                     "--private-key",
-                    &key_uri,
+                    key_uri.as_str(),
                     "--pkcs11-lib",
                     SOFTHSM_LIB,
                 ],
@@ -313,11 +332,18 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written = std::fs::read_to_string(stack.dir.path().join("credentials")).unwrap();
     let issued = stack.rolesanywhere.issued();
     let last = issued.last().unwrap();
-    assert!(written.contains("[hsm]") && written.contains(&last.access_key_id), "{written}");
+    assert!(
+        written.contains("[hsm]") && written.contains(&last.access_key_id),
+        "{written}"
+    );
     assert_eq!(last.leaf_serial_decimal, {
         let (_, c) = x509_parser::parse_x509_certificate(&p256).unwrap();
         c.tbs_certificate.serial.to_str_radix(10)
@@ -353,17 +379,22 @@ async fn wrong_settings_fail_with_a_clear_line_and_exit_2() {
         "pkcs11:token=ra-token;object=orders-p256?pin-source=file:{}",
         pin_file.display()
     );
+    let cert_file = common::cert("orders-p256.pem").display().to_string();
+    let key_file = common::cert("orders-p256.key").display().to_string();
+    let (wrong_pin, wrong_pin_file) = (wrong_pin.as_str(), wrong_pin_file.as_str());
+    let (missing, good) = (missing.as_str(), good.as_str());
+    let (cert_file, key_file) = (cert_file.as_str(), key_file.as_str());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["--private-key", &wrong_pin, "--pkcs11-lib", lib],
+            vec!["--private-key", wrong_pin, "--pkcs11-lib", lib],
             "the PIN for PKCS#11 token \"ra-token\" is incorrect",
         ),
         (
-            vec!["--private-key", &wrong_pin_file, "--pkcs11-lib", lib],
+            vec!["--private-key", wrong_pin_file, "--pkcs11-lib", lib],
             "is incorrect",
         ),
         (
-            vec!["--certificate", &missing, "--pkcs11-lib", lib],
+            vec!["--certificate", missing, "--pkcs11-lib", lib],
             "no certificate matches pkcs11:token=ra-token;object=no-such-object?pin-value=*** in token \"ra-token\"",
         ),
         (
@@ -371,7 +402,7 @@ async fn wrong_settings_fail_with_a_clear_line_and_exit_2() {
             "no PKCS#11 token matches pkcs11:token=other?pin-value=*** (tokens present: \"ra-token\")",
         ),
         (
-            vec!["--certificate", &good, "--pkcs11-lib", "/nonexistent/libpkcs11.so"],
+            vec!["--certificate", good, "--pkcs11-lib", "/nonexistent/libpkcs11.so"],
             "cannot load the PKCS#11 library /nonexistent/libpkcs11.so",
         ),
         (
@@ -381,21 +412,16 @@ async fn wrong_settings_fail_with_a_clear_line_and_exit_2() {
         (
             vec![
                 "--certificate",
-                &common::cert("orders-p256.pem").display().to_string(),
+                cert_file,
                 "--private-key",
-                &common::cert("orders-p256.key").display().to_string(),
+                key_file,
                 "--pkcs11-lib",
                 lib,
             ],
             "--pkcs11-lib only applies to PKCS#11 keys",
         ),
         (
-            vec![
-                "--certificate",
-                &good,
-                "--private-key",
-                &common::cert("orders-p256.key").display().to_string(),
-            ],
+            vec!["--certificate", good, "--private-key", key_file],
             "--private-key must be in the token too",
         ),
     ];
@@ -404,7 +430,10 @@ async fn wrong_settings_fail_with_a_clear_line_and_exit_2() {
         let line = failure_line(&out);
         assert_eq!(out.status.code(), Some(2), "{identity:?}: {line}");
         assert!(line.contains(expected), "{identity:?}: {line}");
-        assert!(!line.contains("9999") && !line.contains("1111"), "no PIN in {line}");
+        assert!(
+            !line.contains("9999") && !line.contains("1111"),
+            "no PIN in {line}"
+        );
     }
     assert!(stack.rolesanywhere.calls().is_empty(), "nothing was signed");
 }
@@ -415,7 +444,15 @@ async fn a_key_that_wants_its_pin_at_every_signature_needs_reuse_pin() {
     let token = Token::new("ra-token");
     let leaf = token.identity("always", "03", "rsa:2048", true);
     let uri = token.uri("always");
-    let flags = ["--certificate", uri.as_str(), "--pkcs11-lib", SOFTHSM_LIB];
+    let intermediates = common::cert("intermediate-ca.pem").display().to_string();
+    let flags = [
+        "--certificate",
+        uri.as_str(),
+        "--intermediates",
+        intermediates.as_str(),
+        "--pkcs11-lib",
+        SOFTHSM_LIB,
+    ];
     let out = run(agent(), &token, credential_process(&stack, &flags)).await;
     let line = failure_line(&out);
     assert_eq!(out.status.code(), Some(2), "{line}");
@@ -439,18 +476,17 @@ async fn aws_signing_helper_takes_the_same_command_lines() {
     let rsa = token.identity("orders-rsa", "01", "rsa:2048", false);
     let p256 = token.identity("orders-p256", "02", "EC:prime256v1", false);
     let helper = common::peers::bin("aws_signing_helper");
+    let intermediates = common::cert("intermediate-ca.pem").display().to_string();
     for (object, leaf) in [("orders-rsa", &rsa), ("orders-p256", &p256)] {
         let uri = token.uri(object);
         let identity = [
             "--certificate",
             uri.as_str(),
             "--intermediates",
-            &common::cert("intermediate-ca.pem").display().to_string(),
+            intermediates.as_str(),
             "--pkcs11-lib",
             SOFTHSM_LIB,
-        ]
-        .map(str::to_owned);
-        let identity: Vec<&str> = identity.iter().map(String::as_str).collect();
+        ];
         for binary in [helper.clone(), agent()] {
             let mut args = credential_process(&stack, &identity);
             // The helper has no --ca-bundle: both trust the double's CA through SSL_CERT_FILE.

@@ -40,7 +40,10 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
 }
 
 /// Every `CERTIFICATE` block of a PEM file, in order.
-pub(super) fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<Vec<u8>>, IdentityError> {
+pub(super) fn read_certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<Vec<u8>>, IdentityError> {
     let pem = read(path, what)?;
     let mut certs = Vec::new();
     for item in CertificateDer::pem_slice_iter(&pem) {

@@ -261,7 +261,7 @@ pub(crate) fn certificate_key(spki_der: &[u8]) -> Result<(KeyKind, Vec<u8>), Key
 /// True when `signature` over `message` verifies with `public_key` the way Roles Anywhere
 /// verifies it (SHA-256; PKCS#1 v1.5 or ECDSA DER).
 pub(crate) fn verify(kind: KeyKind, public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let algorithm: &dyn signature::VerificationAlgorithm = match kind {
+    let algorithm: &'static dyn signature::VerificationAlgorithm = match kind {
         KeyKind::Rsa { .. } => &signature::RSA_PKCS1_2048_8192_SHA256,
         KeyKind::P256 => &signature::ECDSA_P256_SHA256_ASN1,
         KeyKind::P384 => &signature::ECDSA_P384_SHA256_ASN1,

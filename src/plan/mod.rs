@@ -19,8 +19,8 @@ use crate::cli::{
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
-use crate::identity::workload_api::normalize_address;
 use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri, UriError};
+use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::credentials_file::{self, CredentialsFileError};
@@ -309,27 +309,36 @@ fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
 /// The identity flags when `--certificate` or `--private-key` is a `pkcs11:` URI; `None`
 /// when neither is (and then `--pkcs11-lib` and `--reuse-pin` have nothing to apply to).
 fn pkcs11_identity(args: &IdentityArgs) -> Result<Option<Pkcs11Spec>, PlanError> {
-    let as_uri = |value: &Option<PathBuf>, flag: &'static str| {
-        match value.as_ref().and_then(|p| p.to_str()) {
+    let as_uri =
+        |value: &Option<PathBuf>, flag: &'static str| match value.as_ref().and_then(|p| p.to_str())
+        {
             Some(s) if Pkcs11Uri::is_uri(s) => Pkcs11Uri::parse(s)
                 .map(Some)
                 .map_err(|e| PlanError::flag(flag, Problem::Pkcs11Uri(e))),
             _ => Ok(None),
-        }
-    };
+        };
     let certificate_uri = as_uri(&args.certificate, "--certificate")?;
     let key_uri = as_uri(&args.private_key, "--private-key")?;
     if certificate_uri.is_none() && key_uri.is_none() {
         if args.pkcs11_lib.is_some() {
-            return Err(PlanError::flag("--pkcs11-lib", Problem::Pkcs11FlagWithoutUri));
+            return Err(PlanError::flag(
+                "--pkcs11-lib",
+                Problem::Pkcs11FlagWithoutUri,
+            ));
         }
         if args.reuse_pin {
-            return Err(PlanError::flag("--reuse-pin", Problem::Pkcs11FlagWithoutUri));
+            return Err(PlanError::flag(
+                "--reuse-pin",
+                Problem::Pkcs11FlagWithoutUri,
+            ));
         }
         return Ok(None);
     }
     if certificate_uri.is_some() && key_uri.is_none() && args.private_key.is_some() {
-        return Err(PlanError::flag("--private-key", Problem::FileKeyForTokenCertificate));
+        return Err(PlanError::flag(
+            "--private-key",
+            Problem::FileKeyForTokenCertificate,
+        ));
     }
     let certificate = match (certificate_uri, &args.certificate) {
         (Some(uri), _) => Some(CertificateSource::Token(uri)),

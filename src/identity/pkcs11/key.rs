@@ -31,8 +31,8 @@ const CHECK_MESSAGE: &[u8] = b"spiffe-aws-agent: does this PKCS#11 key belong to
 
 /// DER of DigestInfo { sha256, NULL } up to the digest, for CKM_RSA_PKCS.
 const SHA256_DIGEST_INFO: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-    0x05, 0x00, 0x04, 0x20,
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
 ];
 
 /// A private key in a PKCS#11 token, checked to match the certificate.
@@ -203,7 +203,6 @@ impl TokenKey {
             .map_err(|source| self.failed("reading the token", source))?;
         let session = open(&self.ctx, self.slot, &self.token)?;
         token::login(&session, &info, &mut state.pin)?;
-        let non_empty = |v: &Vec<u8>| (!v.is_empty()).then_some(v.as_slice());
         let handles = token::find(
             &session,
             ObjectClass::PRIVATE_KEY,
@@ -331,9 +330,8 @@ impl TokenKey {
         pin: &mut Pin,
         context_pin: &mut Option<Zeroizing<String>>,
     ) -> Result<(), Pkcs11Error> {
-        let login = |value: &str| {
-            session.login(UserType::ContextSpecific, Some(&AuthPin::from(value)))
-        };
+        let login =
+            |value: &str| session.login(UserType::ContextSpecific, Some(&AuthPin::from(value)));
         if let Some(value) = context_pin.as_ref() {
             return token::login_result(login(value), &self.token, "logging in for the key");
         }
@@ -348,9 +346,11 @@ impl TokenKey {
         let what = format!("PIN of the private key {}", self.shown);
         let Some(value) = token::prompt(&what) else {
             return Err(match reuse_failed {
-                Some(CkError::Pkcs11(RvError::PinIncorrect, _)) => Pkcs11Error::ContextPinNotUserPin {
-                    uri: self.shown.clone(),
-                },
+                Some(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                    Pkcs11Error::ContextPinNotUserPin {
+                        uri: self.shown.clone(),
+                    }
+                }
                 Some(source) => self.failed("logging in for the key", source),
                 None => Pkcs11Error::NeedsContextPin {
                     uri: self.shown.clone(),
@@ -376,6 +376,10 @@ impl TokenKey {
             mechanism,
         }
     }
+}
+
+fn non_empty(value: &[u8]) -> Option<&[u8]> {
+    (!value.is_empty()).then_some(value)
 }
 
 fn open(ctx: &Pkcs11, slot: Slot, token: &str) -> Result<Session, Pkcs11Error> {
@@ -432,9 +436,8 @@ mod tests {
     #[test]
     fn raw_ecdsa_signatures_become_der_that_verifies() {
         let rng = SystemRandom::new();
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .unwrap();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(
             &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             pkcs8.as_ref(),

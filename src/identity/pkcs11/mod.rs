@@ -76,7 +76,10 @@ pub enum Pkcs11Error {
     ManyCertificates { uri: String, count: usize },
     #[error("no private key matches {uri} in token {token:?}")]
     NoKey { uri: String, token: String },
-    #[error("more than {} private keys match {uri}: add object= or id= to pick one", token::MAX_OBJECTS)]
+    #[error(
+        "more than {} private keys match {uri}: add object= or id= to pick one",
+        token::MAX_OBJECTS
+    )]
     ManyKeys { uri: String },
     #[error("the private keys matching {uri} in token {token:?} do not belong to the certificate (a test signature does not verify with its public key)")]
     KeyMismatch { uri: String, token: String },
@@ -169,7 +172,11 @@ pub fn load(spec: &Pkcs11Spec, now: SystemTime) -> Result<X509Identity, Identity
         .library
         .clone()
         .or_else(|| key_uri.module_path().map(PathBuf::from))
-        .or_else(|| certificate_uri.and_then(|u| u.module_path()).map(PathBuf::from))
+        .or_else(|| {
+            certificate_uri
+                .and_then(|u| u.module_path())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LIBRARY));
     let ctx = token::library(&library)?;
     let slots = token::slots(&ctx)?;

@@ -53,22 +53,23 @@ pub(super) fn library(path: &Path) -> Result<Pkcs11, Pkcs11Error> {
 
 /// A slot with a token, and what the URI can match on.
 pub(super) struct SlotView {
-    pub slot: Slot,
-    pub info: SlotInfo,
-    pub token: TokenInfo,
+    pub(super) slot: Slot,
+    pub(super) info: SlotInfo,
+    pub(super) token: TokenInfo,
 }
 
 impl SlotView {
     /// The token's label, for messages.
-    pub fn label(&self) -> &str {
+    pub(super) fn label(&self) -> &str {
         self.token.label()
     }
 }
 
-/// Every slot that holds a token (slots whose information cannot be read are skipped).
+/// Every slot that holds an initialized token (slots whose information cannot be read are
+/// skipped).
 pub(super) fn slots(ctx: &Pkcs11) -> Result<Vec<SlotView>, Pkcs11Error> {
     let slots = ctx
-        .get_slots_with_token()
+        .get_slots_with_initialized_token()
         .map_err(|source| Pkcs11Error::Token {
             operation: "listing slots",
             token: String::new(),
@@ -169,7 +170,11 @@ pub(super) fn find(
 }
 
 /// One byte-string attribute of an object (empty when the token does not say).
-pub(super) fn bytes_attribute(session: &Session, object: ObjectHandle, kind: AttributeType) -> Vec<u8> {
+pub(super) fn bytes_attribute(
+    session: &Session,
+    object: ObjectHandle,
+    kind: AttributeType,
+) -> Vec<u8> {
     let Ok(attributes) = session.get_attributes(object, &[kind]) else {
         return Vec::new();
     };
@@ -190,7 +195,7 @@ pub(super) struct Pin {
 }
 
 impl Pin {
-    pub fn new(source: Option<&PinSource>) -> Self {
+    pub(super) fn new(source: Option<&PinSource>) -> Self {
         Pin {
             source: source.cloned(),
             known: None,
@@ -198,12 +203,12 @@ impl Pin {
     }
 
     /// True when the URI gives a PIN (so a login may be tried without asking anyone).
-    pub fn is_given(&self) -> bool {
+    pub(super) fn is_given(&self) -> bool {
         self.source.is_some() || self.known.is_some()
     }
 
     /// The PIN for `token`, reading or asking for it the first time.
-    pub fn get(&mut self, token: &str) -> Result<Zeroizing<String>, Pkcs11Error> {
+    pub(super) fn get(&mut self, token: &str) -> Result<Zeroizing<String>, Pkcs11Error> {
         if let Some(pin) = &self.known {
             return Ok(pin.clone());
         }
@@ -230,7 +235,9 @@ fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, Pkcs11Error> {
         bounded_file::read(path, MAX_PIN_FILE, Links::Follow).map_err(|e| failed(e.to_string()))?,
     );
     let text = std::str::from_utf8(&bytes).map_err(|_| failed("not UTF-8".to_owned()))?;
-    Ok(Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+    Ok(Zeroizing::new(
+        text.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
 }
 
 /// Asks for a secret on the terminal, only when the agent runs interactively (standard
@@ -246,7 +253,11 @@ pub(super) fn prompt(what: &str) -> Option<Zeroizing<String>> {
 
 /// Logs the session's application in to the token as the user (CKU_USER), unless the
 /// token needs no login. Being logged in already is fine.
-pub(super) fn login(session: &Session, token: &TokenInfo, pin: &mut Pin) -> Result<(), Pkcs11Error> {
+pub(super) fn login(
+    session: &Session,
+    token: &TokenInfo,
+    pin: &mut Pin,
+) -> Result<(), Pkcs11Error> {
     if !token.login_required() {
         return Ok(());
     }

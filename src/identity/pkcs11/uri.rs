@@ -117,7 +117,9 @@ impl Pkcs11Uri {
 
         let mut path: Vec<(String, Vec<u8>)> = Vec::new();
         for item in path_part.split(';').filter(|i| !i.is_empty()) {
-            let (name, value) = item.split_once('=').ok_or_else(|| bad(item, "no '=' after the name"))?;
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| bad(item, "no '=' after the name"))?;
             let name = name.to_ascii_lowercase();
             if !PATH_ATTRIBUTES.contains(&name.as_str()) && !name.starts_with("x-") {
                 return Err(UriError::UnknownAttribute {
@@ -143,7 +145,12 @@ impl Pkcs11Uri {
                         "must be cert, data, private, public or secret-key",
                     ))
                 }
-                "slot-id" if std::str::from_utf8(&value).ok().and_then(|v| v.parse::<u64>().ok()).is_none() => {
+                "slot-id"
+                    if std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_none() =>
+                {
                     return Err(bad(&name, "must be a decimal number"))
                 }
                 _ => {}
@@ -154,8 +161,14 @@ impl Pkcs11Uri {
         let mut pin = None;
         let mut module_path = None;
         let mut seen: Vec<String> = Vec::new();
-        for item in query_part.unwrap_or("").split('&').filter(|i| !i.is_empty()) {
-            let (name, value) = item.split_once('=').ok_or_else(|| bad(item, "no '=' after the name"))?;
+        for item in query_part
+            .unwrap_or("")
+            .split('&')
+            .filter(|i| !i.is_empty())
+        {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| bad(item, "no '=' after the name"))?;
             let name = name.to_ascii_lowercase();
             if !QUERY_ATTRIBUTES.contains(&name.as_str()) && !name.starts_with("x-") {
                 return Err(UriError::UnknownAttribute {
@@ -288,18 +301,28 @@ mod tests {
         assert_eq!(uri.bytes("id"), Some(&[0x01, 0xff][..]));
         assert_eq!(uri.slot_id(), Some(3));
         assert!(matches!(uri.pin(), Some(PinSource::Value(v)) if v.as_str() == "1234"));
-        assert_eq!(uri.module_path(), Some(std::path::Path::new("/usr/lib/x.so")));
+        assert_eq!(
+            uri.module_path(),
+            Some(std::path::Path::new("/usr/lib/x.so"))
+        );
         let shown = uri.to_string();
-        assert!(shown.contains("pin-value=***") && !shown.contains("12%334"), "{shown}");
+        assert!(
+            shown.contains("pin-value=***") && !shown.contains("12%334"),
+            "{shown}"
+        );
         assert!(!format!("{uri:?}").contains("1234"));
     }
 
     #[test]
     fn pin_source_names_a_file() {
         let uri = Pkcs11Uri::parse("pkcs11:object=k?pin-source=file:/run/pin").unwrap();
-        assert!(matches!(uri.pin(), Some(PinSource::File(p)) if p == std::path::Path::new("/run/pin")));
+        assert!(
+            matches!(uri.pin(), Some(PinSource::File(p)) if p == std::path::Path::new("/run/pin"))
+        );
         let uri = Pkcs11Uri::parse("pkcs11:object=k?pin-source=/run/pin").unwrap();
-        assert!(matches!(uri.pin(), Some(PinSource::File(p)) if p == std::path::Path::new("/run/pin")));
+        assert!(
+            matches!(uri.pin(), Some(PinSource::File(p)) if p == std::path::Path::new("/run/pin"))
+        );
     }
 
     #[test]
@@ -313,17 +336,25 @@ mod tests {
             ("pkcs11:type=key", "must be cert, data"),
             ("pkcs11:slot-id=x", "decimal"),
             ("pkcs11:object", "no '='"),
-            ("pkcs11:object=k?pin-value=1&pin-source=/f", "exclude each other"),
+            (
+                "pkcs11:object=k?pin-value=1&pin-source=/f",
+                "exclude each other",
+            ),
             ("pkcs11:object=k?pin=1", "\"pin\" is not a query attribute"),
-            ("pkcs11:object=k?pin-source=|/bin/getpin", "must name a file"),
+            (
+                "pkcs11:object=k?pin-source=|/bin/getpin",
+                "must name a file",
+            ),
         ] {
             let e = Pkcs11Uri::parse(uri).expect_err(uri).to_string();
             assert!(e.contains(expected), "{uri}: {e}");
         }
-        assert!(Pkcs11Uri::parse(&format!("pkcs11:object={}", "a".repeat(5000)))
-            .unwrap_err()
-            .to_string()
-            .contains("longer than"));
+        assert!(
+            Pkcs11Uri::parse(&format!("pkcs11:object={}", "a".repeat(5000)))
+                .unwrap_err()
+                .to_string()
+                .contains("longer than")
+        );
         // Vendor attributes are allowed and ignored.
         assert!(Pkcs11Uri::parse("pkcs11:x-vendor=1;object=k?x-other=2").is_ok());
         assert!(Pkcs11Uri::parse("PKCS11:object=k").is_ok());
