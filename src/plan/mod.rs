@@ -559,6 +559,67 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn identity_flags_pair_up_and_pkcs11_uris_are_checked() {
+        for (extra, expected) in [
+            (
+                &["--certificate", "c.pem"][..],
+                "--certificate needs --private-key",
+            ),
+            (
+                &["--private-key", "k.pem"],
+                "--private-key needs --certificate",
+            ),
+            (
+                &["--intermediates", "i.pem"],
+                "--intermediates needs --certificate",
+            ),
+            (&["--reuse-pin"], "--reuse-pin only applies to PKCS#11 keys"),
+            (
+                &[
+                    "--certificate",
+                    "c.pem",
+                    "--private-key",
+                    "k.pem",
+                    "--pkcs11-lib",
+                    "x.so",
+                ],
+                "--pkcs11-lib only applies to PKCS#11 keys",
+            ),
+            (
+                &["--certificate", "pkcs11:object=a;colour=b"],
+                "--certificate pkcs11:object=a;colour=b: \"colour\" is not a path attribute",
+            ),
+            (
+                &["--certificate", "pkcs11:object=a", "--private-key", "k.pem"],
+                "--private-key must be in the token too",
+            ),
+            (&["--certificate", "pkcs11:object=a?pin-value=1"], ""),
+            (&["--private-key", "pkcs11:id=%01", "--reuse-pin"], ""),
+            (
+                &[
+                    "--certificate",
+                    "c.pem",
+                    "--private-key",
+                    "PKCS11:id=%01",
+                    "--pkcs11-lib",
+                    "x.so",
+                ],
+                "",
+            ),
+        ] {
+            let e = credential_process_error(extra);
+            assert!(
+                if expected.is_empty() {
+                    e.is_empty()
+                } else {
+                    e.starts_with(expected)
+                },
+                "{extra:?}: {e}"
+            );
+        }
+    }
+
     fn run_plan(extra: &[&str]) -> Result<AgentPlan, PlanError> {
         let mut argv = vec![
             "spiffe-aws-agent",

@@ -394,7 +394,7 @@ fn open(ctx: &Pkcs11, slot: Slot, token: &str) -> Result<Session, Pkcs11Error> {
 /// `r || s` (each the curve's size) as a DER `Ecdsa-Sig-Value`; `None` for an odd or
 /// implausible length.
 pub(super) fn ecdsa_raw_to_der(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 2 * 66 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 2 * 66 {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -467,6 +467,6 @@ mod tests {
         assert_eq!(ecdsa_raw_to_der(&[]), None);
         // P-521 sized: the sequence needs a long-form length.
         let der = ecdsa_raw_to_der(&[0xff; 132]).unwrap();
-        assert_eq!(&der[..3], &[0x30, 0x81, 136]);
+        assert_eq!(&der[..3], &[0x30, 0x81, 138]);
     }
 }
