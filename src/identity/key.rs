@@ -228,9 +228,18 @@ impl SigningKey {
                     .map_err(|_| KeyError::Signing("ECDSA P-384 signing failed"))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
-            Inner::Token(key) => key
-                .sign(message)
-                .map_err(|e| KeyError::Token(e.to_string())),
+            Inner::Token(key) => {
+                // A token may take a while (a smart card: hundreds of ms): on the agent's
+                // multi-threaded runtime, let the other tasks move off this thread meanwhile.
+                let sign = || key.sign(message);
+                let signed = match tokio::runtime::Handle::try_current() {
+                    Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                        tokio::task::block_in_place(sign)
+                    }
+                    _ => sign(),
+                };
+                signed.map_err(|e| KeyError::Token(e.to_string()))
+            }
         }
     }
 
