@@ -275,10 +275,10 @@ pub struct HelperCompatArgs {
     /// Not supported yet: encrypted PKCS#8 keys.
     #[arg(long, value_name = "PASSWORD", hide = true)]
     pub pkcs8_password: Option<String>,
-    /// Not supported yet: TPM keys.
+    /// Not supported yet: TPM keys with a password.
     #[arg(long, value_name = "PASSWORD", hide = true)]
     pub tpm_key_password: Option<String>,
-    /// Not supported yet: TPM keys.
+    /// Accepted for compatibility: TPM keys are used with an empty authorization value.
     #[arg(long, hide = true)]
     pub no_tpm_key_password: bool,
     /// Not supported: the agent always verifies the endpoint's TLS certificate (use
@@ -304,10 +304,10 @@ impl HelperCompatArgs {
         if self.pkcs8_password.is_some() {
             return Some(("--pkcs8-password", LATER));
         }
-        if self.tpm_key_password.is_some() || self.no_tpm_key_password {
+        if self.tpm_key_password.is_some() {
             return Some((
                 "--tpm-key-password",
-                "TPM keys are not supported by this version",
+                "TPM keys with a password are not supported by this version (keys with an empty authorization value are)",
             ));
         }
         if self.no_verify_ssl {

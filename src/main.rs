@@ -13,6 +13,12 @@ use spiffe_aws_agent::identity::IdentityError;
 use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
+    // The TPM2 Software Stack logs its own errors to stderr; ours already carry them, and a
+    // credential_process failure is one line. Set before any thread exists.
+    #[cfg(feature = "tpm")]
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+NONE");
+    }
     let cli = Cli::parse();
     let session = match &cli.command {
         Command::CredentialProcess(a) => Some(&a.session),
@@ -89,6 +95,9 @@ fn one_shot_exit_code(e: &agent::OneShotError) -> u8 {
         )) => 2,
         // The library, the URI or the PIN is wrong: a setting, though only the token says.
         agent::OneShotError::Identity(IdentityError::Pkcs11(e)) if e.is_setting() => 2,
+        #[cfg(feature = "tpm")]
+        agent::OneShotError::Identity(IdentityError::Tpm(e)) if e.is_setting() => 2,
+        agent::OneShotError::Identity(IdentityError::NoTpmSupport { .. }) => 2,
         _ => 1,
     }
 }

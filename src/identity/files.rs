@@ -23,9 +23,55 @@ pub fn load(
     if let Some(path) = intermediates {
         chain.extend(read_certificates(path, "intermediates")?);
     }
+    // `handle:0x81…` names a persistent TPM key, not a file.
+    if let Some(handle) = private_key.to_str().filter(|k| k.starts_with("handle:")) {
+        return tpm_identity(chain, now, TpmKeyRef::Handle(handle));
+    }
     let key_pem = SecretBytes::new(read(private_key, "private key")?);
+    if contains(&key_pem, b"-----BEGIN TSS2 PRIVATE KEY-----") {
+        return tpm_identity(chain, now, TpmKeyRef::File(&key_pem, private_key));
+    }
     let key = parse_private_key(&key_pem, private_key)?;
     X509Identity::new(chain, &key, Origin::Files, now)
+}
+
+/// A TPM key named in `--private-key`.
+#[cfg_attr(not(feature = "tpm"), allow(dead_code))]
+enum TpmKeyRef<'a> {
+    Handle(&'a str),
+    File(&'a [u8], &'a Path),
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_identity(
+    chain: Vec<Vec<u8>>,
+    now: SystemTime,
+    key: TpmKeyRef<'_>,
+) -> Result<X509Identity, IdentityError> {
+    use super::tpm::TpmKey;
+    X509Identity::with_key(chain, Origin::Files, now, |spki| {
+        let key = match key {
+            TpmKeyRef::Handle(h) => TpmKey::from_handle(h, spki)?,
+            TpmKeyRef::File(pem, path) => {
+                TpmKey::from_key_file(pem, &path.display().to_string(), spki)?
+            }
+        };
+        Ok(super::key::SigningKey::from_tpm(key))
+    })
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_identity(
+    _chain: Vec<Vec<u8>>,
+    _now: SystemTime,
+    key: TpmKeyRef<'_>,
+) -> Result<X509Identity, IdentityError> {
+    Err(IdentityError::NoTpmSupport {
+        what: match key {
+            TpmKeyRef::Handle(h) => h.to_owned(),
+            TpmKeyRef::File(_, path) => format!("the private key file {}", path.display()),
+        },
+    })
 }
 
 /// The largest certificate or key file read: a PEM chain of a few certificates is a few KiB.

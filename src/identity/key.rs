@@ -77,6 +77,9 @@ enum Inner {
     P384(p384::ecdsa::SigningKey),
     /// A key in a PKCS#11 token; the token signs.
     Token(Box<super::pkcs11::TokenKey>),
+    /// A key in a TPM; the TPM signs.
+    #[cfg(feature = "tpm")]
+    Tpm(Box<super::tpm::TpmKey>),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -121,6 +124,15 @@ impl SigningKey {
         SigningKey {
             kind: key.kind(),
             inner: Inner::Token(Box::new(key)),
+        }
+    }
+
+    /// A key that stays in a TPM (already checked against the certificate).
+    #[cfg(feature = "tpm")]
+    pub fn from_tpm(key: super::tpm::TpmKey) -> Self {
+        SigningKey {
+            kind: key.kind(),
+            inner: Inner::Tpm(Box::new(key)),
         }
     }
 
@@ -240,6 +252,10 @@ impl SigningKey {
                 };
                 signed.map_err(|e| KeyError::Token(e.to_string()))
             }
+            #[cfg(feature = "tpm")]
+            Inner::Tpm(key) => key
+                .sign(message)
+                .map_err(|e| KeyError::Token(e.to_string())),
         }
     }
 
@@ -256,6 +272,8 @@ impl SigningKey {
                 .to_vec(),
             // Checked by a test signature when it was found.
             Inner::Token(_) => Vec::new(),
+            #[cfg(feature = "tpm")]
+            Inner::Tpm(_) => Vec::new(),
         }
     }
 }
@@ -378,3 +396,83 @@ fn pkcs8_algorithm(der: &[u8]) -> Result<String, KeyError> {
 
 /// Holds raw key bytes read from a file or a socket and wipes them when dropped.
 pub type SecretBytes = Zeroizing<Vec<u8>>;
+
+/// `r || s` (each the curve's size) as a DER `Ecdsa-Sig-Value`; `None` for an odd or
+/// implausible length.
+pub(crate) fn ecdsa_der_from_raw(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 2 * 66 {
+        return None;
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let mut body = der_integer(r);
+    body.extend(der_integer(s));
+    let mut out = vec![0x30];
+    push_length(&mut out, body.len());
+    out.extend(body);
+    Some(out)
+}
+
+/// A non-negative big-endian integer as DER: minimal, with a 0 byte when the top bit is set.
+fn der_integer(value: &[u8]) -> Vec<u8> {
+    let start = value.iter().position(|b| *b != 0).unwrap_or(value.len());
+    let mut digits = value[start..].to_vec();
+    if digits.first().is_none_or(|b| b & 0x80 != 0) {
+        digits.insert(0, 0);
+    }
+    let mut out = vec![0x02];
+    push_length(&mut out, digits.len());
+    out.extend(digits);
+    out
+}
+
+fn push_length(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        out.extend([0x81, len as u8]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{self, EcdsaKeyPair, KeyPair};
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der_that_verifies() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .unwrap();
+        // Many signatures, so leading zeros and high bits in r and s both occur.
+        for i in 0..200u32 {
+            let message = i.to_be_bytes();
+            let raw = pair.sign(&rng, &message).unwrap();
+            let der = ecdsa_der_from_raw(raw.as_ref()).unwrap();
+            signature::UnparsedPublicKey::new(
+                &signature::ECDSA_P256_SHA256_ASN1,
+                pair.public_key().as_ref(),
+            )
+            .verify(&message, &der)
+            .unwrap_or_else(|_| panic!("signature {i} does not verify as DER"));
+        }
+    }
+
+    #[test]
+    fn der_integers_are_minimal() {
+        assert_eq!(der_integer(&[0, 0, 1]), vec![2, 1, 1]);
+        assert_eq!(der_integer(&[0, 0x80]), vec![2, 2, 0, 0x80]);
+        assert_eq!(der_integer(&[0, 0]), vec![2, 1, 0]);
+        assert_eq!(ecdsa_der_from_raw(&[1, 2, 3]), None);
+        assert_eq!(ecdsa_der_from_raw(&[]), None);
+        // P-521 sized: the sequence needs a long-form length.
+        let der = ecdsa_der_from_raw(&[0xff; 132]).unwrap();
+        assert_eq!(&der[..3], &[0x30, 0x81, 138]);
+    }
+}

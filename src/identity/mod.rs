@@ -12,6 +12,8 @@ pub mod key;
 mod pattern;
 pub mod pkcs11;
 mod source;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod watch;
 pub mod workload_api;
 
@@ -87,6 +89,11 @@ pub enum IdentityError {
     WorkloadApi(#[from] workload_api::WorkloadApiError),
     #[error(transparent)]
     Pkcs11(#[from] pkcs11::Pkcs11Error),
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
+    #[error("{what} is a TPM key, and this build has no TPM support: build with `cargo build --features tpm` (needs libtss2-dev)")]
+    NoTpmSupport { what: String },
 }
 
 /// A usable X.509 identity. Construct it with [`X509Identity::new`], which validates it.
