@@ -192,6 +192,39 @@ impl Simulator {
     }
 }
 
+impl Simulator {
+    /// Restarts the simulator on the same state, serving a unix socket (what
+    /// aws_signing_helper's TPM_DEVICE takes); returns the socket's path.
+    fn restart_on_unix_socket(&mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let socket = self.path("tpm.sock");
+        self.child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", self.path("state").display()))
+            .args([
+                "--server",
+                &format!("type=unixio,path={}", socket.display()),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=unixio,path={}", self.path("ctrl.sock").display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm");
+        for _ in 0..100 {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return socket;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("swtpm did not listen on {}", socket.display());
+    }
+}
+
 /// A leaf for `spki` with the orders SPIFFE ID, issued by the test intermediate CA.
 fn issue(spki_der: &[u8], dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
     use rcgen::{
@@ -305,4 +338,84 @@ async fn tpm_keys_as_key_files_and_handles_get_credentials() {
         4,
         "nothing more was sent"
     );
+}
+
+/// The real aws_signing_helper v1.4.0 signs with the same persistent key, given a terminal:
+/// it opens /dev/tty before it looks at --no-tpm-key-password, so without one (an SDK running
+/// credential_process from a service) it fails. `script` lends it a pseudo-terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_signing_helper_signs_with_the_same_handle_only_on_a_terminal() {
+    let stack = Stack::start(vec![]).await;
+    let mut sim = Simulator::start();
+    sim.primary();
+    let (_, spki) = sim.key("p256", "ecc256");
+    let (cert, der) = issue(&spki, sim.dir.path(), "p256");
+    sim.tool(
+        "tpm2_evictcontrol",
+        &["-Q", "-C", "o", "-c", "p256.ctx", "0x81000004"],
+    );
+    let socket = sim.restart_on_unix_socket();
+    let mut args = vec![
+        "credential-process".to_string(),
+        "--certificate".into(),
+        cert.display().to_string(),
+        "--private-key".into(),
+        "handle:0x81000004".into(),
+        "--no-tpm-key-password".into(),
+        "--intermediates".into(),
+        common::cert("intermediate-ca.pem").display().to_string(),
+    ];
+    args.extend(stack.session_args());
+    let at = args.iter().position(|a| a == "--ca-bundle").unwrap();
+    args.drain(at..at + 2);
+    let helper = common::peers::bin("aws_signing_helper");
+    let command_line = std::iter::once(helper.display().to_string())
+        .chain(args.iter().map(|a| format!("'{a}'")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let run = |with_terminal: bool| {
+        let (socket, ca, helper, args, command_line) = (
+            socket.clone(),
+            stack.ca_bundle.clone(),
+            helper.clone(),
+            args.clone(),
+            command_line.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = if with_terminal {
+                let mut c = Command::new("script");
+                c.args(["-qec", &command_line, "/dev/null"]);
+                c
+            } else {
+                let mut c = Command::new(helper);
+                c.args(&args);
+                c
+            };
+            cmd.env("TPM_DEVICE", socket)
+                .env("SSL_CERT_FILE", ca)
+                .env_remove("HTTPS_PROXY")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(false).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unable to read your TPM key password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(true).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from the helper: {text}"));
+    let json: serde_json::Value = serde_json::from_str(json_line.trim()).unwrap();
+    let session = stack
+        .rolesanywhere
+        .session_for_access_key(json["AccessKeyId"].as_str().unwrap())
+        .expect("issued by the double");
+    assert_eq!(session.leaf_serial_decimal, serial(&der));
 }
