@@ -54,4 +54,5 @@ cargo test --all-targets --locked
 # against swtpm.
 echo "== cargo clippy/test --features tpm"
 cargo clippy --all-targets --locked --features tpm -- -D warnings
-cargo test --locked --features tpm --lib --test tpm -- tpm
+cargo test --locked --features tpm --test tpm
+cargo test --locked --features tpm --lib identity::tpm
