@@ -322,7 +322,7 @@ pub struct CredentialProcessArgs {
     /// Read the credentials from a running agent's socket (`spiffe-aws-agent run`) instead of
     /// exchanging: one local round trip, no CreateSession. Needs --role, unless the agent is
     /// in per-caller mode and one role is bound to this process's SPIFFE ID.
-    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "workload_api_socket", "spiffe_id"])]
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "private_key", "workload_api_socket", "spiffe_id"])]
     pub agent: Option<PathBuf>,
 
     /// The agent's role name to read (with --agent).

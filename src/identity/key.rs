@@ -241,21 +241,12 @@ impl SigningKey {
                 Ok(sig.to_der().as_bytes().to_vec())
             }
             Inner::Token(key) => {
-                // A token may take a while (a smart card: hundreds of ms): on the agent's
-                // multi-threaded runtime, let the other tasks move off this thread meanwhile.
-                let sign = || key.sign(message);
-                let signed = match tokio::runtime::Handle::try_current() {
-                    Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                        tokio::task::block_in_place(sign)
-                    }
-                    _ => sign(),
-                };
-                signed.map_err(|e| KeyError::Token(e.to_string()))
+                blocking(|| key.sign(message)).map_err(|e| KeyError::Token(e.to_string()))
             }
             #[cfg(feature = "tpm")]
-            Inner::Tpm(key) => key
-                .sign(message)
-                .map_err(|e| KeyError::Token(e.to_string())),
+            Inner::Tpm(key) => {
+                blocking(|| key.sign(message)).map_err(|e| KeyError::Token(e.to_string()))
+            }
         }
     }
 
@@ -275,6 +266,18 @@ impl SigningKey {
             #[cfg(feature = "tpm")]
             Inner::Tpm(_) => Vec::new(),
         }
+    }
+}
+
+/// Runs a signature by a device. A token or a TPM may take a while (a smart card: hundreds
+/// of ms): on the agent's multi-threaded runtime, the other tasks move off this thread
+/// meanwhile.
+fn blocking<T>(sign: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(sign)
+        }
+        _ => sign(),
     }
 }
 
