@@ -371,9 +371,9 @@ pub fn spawn_files(
 }
 
 /// A PKCS#11 identity: loaded at start, and again every `poll` while loading fails for a
-/// reason that may pass (token absent, device error). A wrong setting (library, URI, PIN) is
-/// published and not retried: retrying a wrong PIN would lock the token. A certificate
-/// renewed inside the token is taken at the next start.
+/// reason that may pass (token absent, object not written yet, device error). A refused or
+/// missing PIN, or a missing library, is published and not retried: retrying a wrong PIN
+/// would lock the token. A certificate renewed inside the token is taken at the next start.
 pub fn spawn_pkcs11(
     spec: super::pkcs11::Pkcs11Spec,
     poll: Duration,
@@ -389,7 +389,7 @@ pub fn spawn_pkcs11(
                 .unwrap_or_else(|e| Err(super::source::pkcs11_task_failed(e)));
             let retry = match &loaded {
                 Ok(_) => false,
-                Err(IdentityError::Pkcs11(e)) => !e.is_setting(),
+                Err(IdentityError::Pkcs11(e)) => e.may_pass(),
                 Err(_) => false,
             };
             if let Err(e) = &loaded {
@@ -420,6 +420,32 @@ pub fn spawn_pkcs11(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pkcs11_identity_with_a_missing_library_is_not_retried() {
+        use super::super::pkcs11::{Pkcs11Spec, Pkcs11Uri};
+        let spec = Pkcs11Spec {
+            library: Some("/nonexistent/libpkcs11.so".into()),
+            certificate: None,
+            private_key: Some(Pkcs11Uri::parse("pkcs11:object=k?pin-value=1").unwrap()),
+            intermediates: None,
+            reuse_pin: false,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        let (mut rx, task) = spawn_pkcs11(spec, Duration::from_millis(20), clock);
+        rx.changed().await.unwrap();
+        let first = rx.borrow().revision;
+        // Twenty poll intervals: a retrying watcher would have published again.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(rx.borrow().revision, first);
+        let e = rx.borrow().select(None).unwrap_err().to_string();
+        assert!(e.contains("cannot load the PKCS#11 library"), "{e}");
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the watcher ends when nobody listens")
+            .unwrap();
+    }
 
     #[test]
     fn selection_reports_problems_and_missing_ids() {

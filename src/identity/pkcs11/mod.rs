@@ -124,6 +124,25 @@ impl Pkcs11Error {
         )
     }
 
+    /// True when trying again later may succeed (the token may be plugged in, the object
+    /// written, the device recover) without risk: never after a PIN was refused or is
+    /// missing (retrying a wrong PIN locks tokens), nor when the library or a mechanism is
+    /// missing.
+    pub fn may_pass(&self) -> bool {
+        !matches!(
+            self,
+            Pkcs11Error::NoUri
+                | Pkcs11Error::Library { .. }
+                | Pkcs11Error::PinIncorrect { .. }
+                | Pkcs11Error::PinLocked { .. }
+                | Pkcs11Error::NoPin { .. }
+                | Pkcs11Error::PinFile { .. }
+                | Pkcs11Error::NeedsContextPin { .. }
+                | Pkcs11Error::ContextPinNotUserPin { .. }
+                | Pkcs11Error::NoMechanism { .. }
+        )
+    }
+
     /// True when the token lost the session or the object (re-inserted, reset): worth
     /// one more try with a new session.
     fn is_stale(&self) -> bool {
