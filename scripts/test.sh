@@ -55,4 +55,4 @@ cargo test --all-targets --locked
 echo "== cargo clippy/test --features tpm"
 cargo clippy --all-targets --locked --features tpm -- -D warnings
 cargo test --locked --features tpm --test tpm
-cargo test --locked --features tpm --lib identity::tpm
+cargo test --locked --features tpm --lib tpm

@@ -127,3 +127,46 @@ fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certs(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/certs")).join(name)
+    }
+
+    /// Without the `tpm` feature, TPM keys are named as such, not misread as files or PEM.
+    #[cfg(not(feature = "tpm"))]
+    #[test]
+    fn tpm_keys_need_the_tpm_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.tss2.pem");
+        std::fs::write(
+            &key_file,
+            "-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for key in [Path::new("handle:0x81000002"), key_file.as_path()] {
+            let e = load(&certs("orders-p256.pem"), key, None, SystemTime::now())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("this build has no TPM support"), "{e}");
+        }
+    }
+
+    /// With it, a handle reaches the TPM (here: none), and a bad handle is refused first.
+    #[cfg(feature = "tpm")]
+    #[test]
+    fn tpm_handles_are_checked() {
+        let e = load(
+            &certs("orders-p256.pem"),
+            Path::new("handle:0x12"),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not a TPM handle"), "{e}");
+    }
+}
