@@ -1,4 +1,4 @@
-//! PKCS#11 keys: a SoftHSM2 token made by each test in a temp dir, RSA-2048 and P-256 keys
+//! PKCS#11 keys: a SoftHSM2 token made by each test in a temp dir, RSA-2048, P-256 and P-384 keys
 //! generated inside it (they never exist outside), certificates for them issued by the test
 //! CA that the verifying Roles Anywhere double trusts, and `credential-process` / `update`
 //! with `pkcs11:` URIs, as aws_signing_helper takes them. The same command lines run through
@@ -105,6 +105,23 @@ impl Token {
             args.push("--always-auth");
         }
         self.tool(&args);
+        if key_type == "EC:secp384r1" {
+            // pkcs11-tool 0.23 cannot export a P-384 public key ("cannot create EVP_PKEY"):
+            // wrap its EC_POINT (DER OCTET STRING of the uncompressed point) ourselves.
+            let listing = self.tool(&["--list-objects", "--type", "pubkey", "--label", label]);
+            let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+            let point = listing
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("EC_POINT:"))
+                .map(|h| hex::decode(h.trim()).unwrap())
+                .unwrap_or_else(|| panic!("no EC_POINT in {listing}"));
+            let point = point
+                .strip_prefix(&[0x04, 0x61][..])
+                .expect("DER OCTET STRING");
+            let mut spki = hex::decode("3076301006072a8648ce3d020106052b81040022036200").unwrap();
+            spki.extend_from_slice(point);
+            return spki;
+        }
         let out = self.dir.path().join(format!("{label}.pub.der"));
         let out_arg = out.display().to_string();
         self.tool(&[
@@ -237,17 +254,22 @@ fn assert_issued_for(stack: &Stack, json: &serde_json::Value, leaf: &[u8]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rsa_and_p256_keys_in_a_token_get_credentials() {
+async fn rsa_p256_and_p384_keys_in_a_token_get_credentials() {
     let stack = Stack::start(vec![]).await;
     let token = Token::new("ra-token");
     let rsa = token.identity("orders-rsa", "01", "rsa:2048", false);
     let p256 = token.identity("orders-p256", "02", "EC:prime256v1", false);
+    let p384 = token.identity("orders-p384", "03", "EC:secp384r1", false);
     // The intermediate CA in the token too: the chain is built from the token.
     let intermediate = common::stack::pem_to_der(pki::INTERMEDIATE_CA_PEM).remove(0);
     token.store_certificate("intermediate", "ca", &intermediate);
     let lib = ["--pkcs11-lib", SOFTHSM_LIB];
 
-    for (object, leaf) in [("orders-rsa", &rsa), ("orders-p256", &p256)] {
+    for (object, leaf) in [
+        ("orders-rsa", &rsa),
+        ("orders-p256", &p256),
+        ("orders-p384", &p384),
+    ] {
         let uri = token.uri(object);
         // The certificate from the token, the key found with the same URI.
         let out = run(
@@ -277,7 +299,11 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
         // The certificate from a file, the key in the token (found by id alone).
         let pem = stack.dir.path().join(format!("{object}.pem"));
         std::fs::write(&pem, pem_certificate(leaf)).unwrap();
-        let id = if object == "orders-rsa" { "%01" } else { "%02" };
+        let id = match object {
+            "orders-rsa" => "%01",
+            "orders-p256" => "%02",
+            _ => "%03",
+        };
         let key_uri = format!("pkcs11:token=ra-token;id={id}?pin-value={PIN}");
         let (pem, intermediates) = (
             pem.display().to_string(),
@@ -304,7 +330,7 @@ async fn rsa_and_p256_keys_in_a_token_get_credentials() {
         assert_issued_for(&stack, &parse_process_output(&out), leaf);
     }
     let calls = stack.rolesanywhere.calls();
-    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert_eq!(calls.len(), 9, "{calls:?}");
     assert!(calls.iter().all(|c| c.status == 201), "{calls:?}");
 
     // The long-running path: `update --once` loads the identity through the watcher.
