@@ -87,6 +87,7 @@ impl Token {
     }
 
     /// Generates a key pair in the token; returns its public key (SubjectPublicKeyInfo DER).
+    /// At most one P-384 key per token.
     fn keypair(&self, label: &str, id: &str, key_type: &str, always_authenticate: bool) -> Vec<u8> {
         let mut args = vec![
             "--login",
@@ -110,11 +111,14 @@ impl Token {
             // wrap its EC_POINT (DER OCTET STRING of the uncompressed point) ourselves.
             let listing = self.tool(&["--list-objects", "--type", "pubkey", "--label", label]);
             let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+            // pkcs11-tool lists every public key whatever --label says: take the (only)
+            // P-384 point, 0x61 bytes long.
             let point = listing
                 .lines()
-                .find_map(|l| l.trim().strip_prefix("EC_POINT:"))
+                .filter_map(|l| l.trim().strip_prefix("EC_POINT:"))
                 .map(|h| hex::decode(h.trim()).unwrap())
-                .unwrap_or_else(|| panic!("no EC_POINT in {listing}"));
+                .find(|p| p.starts_with(&[0x04, 0x61]))
+                .unwrap_or_else(|| panic!("no P-384 EC_POINT in {listing}"));
             let point = point
                 .strip_prefix(&[0x04, 0x61][..])
                 .expect("DER OCTET STRING");
