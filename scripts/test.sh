@@ -23,6 +23,22 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
+# SoftHSM2 (a PKCS#11 token in files) and OpenSC's pkcs11-tool for tests/pkcs11.rs.
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null \
+    || ! command -v pkcs11-tool >/dev/null; then
+    echo "== installing softhsm2 and opensc from Debian"
+    apt-get update -qq && apt-get install -y -qq softhsm2 opensc >/dev/null
+fi
+
+# For the `tpm` feature (tests/tpm.rs): the TPM2 Software Stack to build against, the swtpm
+# simulator and tpm2-tools to make keys in it; `script` (util-linux) lends aws_signing_helper
+# a terminal.
+if ! pkg-config --exists tss2-esys 2>/dev/null || ! command -v swtpm >/dev/null \
+    || ! command -v tpm2_encodeobject >/dev/null || ! command -v script >/dev/null; then
+    echo "== installing libtss2-dev, swtpm and tpm2-tools from Debian"
+    apt-get update -qq && apt-get install -y -qq libtss2-dev pkg-config swtpm tpm2-tools bsdutils >/dev/null
+fi
+
 # Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
 # tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"
@@ -34,3 +50,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+# TPM 2.0 keys are behind the `tpm` feature (it links libtss2): lint it and run its tests
+# against swtpm.
+echo "== cargo clippy/test --features tpm"
+cargo clippy --all-targets --locked --features tpm -- -D warnings
+cargo test --locked --features tpm --test tpm
+cargo test --locked --features tpm --lib tpm

@@ -249,18 +249,32 @@ pub struct IdentityArgs {
     pub workload_api_timeout: u64,
 
     /// PEM certificate file instead of the Workload API: the leaf, optionally followed by
-    /// its intermediates.
-    #[arg(long, value_name = "FILE", requires = "private_key")]
+    /// its intermediates. Or a PKCS#11 URI (RFC 7512) of a certificate in a token, e.g.
+    /// 'pkcs11:token=ra;object=orders?pin-value=1234': the key is then found with the same
+    /// URI unless --private-key names it.
+    #[arg(long, value_name = "FILE|URI")]
     pub certificate: Option<PathBuf>,
 
     /// PEM private key for --certificate: PKCS#8, PKCS#1 RSA or SEC1 EC (unencrypted).
-    /// RSA (2048+ bits), ECDSA P-256 and P-384 are supported.
-    #[arg(long, value_name = "FILE", requires = "certificate")]
+    /// Or a PKCS#11 URI of a key in a token (the certificate may then be a file, a URI, or
+    /// omitted: it is looked for with the key's URI). RSA (2048+ bits), ECDSA P-256 and
+    /// P-384 are supported.
+    #[arg(long, value_name = "FILE|URI")]
     pub private_key: Option<PathBuf>,
 
     /// PEM file with intermediate certificates, sent in X-Amz-X509-Chain.
-    #[arg(long, value_name = "FILE", requires = "certificate")]
+    #[arg(long, value_name = "FILE")]
     pub intermediates: Option<PathBuf>,
+
+    /// PKCS#11 provider library for pkcs11: URIs (default: the URI's module-path, else
+    /// p11-kit-proxy.so, which reaches every provider registered with p11-kit).
+    #[arg(long, value_name = "LIB")]
+    pub pkcs11_lib: Option<PathBuf>,
+
+    /// For a PKCS#11 key that asks for a PIN at every signature (CKA_ALWAYS_AUTHENTICATE):
+    /// give it the token's user PIN instead of asking on the terminal.
+    #[arg(long)]
+    pub reuse_pin: bool,
 }
 
 /// What to ask Roles Anywhere for, and how to reach it.
@@ -338,16 +352,10 @@ pub struct HelperCompatArgs {
     /// Not supported yet: encrypted PKCS#8 keys.
     #[arg(long, value_name = "PASSWORD", hide = true)]
     pub pkcs8_password: Option<String>,
-    /// Not supported yet: PKCS#11.
-    #[arg(long, value_name = "LIB", hide = true)]
-    pub pkcs11_lib: Option<String>,
-    /// Not supported yet: PKCS#11.
-    #[arg(long, hide = true)]
-    pub reuse_pin: bool,
-    /// Not supported yet: TPM keys.
+    /// Not supported yet: TPM keys with a password.
     #[arg(long, value_name = "PASSWORD", hide = true)]
     pub tpm_key_password: Option<String>,
-    /// Not supported yet: TPM keys.
+    /// Accepted for compatibility: TPM keys are used with an empty authorization value.
     #[arg(long, hide = true)]
     pub no_tpm_key_password: bool,
     /// Not supported: the agent always verifies the endpoint's TLS certificate (use
@@ -373,16 +381,10 @@ impl HelperCompatArgs {
         if self.pkcs8_password.is_some() {
             return Some(("--pkcs8-password", LATER));
         }
-        if self.pkcs11_lib.is_some() || self.reuse_pin {
-            return Some((
-                "--pkcs11-lib",
-                "PKCS#11 keys are not supported by this version",
-            ));
-        }
-        if self.tpm_key_password.is_some() || self.no_tpm_key_password {
+        if self.tpm_key_password.is_some() {
             return Some((
                 "--tpm-key-password",
-                "TPM keys are not supported by this version",
+                "TPM keys with a password are not supported by this version (keys with an empty authorization value are)",
             ));
         }
         if self.no_verify_ssl {
@@ -397,7 +399,7 @@ pub struct CredentialProcessArgs {
     /// Read the credentials from a running agent's socket (`spiffe-aws-agent run`) instead of
     /// exchanging: one local round trip, no CreateSession. Needs --role, unless the agent is
     /// in per-caller mode and one role is bound to this process's SPIFFE ID.
-    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "workload_api_socket", "spiffe_id"])]
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "private_key", "workload_api_socket", "spiffe_id"])]
     pub agent: Option<PathBuf>,
 
     /// The agent's role name to read (with --agent).

@@ -14,6 +14,12 @@ use spiffe_aws_agent::webidentity::WebIdentityError;
 use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
+    // The TPM2 Software Stack logs its own errors to stderr; ours already carry them, and a
+    // credential_process failure is one line. Set before any thread exists.
+    #[cfg(feature = "tpm")]
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+NONE");
+    }
     let cli = Cli::parse();
     let session = match &cli.command {
         Command::CredentialProcess(a) => Some(&a.session),
@@ -99,13 +105,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 when the Workload API address itself is unusable (a setting, though only dialing finds
-/// out), 1 for everything that went wrong while fetching.
+/// 2 when the Workload API address or a PKCS#11 setting itself is unusable (a setting,
+/// though only dialing or the token finds out), 1 for everything that went wrong while
+/// fetching.
 fn one_shot_exit_code(e: &agent::OneShotError) -> u8 {
     match e {
         agent::OneShotError::Identity(IdentityError::WorkloadApi(
             WorkloadApiError::BadAddress { .. },
         )) => 2,
+        // The library, the URI or the PIN is wrong: a setting, though only the token says.
+        agent::OneShotError::Identity(IdentityError::Pkcs11(e)) if e.is_setting() => 2,
+        #[cfg(feature = "tpm")]
+        agent::OneShotError::Identity(IdentityError::Tpm(e)) if e.is_setting() => 2,
+        agent::OneShotError::Identity(IdentityError::NoTpmSupport { .. }) => 2,
         _ => 1,
     }
 }

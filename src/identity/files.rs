@@ -20,7 +20,15 @@ pub fn load(
     now: SystemTime,
 ) -> Result<X509Identity, IdentityError> {
     let chain = read_chain(certificate, intermediates)?;
-    let key = read_key(private_key)?;
+    // `handle:0x81…` names a persistent TPM key, not a file.
+    if let Some(handle) = private_key.to_str().filter(|k| k.starts_with("handle:")) {
+        return tpm_identity(chain, now, TpmKeyRef::Handle(handle));
+    }
+    let key_pem = SecretBytes::new(read(private_key, "private key")?);
+    if contains(&key_pem, b"-----BEGIN TSS2 PRIVATE KEY-----") {
+        return tpm_identity(chain, now, TpmKeyRef::File(&key_pem, private_key));
+    }
+    let key = parse_private_key(&key_pem, private_key)?;
     X509Identity::new(chain, &key, Origin::Files, now)
 }
 
@@ -40,6 +48,45 @@ pub(crate) fn read_chain(
 pub(crate) fn read_key(private_key: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
     let key_pem = SecretBytes::new(read(private_key, "private key")?);
     parse_private_key(&key_pem, private_key)
+}
+
+/// A TPM key named in `--private-key`.
+#[cfg_attr(not(feature = "tpm"), allow(dead_code))]
+enum TpmKeyRef<'a> {
+    Handle(&'a str),
+    File(&'a [u8], &'a Path),
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_identity(
+    chain: Vec<Vec<u8>>,
+    now: SystemTime,
+    key: TpmKeyRef<'_>,
+) -> Result<X509Identity, IdentityError> {
+    use super::tpm::TpmKey;
+    X509Identity::with_key(chain, Origin::Files, now, |spki| {
+        let key = match key {
+            TpmKeyRef::Handle(h) => TpmKey::from_handle(h, spki)?,
+            TpmKeyRef::File(pem, path) => {
+                TpmKey::from_key_file(pem, &path.display().to_string(), spki)?
+            }
+        };
+        Ok(super::key::SigningKey::from_tpm(key))
+    })
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_identity(
+    _chain: Vec<Vec<u8>>,
+    _now: SystemTime,
+    key: TpmKeyRef<'_>,
+) -> Result<X509Identity, IdentityError> {
+    Err(IdentityError::NoTpmSupport {
+        what: match key {
+            TpmKeyRef::Handle(h) => h.to_owned(),
+            TpmKeyRef::File(_, path) => format!("the private key file {}", path.display()),
+        },
+    })
 }
 
 /// The largest certificate or key file read: a PEM chain of a few certificates is a few KiB.
@@ -94,4 +141,47 @@ fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, 
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certs(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/certs")).join(name)
+    }
+
+    /// Without the `tpm` feature, TPM keys are named as such, not misread as files or PEM.
+    #[cfg(not(feature = "tpm"))]
+    #[test]
+    fn tpm_keys_need_the_tpm_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.tss2.pem");
+        std::fs::write(
+            &key_file,
+            "-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for key in [Path::new("handle:0x81000002"), key_file.as_path()] {
+            let e = load(&certs("orders-p256.pem"), key, None, SystemTime::now())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("this build has no TPM support"), "{e}");
+        }
+    }
+
+    /// With it, a handle reaches the TPM (here: none), and a bad handle is refused first.
+    #[cfg(feature = "tpm")]
+    #[test]
+    fn tpm_handles_are_checked() {
+        let e = load(
+            &certs("orders-p256.pem"),
+            Path::new("handle:0x12"),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not a TPM handle"), "{e}");
+    }
 }

@@ -11,7 +11,10 @@ pub mod files;
 pub mod jwt_svid;
 pub mod key;
 mod pattern;
+pub mod pkcs11;
 mod source;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod watch;
 pub mod workload_api;
 
@@ -85,6 +88,13 @@ pub enum IdentityError {
     Key(#[from] KeyError),
     #[error(transparent)]
     WorkloadApi(#[from] workload_api::WorkloadApiError),
+    #[error(transparent)]
+    Pkcs11(#[from] pkcs11::Pkcs11Error),
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
+    #[error("{what} is a TPM key, and this build has no TPM support: build with `cargo build --features tpm` (needs libtss2-dev)")]
+    NoTpmSupport { what: String },
 }
 
 /// A usable X.509 identity. Construct it with [`X509Identity::new`], which validates it.
@@ -119,6 +129,20 @@ impl X509Identity {
         key: &PrivateKeyDer<'_>,
         origin: Origin,
         now: SystemTime,
+    ) -> Result<Self, IdentityError> {
+        Self::with_key(chain_der, origin, now, |spki| {
+            Ok(SigningKey::from_der(key, spki)?)
+        })
+    }
+
+    /// Validates a chain like [`new`](Self::new), then gets its key from `key`, given the
+    /// leaf's SubjectPublicKeyInfo (DER) once the certificates passed: for keys that are
+    /// not bytes, such as a key in a PKCS#11 token.
+    pub fn with_key(
+        chain_der: Vec<Vec<u8>>,
+        origin: Origin,
+        now: SystemTime,
+        key: impl FnOnce(&[u8]) -> Result<SigningKey, IdentityError>,
     ) -> Result<Self, IdentityError> {
         let mut chain = chain_der.into_iter();
         let leaf_der = chain
@@ -156,7 +180,7 @@ impl X509Identity {
         if origin == Origin::WorkloadApi && spiffe_id.is_none() {
             return Err(IdentityError::MissingSpiffeId { subject });
         }
-        let key = SigningKey::from_der(key, leaf.tbs_certificate.subject_pki.raw)?;
+        let key = key(leaf.tbs_certificate.subject_pki.raw)?;
         let serial_decimal = leaf.tbs_certificate.serial.to_str_radix(10);
         Ok(X509Identity {
             leaf_der,

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::watch::{spawn_files, spawn_workload_api, ConnectionState, Snapshot};
+use super::pkcs11::{self, Pkcs11Spec};
+use super::watch::{spawn_files, spawn_pkcs11, spawn_workload_api, ConnectionState, Snapshot};
 use super::{files, workload_api, IdentityError, X509Identity};
 use crate::clock::Clock;
 
@@ -25,6 +26,8 @@ pub enum IdentitySpec {
         private_key: PathBuf,
         intermediates: Option<PathBuf>,
     },
+    /// A key (and maybe its certificate) in a PKCS#11 token.
+    Pkcs11(Pkcs11Spec),
     /// The SPIFFE Workload API (a SPIRE agent).
     WorkloadApi {
         /// `unix:///path` or `tcp://IP:port`.
@@ -50,6 +53,13 @@ impl IdentitySpec {
                 intermediates.as_deref(),
                 clock.now(),
             ),
+            IdentitySpec::Pkcs11(spec) => {
+                // Token calls block (and may ask for a PIN): keep them off the runtime.
+                let (spec, now) = (spec.clone(), clock.now());
+                tokio::task::spawn_blocking(move || pkcs11::load(&spec, now))
+                    .await
+                    .unwrap_or_else(|e| Err(pkcs11_task_failed(e)))
+            }
             IdentitySpec::WorkloadApi {
                 address,
                 spiffe_id,
@@ -88,9 +98,15 @@ impl IdentitySpec {
                 FILE_POLL_INTERVAL,
                 clock,
             ),
+            IdentitySpec::Pkcs11(spec) => spawn_pkcs11(spec.clone(), FILE_POLL_INTERVAL, clock),
             IdentitySpec::WorkloadApi { address, .. } => {
                 spawn_workload_api(address.clone(), clock, connection)
             }
         }
     }
+}
+
+/// A PKCS#11 load whose thread died (a panic in the provider library, or shutdown).
+pub(super) fn pkcs11_task_failed(e: tokio::task::JoinError) -> IdentityError {
+    IdentityError::Pkcs11(pkcs11::Pkcs11Error::Interrupted(e.to_string()))
 }

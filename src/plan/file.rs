@@ -58,6 +58,7 @@ use crate::bounded_file::Links;
 use crate::clock::Clock;
 use crate::credentials::per_caller::DEFAULT_IDLE;
 use crate::identity::delegated::{self, DEFAULT_ATTEST_TIMEOUT};
+use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
@@ -81,6 +82,8 @@ struct FileConfig {
     certificate: Option<Spanned<String>>,
     private_key: Option<Spanned<String>>,
     intermediates: Option<Spanned<String>>,
+    pkcs11_lib: Option<Spanned<String>>,
+    reuse_pin: Option<Spanned<bool>>,
     endpoint: Option<Spanned<String>>,
     /// The STS endpoint of web-identity roles (`endpoint` is Roles Anywhere's).
     sts_endpoint: Option<Spanned<String>>,
@@ -408,7 +411,7 @@ fn web_identity_exchange(
         Ok(IdentitySpec::WorkloadApi {
             address, timeout, ..
         }) => (address.clone(), *timeout),
-        Ok(IdentitySpec::Files { .. }) => {
+        Ok(IdentitySpec::Files { .. } | IdentitySpec::Pkcs11(_)) => {
             return Err(loc.err(
                 exchange_span,
                 key("exchange"),
@@ -501,6 +504,12 @@ fn value(s: Option<&Spanned<String>>) -> Option<String> {
 /// agent's `SPIFFE_ENDPOINT_SOCKET`).
 fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, PlanError> {
     let span = |s: Option<&Spanned<String>>| s.map(|s| s.span()).unwrap_or(0..0);
+    if let Some(spec) = pkcs11_identity(config, loc)? {
+        if let Some(socket) = &config.workload_api_socket {
+            return Err(loc.err(socket.span(), None, Problem::TwoIdentitySources));
+        }
+        return Ok(IdentitySpec::Pkcs11(spec));
+    }
     match (&config.certificate, &config.private_key) {
         (Some(certificate), Some(private_key)) => {
             if let Some(socket) = &config.workload_api_socket {
@@ -534,6 +543,46 @@ fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, Plan
             })
         }
     }
+}
+
+/// The identity keys when `certificate` or `private_key` is a `pkcs11:` URI (with
+/// `pkcs11_lib` and `reuse_pin`, as the flags); `None` when neither is.
+fn pkcs11_identity(
+    config: &FileConfig,
+    loc: &Locator<'_>,
+) -> Result<Option<Pkcs11Spec>, PlanError> {
+    let as_uri = |value: Option<&Spanned<String>>| match value {
+        Some(v) if Pkcs11Uri::is_uri(v.get_ref()) => Pkcs11Uri::parse(v.get_ref())
+            .map(Some)
+            .map_err(|e| loc.err(v.span(), None, Problem::Pkcs11Uri(e))),
+        _ => Ok(None),
+    };
+    let certificate_uri = as_uri(config.certificate.as_ref())?;
+    let key_uri = as_uri(config.private_key.as_ref())?;
+    if certificate_uri.is_none() && key_uri.is_none() {
+        if let Some(lib) = &config.pkcs11_lib {
+            return Err(loc.err(lib.span(), None, Problem::Pkcs11FlagWithoutUri));
+        }
+        if let Some(reuse) = config.reuse_pin.as_ref().filter(|r| *r.get_ref()) {
+            return Err(loc.err(reuse.span(), None, Problem::Pkcs11FlagWithoutUri));
+        }
+        return Ok(None);
+    }
+    if let (Some(_), None, Some(key)) = (&certificate_uri, &key_uri, &config.private_key) {
+        return Err(loc.err(key.span(), None, Problem::FileKeyForTokenCertificate));
+    }
+    let certificate = match (certificate_uri, &config.certificate) {
+        (Some(uri), _) => Some(CertificateSource::Token(uri)),
+        (None, Some(path)) => Some(CertificateSource::File(PathBuf::from(path.get_ref()))),
+        (None, None) => None,
+    };
+    Ok(Some(Pkcs11Spec {
+        library: value(config.pkcs11_lib.as_ref()).map(PathBuf::from),
+        certificate,
+        private_key: key_uri,
+        intermediates: value(config.intermediates.as_ref()).map(PathBuf::from),
+        reuse_pin: config.reuse_pin.as_ref().is_some_and(|r| *r.get_ref()),
+    }))
 }
 
 /// The server sections.
@@ -765,6 +814,42 @@ mod tests {
             PathBuf::from("/tmp/a.sock")
         );
         assert_eq!(plan.min_remaining, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn pkcs11_uris_in_the_identity_keys() {
+        let roles = role("orders", "arn:aws:iam::123456789012:role/orders");
+        let text = format!(
+            "certificate = \"pkcs11:token=ra;object=orders?pin-source=/run/pin\"\npkcs11_lib = \"/usr/lib/softhsm/libsofthsm2.so\"\nreuse_pin = true\n[agent_socket]\n{roles}"
+        );
+        let plan = parse_text(&text).unwrap();
+        let Some(IdentitySpec::Pkcs11(spec)) = plan.identity else {
+            panic!("not a PKCS#11 identity: {:?}", plan.identity);
+        };
+        assert!(spec.reuse_pin && spec.private_key.is_none());
+        assert!(matches!(
+            spec.certificate,
+            Some(CertificateSource::Token(_))
+        ));
+        assert_eq!(
+            spec.library.as_deref(),
+            Some(std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so"))
+        );
+        for (keys, expected) in [
+            (
+                "certificate = \"pkcs11:object=a;colour=b\"\n",
+                "agent.toml:1: pkcs11:object=a;colour=b: \"colour\" is not a path attribute",
+            ),
+            (
+                "certificate = \"c.pem\"\nprivate_key = \"k.pem\"\npkcs11_lib = \"x.so\"\n",
+                "agent.toml:3: only applies to PKCS#11 keys",
+            ),
+        ] {
+            let e = parse_text(&format!("{keys}[agent_socket]\n{roles}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(expected), "{e}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::cli::{
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::jwt_svid::SvidSelector;
+use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri, UriError};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
@@ -138,6 +139,18 @@ pub enum Problem {
     CertificateWithoutKey,
     #[error("workload_api_socket and certificate exclude each other: pick one identity source")]
     TwoIdentitySources,
+    #[error("needs --private-key (a PEM file, or a pkcs11: URI)")]
+    NeedsKeyFlag,
+    #[error("needs --certificate (a PEM file), unless the key is a pkcs11: URI")]
+    NeedsCertificateFlag,
+    #[error("needs --certificate or --private-key: the Workload API sends its own chain")]
+    IntermediatesWithoutCertificate,
+    #[error(transparent)]
+    Pkcs11Uri(#[from] UriError),
+    #[error("only applies to PKCS#11 keys: give a pkcs11: URI in --certificate or --private-key")]
+    Pkcs11FlagWithoutUri,
+    #[error("must be in the token too when --certificate is a pkcs11: URI: give its pkcs11: URI, or omit it to find the key with the certificate's URI")]
+    FileKeyForTokenCertificate,
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error(transparent)]
@@ -349,12 +362,31 @@ fn exchange(args: &SessionArgs, clock: &Arc<dyn Clock>) -> Result<Exchange, Plan
 /// The identity flags: files when `--certificate` is given, else the Workload API
 /// (`--workload-api-socket`, which clap fills from `SPIFFE_ENDPOINT_SOCKET`).
 fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
-    if let (Some(certificate), Some(private_key)) = (&args.certificate, &args.private_key) {
-        return Ok(IdentitySpec::Files {
-            certificate: certificate.clone(),
-            private_key: private_key.clone(),
-            intermediates: args.intermediates.clone(),
-        });
+    if let Some(spec) = pkcs11_identity(args)? {
+        return Ok(IdentitySpec::Pkcs11(spec));
+    }
+    match (&args.certificate, &args.private_key) {
+        (Some(certificate), Some(private_key)) => {
+            return Ok(IdentitySpec::Files {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                intermediates: args.intermediates.clone(),
+            })
+        }
+        (Some(_), None) => return Err(PlanError::flag("--certificate", Problem::NeedsKeyFlag)),
+        (None, Some(_)) => {
+            return Err(PlanError::flag(
+                "--private-key",
+                Problem::NeedsCertificateFlag,
+            ))
+        }
+        (None, None) if args.intermediates.is_some() => {
+            return Err(PlanError::flag(
+                "--intermediates",
+                Problem::IntermediatesWithoutCertificate,
+            ))
+        }
+        (None, None) => {}
     }
     match args
         .workload_api_socket
@@ -368,6 +400,54 @@ fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
         }),
         None => Err(PlanError::new(Location::Flags, Problem::NoWorkloadApiFlag)),
     }
+}
+
+/// The identity flags when `--certificate` or `--private-key` is a `pkcs11:` URI; `None`
+/// when neither is (and then `--pkcs11-lib` and `--reuse-pin` have nothing to apply to).
+fn pkcs11_identity(args: &IdentityArgs) -> Result<Option<Pkcs11Spec>, PlanError> {
+    let as_uri =
+        |value: &Option<PathBuf>, flag: &'static str| match value.as_ref().and_then(|p| p.to_str())
+        {
+            Some(s) if Pkcs11Uri::is_uri(s) => Pkcs11Uri::parse(s)
+                .map(Some)
+                .map_err(|e| PlanError::flag(flag, Problem::Pkcs11Uri(e))),
+            _ => Ok(None),
+        };
+    let certificate_uri = as_uri(&args.certificate, "--certificate")?;
+    let key_uri = as_uri(&args.private_key, "--private-key")?;
+    if certificate_uri.is_none() && key_uri.is_none() {
+        if args.pkcs11_lib.is_some() {
+            return Err(PlanError::flag(
+                "--pkcs11-lib",
+                Problem::Pkcs11FlagWithoutUri,
+            ));
+        }
+        if args.reuse_pin {
+            return Err(PlanError::flag(
+                "--reuse-pin",
+                Problem::Pkcs11FlagWithoutUri,
+            ));
+        }
+        return Ok(None);
+    }
+    if certificate_uri.is_some() && key_uri.is_none() && args.private_key.is_some() {
+        return Err(PlanError::flag(
+            "--private-key",
+            Problem::FileKeyForTokenCertificate,
+        ));
+    }
+    let certificate = match (certificate_uri, &args.certificate) {
+        (Some(uri), _) => Some(CertificateSource::Token(uri)),
+        (None, Some(path)) => Some(CertificateSource::File(path.clone())),
+        (None, None) => None,
+    };
+    Ok(Some(Pkcs11Spec {
+        library: args.pkcs11_lib.clone(),
+        certificate,
+        private_key: key_uri,
+        intermediates: args.intermediates.clone(),
+        reuse_pin: args.reuse_pin,
+    }))
 }
 
 /// `credential-process` (without `--agent`): checks every flag before any I/O.
@@ -585,6 +665,67 @@ mod tests {
         match credential_process(&args, &clock) {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_flags_pair_up_and_pkcs11_uris_are_checked() {
+        for (extra, expected) in [
+            (
+                &["--certificate", "c.pem"][..],
+                "--certificate needs --private-key",
+            ),
+            (
+                &["--private-key", "k.pem"],
+                "--private-key needs --certificate",
+            ),
+            (
+                &["--intermediates", "i.pem"],
+                "--intermediates needs --certificate",
+            ),
+            (&["--reuse-pin"], "--reuse-pin only applies to PKCS#11 keys"),
+            (
+                &[
+                    "--certificate",
+                    "c.pem",
+                    "--private-key",
+                    "k.pem",
+                    "--pkcs11-lib",
+                    "x.so",
+                ],
+                "--pkcs11-lib only applies to PKCS#11 keys",
+            ),
+            (
+                &["--certificate", "pkcs11:object=a;colour=b"],
+                "--certificate pkcs11:object=a;colour=b: \"colour\" is not a path attribute",
+            ),
+            (
+                &["--certificate", "pkcs11:object=a", "--private-key", "k.pem"],
+                "--private-key must be in the token too",
+            ),
+            (&["--certificate", "pkcs11:object=a?pin-value=1"], ""),
+            (&["--private-key", "pkcs11:id=%01", "--reuse-pin"], ""),
+            (
+                &[
+                    "--certificate",
+                    "c.pem",
+                    "--private-key",
+                    "PKCS11:id=%01",
+                    "--pkcs11-lib",
+                    "x.so",
+                ],
+                "",
+            ),
+        ] {
+            let e = credential_process_error(extra);
+            assert!(
+                if expected.is_empty() {
+                    e.is_empty()
+                } else {
+                    e.starts_with(expected)
+                },
+                "{extra:?}: {e}"
+            );
         }
     }
 
