@@ -52,6 +52,7 @@ fi
 export CGO_ENABLED=1 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 mkdir -p "$BIN"
+rm -f "$BIN/.built-with"   # the single stamp of earlier versions of this script
 # build_peer PEER "BINARIES" GO-BUILD-ARGS...: `go build -trimpath ARGS` in tests/peers/PEER,
 # skipped when BINARIES exist and were built by this Go from these module files with these
 # arguments (the bin directory's own path left out, so a copied target/peers stays valid).

@@ -128,9 +128,15 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
     // The agent tells systemd when it is ready and pets the watchdog.
     assert_eq!(unit_value(&unit, "Type"), Some("notify"));
-    assert!(unit_value(&unit, "WatchdogSec").is_some(), "no WatchdogSec=");
+    assert!(
+        unit_value(&unit, "WatchdogSec").is_some(),
+        "no WatchdogSec="
+    );
     let args = exec_start(&unit);
-    assert!(args.iter().any(|a| a == "--admin"), "ExecStart has no --admin: {args:?}");
+    assert!(
+        args.iter().any(|a| a == "--admin"),
+        "ExecStart has no --admin: {args:?}"
+    );
 }
 
 #[test]
@@ -142,7 +148,11 @@ fn systemd_unit_is_hardened() {
         .args(["security", "--offline=yes", "--threshold=20"])
         .arg(format!("--root={}", root.path().display()))
         .arg(UNIT));
-    assert!(out.status.success(), "systemd-analyze security:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "systemd-analyze security:\n{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -263,11 +273,14 @@ fn plain_manifests() -> Vec<PathBuf> {
 
 /// Every document of a YAML stream, as JSON (PyYAML from the venv does the YAML).
 fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
-    let out = run(Command::new(common::python()).arg("-c").arg(
-        "import json, sys, yaml\n\
+    let out = run(Command::new(common::python())
+        .arg("-c")
+        .arg(
+            "import json, sys, yaml\n\
          docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
          print(json.dumps(docs))",
-    ).arg(path));
+        )
+        .arg(path));
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -321,7 +334,7 @@ fn assert_agent_daemonset(ds: &serde_json::Value, image: &str) {
 }
 
 /// The agent.toml of a ConfigMap, parsed as the agent parses it.
-fn parse_config_map(cm: &serde_json::Value) -> spiffe_aws_agent::plan::AgentPlan {
+fn parse_config_map(cm: &serde_json::Value) -> spiffe_aws_agent::agent::AgentPlan {
     let toml = cm["data"]["agent.toml"].as_str().expect("agent.toml");
     let clock: std::sync::Arc<dyn spiffe_aws_agent::Clock> =
         std::sync::Arc::new(spiffe_aws_agent::TokioClock::new());
@@ -336,7 +349,10 @@ fn kubernetes_manifests_are_valid() {
     validate_manifests(&files).unwrap_or_else(|e| panic!("{e}"));
 
     let docs = yaml_documents(&repo().join("deploy/kubernetes/daemonset.yaml"));
-    assert_eq!(find(&docs, "Namespace")["metadata"]["name"], "spiffe-aws-agent");
+    assert_eq!(
+        find(&docs, "Namespace")["metadata"]["name"],
+        "spiffe-aws-agent"
+    );
     find(&docs, "ServiceAccount");
     assert_agent_daemonset(
         find(&docs, "DaemonSet"),
@@ -348,7 +364,9 @@ fn kubernetes_manifests_are_valid() {
     let workload = yaml_documents(&repo().join("deploy/kubernetes/example-workload.yaml"));
     let pod = find(&workload, "Pod");
     assert_eq!(pod["spec"]["serviceAccountName"], "orders");
-    let config = find(&workload, "ConfigMap")["data"]["config"].as_str().unwrap();
+    let config = find(&workload, "ConfigMap")["data"]["config"]
+        .as_str()
+        .unwrap();
     assert!(config.contains("credential-process --agent /run/spiffe-aws-agent/agent.sock"));
 }
 
@@ -359,9 +377,17 @@ fn an_invalid_manifest_fails_the_validation() {
         std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
     for (from, to, expect) in [
         // A misspelt field (strict validation).
-        ("readOnlyRootFilesystem", "readOnlyRootFileSystem", "readOnlyRootFileSystem"),
+        (
+            "readOnlyRootFilesystem",
+            "readOnlyRootFileSystem",
+            "readOnlyRootFileSystem",
+        ),
         // A value of the wrong type.
-        ("containerPort: 9913", "containerPort: admin", "containerPort"),
+        (
+            "containerPort: 9913",
+            "containerPort: admin",
+            "containerPort",
+        ),
     ] {
         let broken = daemonset.replacen(from, to, 1);
         assert_ne!(broken, daemonset);
@@ -389,7 +415,13 @@ fn helm_chart_lints_and_renders_valid_manifests() {
     assert!(out.status.success(), "helm lint:\n{}", text(&out));
 
     let out = helm(&[
-        "template", "aws", chart, "--namespace", "spiffe-aws-agent", "--values", &values,
+        "template",
+        "aws",
+        chart,
+        "--namespace",
+        "spiffe-aws-agent",
+        "--values",
+        &values,
     ]);
     assert!(out.status.success(), "helm template:\n{}", text(&out));
     let dir = tempfile::tempdir().unwrap();
@@ -410,7 +442,10 @@ fn helm_chart_lints_and_renders_valid_manifests() {
     // The values became an agent.toml the agent accepts, in per-caller mode.
     let plan = parse_config_map(find(&docs, "ConfigMap"));
     let per_caller = plan.per_caller.expect("per-caller mode");
-    assert_eq!(per_caller.admin_socket, "unix:///run/spire/admin-sockets/admin.sock");
+    assert_eq!(
+        per_caller.admin_socket,
+        "unix:///run/spire/admin-sockets/admin.sock"
+    );
     let names: Vec<&str> = plan.roles.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["orders", "services"]);
     assert_eq!(
@@ -426,7 +461,11 @@ fn helm_chart_refuses_values_without_roles_or_arns() {
     let chart = chart.to_str().unwrap();
     let out = helm(&["template", "aws", chart]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("roles needs at least one role"), "{}", text(&out));
+    assert!(
+        text(&out).contains("roles needs at least one role"),
+        "{}",
+        text(&out)
+    );
     let out = helm(&[
         "template",
         "aws",
@@ -441,8 +480,14 @@ fn helm_chart_refuses_values_without_roles_or_arns() {
 #[test]
 fn image_tags_and_chart_version_follow_the_crate_version() {
     let chart = std::fs::read_to_string(chart().join("Chart.yaml")).unwrap();
-    assert!(chart.contains(&format!("\nversion: {VERSION}\n")), "{chart}");
-    assert!(chart.contains(&format!("\nappVersion: \"{VERSION}\"\n")), "{chart}");
+    assert!(
+        chart.contains(&format!("\nversion: {VERSION}\n")),
+        "{chart}"
+    );
+    assert!(
+        chart.contains(&format!("\nappVersion: \"{VERSION}\"\n")),
+        "{chart}"
+    );
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     assert!(
         dockerfile.contains(&format!("org.opencontainers.image.version=\"{VERSION}\"")),
@@ -453,7 +498,11 @@ fn image_tags_and_chart_version_follow_the_crate_version() {
         for line in yaml.lines().filter(|l| l.contains("spiffe-aws-agent:")) {
             let line = line.trim_start_matches([' ', '#']);
             if line.starts_with("image:") || line.starts_with("COPY") {
-                assert!(line.contains(&format!("spiffe-aws-agent:{VERSION}")), "{}: {line}", file.display());
+                assert!(
+                    line.contains(&format!("spiffe-aws-agent:{VERSION}")),
+                    "{}: {line}",
+                    file.display()
+                );
             }
         }
     }
@@ -486,7 +535,8 @@ fn run_in(rootfs: &Path, uid: u64, gid: u64, argv: &[String]) -> Output {
         .arg(rootfs)
         .args(argv)
         .env_clear()
-        .env("PATH", "/usr/local/bin"))
+        // chroot is found on this PATH; inside the root it is the image's (/usr/local/bin).
+        .env("PATH", "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,12 +571,21 @@ async fn image_runs_its_static_binary_from_its_own_root_file_system() {
         !text(&headers).contains("program interpreter"),
         "the image's binary is dynamically linked"
     );
-    for file in ["etc/ssl/certs/ca-certificates.crt", "etc/passwd", "etc/nsswitch.conf"] {
+    for file in [
+        "etc/ssl/certs/ca-certificates.crt",
+        "etc/passwd",
+        "etc/nsswitch.conf",
+    ] {
         assert!(rootfs.join(file).is_file(), "{file} missing from the image");
     }
     assert!(!rootfs.join("bin/sh").exists() && !rootfs.join("lib").exists());
 
-    let out = run_in(&rootfs, 10001, 10001, &[entrypoint.clone(), "--version".into()]);
+    let out = run_in(
+        &rootfs,
+        10001,
+        10001,
+        &[entrypoint.clone(), "--version".into()],
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(VERSION), "{}", text(&out));
 
@@ -580,14 +639,68 @@ async fn image_runs_its_static_binary_from_its_own_root_file_system() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let rootfs_for_run = rootfs.clone();
-    let out = tokio::task::spawn_blocking(move || run_in(&rootfs_for_run, 10001, 10001, &argv))
+    let exchange = |rootfs: PathBuf| {
+        let argv = argv.clone();
+        let rolesanywhere = &rolesanywhere;
+        async move {
+            let out = tokio::task::spawn_blocking(move || run_in(&rootfs, 10001, 10001, &argv))
+                .await
+                .unwrap();
+            let json = common::stack::parse_process_output(&out);
+            let key = json["AccessKeyId"].as_str().unwrap();
+            let session = rolesanywhere
+                .session_for_access_key(key)
+                .expect("the double issued these credentials");
+            assert_eq!(session.spiffe_id.as_deref(), Some(pki::ORDERS_SPIFFE_ID));
+        }
+    };
+    exchange(rootfs.clone()).await;
+    assert!(workload_api.fetch_x509_svid_calls() > 0);
+
+    // And through the static glibc's built-in dns service: no /etc/hosts, a resolv.conf
+    // naming a resolver on 127.0.0.1 that answers every A query with 127.0.0.1.
+    std::fs::remove_file(rootfs.join("etc/hosts")).unwrap();
+    std::fs::write(rootfs.join("etc/resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let resolver = tokio::net::UdpSocket::bind("127.0.0.1:53")
         .await
-        .unwrap();
-    let json = common::stack::parse_process_output(&out);
-    assert!(json["AccessKeyId"].as_str().unwrap().starts_with("ASIA"));
-    let session = rolesanywhere
-        .session_for_access_key(json["AccessKeyId"].as_str().unwrap())
-        .expect("the double issued these credentials");
-    assert_eq!(session.spiffe_id.as_deref(), Some(pki::ORDERS_SPIFFE_ID));
+        .expect("a DNS responder on 127.0.0.1:53 (root, and no local resolver on the port)");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = answered.clone();
+    let responder = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = resolver.recv_from(&mut buf).await {
+            if let Some(reply) = dns_reply_loopback(&buf[..n]) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = resolver.send_to(&reply, peer).await;
+            }
+        }
+    });
+    exchange(rootfs.clone()).await;
+    responder.abort();
+    assert!(
+        answered.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no DNS query was made"
+    );
+}
+
+/// A DNS reply to `query` (one question): for type A, one answer 127.0.0.1; otherwise none.
+fn dns_reply_loopback(query: &[u8]) -> Option<Vec<u8>> {
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += usize::from(query[end]) + 1;
+    }
+    let question = query.get(12..end + 5)?;
+    let qtype = u16::from_be_bytes([query[end + 1], query[end + 2]]);
+    let answers: u16 = if qtype == 1 { 1 } else { 0 };
+    let mut reply = Vec::with_capacity(64);
+    reply.extend_from_slice(&query[..2]); // the query's id
+    reply.extend_from_slice(&[0x81, 0x80, 0, 1]); // response, recursion; one question
+    reply.extend_from_slice(&answers.to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    if qtype == 1 {
+        // Name (pointer to the question), type A, class IN, TTL 60, 4 bytes, 127.0.0.1.
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    }
+    Some(reply)
 }
