@@ -436,6 +436,11 @@ fn helm_chart_lints_and_renders_valid_manifests() {
         ds,
         &format!("registry.example.com/spiffe-aws-agent:{VERSION}"),
     );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["securityContext"]["supplementalGroups"],
+        serde_json::json!([1500]),
+        "the group that reaches SPIRE's admin socket"
+    );
     let sa = find(&docs, "ServiceAccount")["metadata"]["name"].clone();
     assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], sa);
 
