@@ -63,7 +63,11 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 fs="${rootfs_only:-$work/rootfs}"
-rm -rf "$fs" && mkdir -p "$fs/usr/local/bin" "$fs/etc/ssl/certs" "$fs/tmp"
+if [ -n "$rootfs_only" ] && [ -e "$fs" ] && [ -n "$(ls -A "$fs")" ]; then
+    echo "build-image.sh: --rootfs $fs is not empty" >&2
+    exit 2
+fi
+mkdir -p "$fs/usr/local/bin" "$fs/etc/ssl/certs" "$fs/tmp"
 chmod 1777 "$fs/tmp"
 install -m 0755 "$bin" "$fs/usr/local/bin/spiffe-aws-agent"
 install -m 0644 "$ca_bundle" "$fs/etc/ssl/certs/ca-certificates.crt"
