@@ -24,7 +24,8 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/kuber
 fi
 
 # Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
-# tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
+# tests/peer_signing_helper.rs, and helm for tests/deploy.rs, in target/peers/bin (each
+# skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"
 scripts/build-peers.sh
 
