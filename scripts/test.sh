@@ -16,9 +16,9 @@ if ! command -v python3 >/dev/null; then
 fi
 
 # The venv lives in .venv (git-ignored); tests find it there (tests/common/mod.rs).
-if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/kubernetes-validate ] \
     || ! .venv/bin/python -c 'import boto3, cryptography, prometheus_client' 2>/dev/null; then
-    echo "== setting up .venv (boto3, awscli, cryptography)"
+    echo "== setting up .venv (boto3, awscli, cryptography, prometheus_client, kubernetes-validate)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
@@ -40,9 +40,25 @@ if ! pkg-config --exists tss2-esys 2>/dev/null || ! command -v swtpm >/dev/null 
 fi
 
 # Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
-# tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
+# tests/peer_signing_helper.rs, and helm for tests/deploy.rs, in target/peers/bin (each
+# skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"
 scripts/build-peers.sh
+
+# tests/deploy.rs checks deploy/ with the tools that consume it: systemd-analyze and
+# systemd-sysusers (Debian's systemd; PID 1 need not be systemd), umoci (unpacks the image),
+# readelf (binutils). And the image itself, built in the dev profile: the same packaging as the
+# release build in a fraction of the time.
+missing=""
+command -v systemd-analyze >/dev/null || missing="$missing systemd"
+command -v umoci >/dev/null || missing="$missing umoci"
+command -v readelf >/dev/null || missing="$missing binutils"
+if [ -n "$missing" ]; then
+    echo "== installing$missing from Debian"
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+fi
+echo "== building the container image (scripts/build-image.sh --profile dev)"
+scripts/build-image.sh --profile dev
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
