@@ -41,7 +41,7 @@ CONTAINER_PORT="$(free_port)"
 listen = "127.0.0.1:$IMDS_PORT"
 [container]
 listen = "127.0.0.1:$CONTAINER_PORT"
-token_file = "$DIR/container-token"
+token_file = "$DIR/container-token"  # role R reads <token_file>.R
 [agent_socket]
 path = "$DIR/soak-agent.sock"
 [[credentials_file]]
@@ -68,7 +68,7 @@ CLIENT_ARGS="$(python3 -c 'import json,sys; print(json.dumps(dict(
     token_file=sys.argv[4], agent_socket=sys.argv[5], credentials_file=sys.argv[6],
     bin=sys.argv[7], role="orders", profile="orders", flood_connections=int(sys.argv[8]),
     flood_start=int(sys.argv[1])//3, flood_end=2*int(sys.argv[1])//3)))' \
-    "$DURATION" "$IMDS_PORT" "$CONTAINER_PORT" "$DIR/container-token" "$DIR/soak-agent.sock" \
+    "$DURATION" "$IMDS_PORT" "$CONTAINER_PORT" "$DIR/container-token.orders" "$DIR/soak-agent.sock" \
     "$DIR/credentials" "$BIN" "$FLOOD")"
 python3 scripts/soak-clients.py "$CLIENT_ARGS" >"$DIR/clients.json"
 wait "$SAMPLER_PID" || true
