@@ -19,6 +19,7 @@ mod bounded_file;
 pub mod cli;
 mod clock;
 pub mod credentials;
+pub mod diagnose;
 mod display;
 pub mod identity;
 mod log_limit;

@@ -602,14 +602,12 @@ async fn aws_signing_helper_flags_work_or_say_why_not() {
             None,
             "Windows and macOS",
         ),
-        ("--pkcs8-password", Some("pw"), "not supported"),
         (
             "--pkcs11-lib",
             Some("/usr/lib/softhsm/libsofthsm2.so"),
             "PKCS#11",
         ),
         ("--tpm-key-password", Some("pw"), "TPM"),
-        ("--no-verify-ssl", None, "--ca-bundle"),
     ] {
         let mut extra = vec![flag];
         extra.extend(value);

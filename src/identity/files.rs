@@ -1,37 +1,145 @@
-//! An identity from PEM files, with `aws_signing_helper`'s flags: `--certificate` (the leaf,
-//! optionally followed by its chain), `--private-key` (PKCS#8, PKCS#1 RSA or SEC1 EC) and
-//! `--intermediates` (more chain certificates).
+//! An identity from files, with `aws_signing_helper`'s flags: `--certificate` (the leaf,
+//! optionally followed by its chain), `--private-key` (PKCS#8, PKCS#1 RSA or SEC1 EC; an
+//! encrypted PKCS#8 key with `--pkcs8-password`) and `--intermediates` (more chain
+//! certificates). A `--certificate` without `--private-key` is a PKCS#12 file that holds both
+//! ([`super::pkcs12`]).
 
 use std::path::Path;
 use std::time::SystemTime;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
 
 use super::key::SecretBytes;
 use super::{IdentityError, Origin, X509Identity};
 use crate::bounded_file::{self, Links};
 
-/// Reads and validates an identity from files.
+/// The password of an encrypted key (or of a PKCS#12 file). Wiped on drop; `Debug` never
+/// shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPassword(Zeroizing<String>);
+
+impl KeyPassword {
+    pub fn new(password: String) -> Self {
+        KeyPassword(Zeroizing::new(password))
+    }
+    pub(super) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyPassword(..)")
+    }
+}
+
+/// Reads and validates an identity from PEM files (an unencrypted key).
 pub fn load(
     certificate: &Path,
     private_key: &Path,
     intermediates: Option<&Path>,
     now: SystemTime,
 ) -> Result<X509Identity, IdentityError> {
+    load_any(certificate, Some(private_key), intermediates, None, now)
+}
+
+/// Reads and validates an identity from files: PEM certificate and key (encrypted PKCS#8
+/// when `password` is given). With no `private_key`, as `aws_signing_helper` does, the
+/// `certificate` file holds the key too: PEM with both, or PKCS#12.
+pub fn load_any(
+    certificate: &Path,
+    private_key: Option<&Path>,
+    intermediates: Option<&Path>,
+    password: Option<&KeyPassword>,
+    now: SystemTime,
+) -> Result<X509Identity, IdentityError> {
+    let single_pem = private_key.is_none() && read_certificates(certificate, "certificate").is_ok();
+    let Some(private_key) = private_key.or(single_pem.then_some(certificate)) else {
+        if intermediates.is_some() {
+            return Err(IdentityError::Pkcs12 {
+                path: certificate.display().to_string(),
+                reason: "the chain must be inside the PKCS#12 file: intermediates cannot be added from another file".into(),
+            });
+        }
+        let (chain, key) = super::pkcs12::read(certificate, password)?;
+        return X509Identity::new(chain, &key, Origin::Files, now);
+    };
     let mut chain = read_certificates(certificate, "certificate")?;
     if let Some(path) = intermediates {
         chain.extend(read_certificates(path, "intermediates")?);
     }
-    let key_pem = SecretBytes::new(read(private_key, "private key")?);
-    let key = parse_private_key(&key_pem, private_key)?;
+    let key = read_private_key(private_key, password)?;
     X509Identity::new(chain, &key, Origin::Files, now)
 }
 
-/// The largest certificate or key file read: a PEM chain of a few certificates is a few KiB.
-const MAX_PEM_BYTES: u64 = 1024 * 1024;
+/// Reads a PEM private key: PKCS#8, PKCS#1 RSA, SEC1 EC, or encrypted PKCS#8 (PBES2 with
+/// PBKDF2 or scrypt and AES-CBC, as `openssl pkcs8 -topk8` writes it) given its password.
+/// A password given for an unencrypted key is not needed and not used.
+pub fn read_private_key(
+    path: &Path,
+    password: Option<&KeyPassword>,
+) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    let pem = SecretBytes::new(read(path, "private key")?);
+    if let Some(der) = encrypted_pkcs8(&pem) {
+        let display = path.display().to_string();
+        let Some(password) = password else {
+            return Err(IdentityError::EncryptedKey { path: display });
+        };
+        let decrypted =
+            decrypt_pkcs8(&der, password).map_err(|reason| IdentityError::KeyPassword {
+                path: display,
+                reason,
+            })?;
+        return Ok(PrivateKeyDer::Pkcs8(decrypted.into()));
+    }
+    parse_private_key(&pem, path)
+}
 
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
+/// The DER of the first `ENCRYPTED PRIVATE KEY` block, if the PEM has one (rustls-pki-types
+/// skips that label, so it is found here).
+fn encrypted_pkcs8(pem: &[u8]) -> Option<SecretBytes> {
+    const BEGIN: &[u8] = b"-----BEGIN ENCRYPTED PRIVATE KEY-----";
+    const END: &[u8] = b"-----END ENCRYPTED PRIVATE KEY-----";
+    let start = find(pem, BEGIN)?;
+    let end = start + find(&pem[start..], END)? + END.len();
+    let (_, der) = pkcs8::der::pem::decode_vec(&pem[start..end]).ok()?;
+    Some(SecretBytes::new(der))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decrypts an EncryptedPrivateKeyInfo; the error says why, without the password.
+fn decrypt_pkcs8(der: &[u8], password: &KeyPassword) -> Result<Vec<u8>, String> {
+    use pkcs8::der::Decode;
+    let info = pkcs8::EncryptedPrivateKeyInfo::from_der(der)
+        .map_err(|e| format!("it is not a valid encrypted PKCS#8 key ({e})"))?;
+    let document = info
+        .decrypt(password.as_str().as_bytes())
+        .map_err(|e| match e {
+            pkcs8::Error::EncryptedPrivateKey(
+                pkcs8::pkcs5::Error::UnsupportedAlgorithm { .. }
+                | pkcs8::pkcs5::Error::AlgorithmParametersInvalid { .. }
+                | pkcs8::pkcs5::Error::NoPbes1CryptSupport,
+            ) => format!("its encryption is not supported ({e}); supported: PBES2 with PBKDF2 (HMAC-SHA-1/224/256/384/512) or scrypt, and AES-128/192/256-CBC"),
+            // Bad padding after decryption (pkcs5 reports it as an encryption failure) or
+            // garbage where the key should be: the password does not fit.
+            _ => "the password is wrong (or the key is damaged)".to_owned(),
+        })?;
+    // A wrong password can still decrypt to bytes with valid padding: check it is PKCS#8.
+    let bytes = document.as_bytes().to_vec();
+    pkcs8::PrivateKeyInfo::from_der(&bytes)
+        .map_err(|_| "the password is wrong (or the key is damaged)".to_owned())?;
+    Ok(bytes)
+}
+
+/// The largest certificate or key file read: a PEM chain of a few certificates is a few KiB.
+pub(crate) const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+pub(crate) fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
     bounded_file::read(path, MAX_PEM_BYTES, Links::Follow).map_err(|source| IdentityError::Read {
         what,
         path: path.display().to_string(),
@@ -61,20 +169,9 @@ fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<Vec<u8>>, Id
 }
 
 fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
-    // rustls-pki-types skips blocks it does not know, so an encrypted key would otherwise
-    // surface as "no key found"; say what it is instead.
-    if contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(IdentityError::EncryptedKey {
-            path: path.display().to_string(),
-        });
-    }
     PrivateKeyDer::from_pem_slice(pem).map_err(|_| IdentityError::NoPemBlock {
         what: "private key",
         path: path.display().to_string(),
         expected: "PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY",
     })
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

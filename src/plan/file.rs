@@ -22,6 +22,7 @@
 //! [imds]                          # IMDSv2-style endpoint
 //! listen = ["127.0.0.1:9911"]
 //! # roles = ["orders"]            # the role it lists and serves (default: the first role)
+//! # hop_limit = 1                 # IP TTL / IPv6 hop limit of responses (1: this host only)
 //! [container]                     # container-credentials endpoint
 //! listen = "127.0.0.1:9912"
 //! token_file = "/run/spiffe-aws-agent/container-token"
@@ -103,6 +104,7 @@ struct RoleToml {
 struct ImdsToml {
     listen: Option<Spanned<OneOrMany>>,
     roles: Option<Spanned<Vec<String>>>,
+    hop_limit: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +207,8 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
     if config.role.is_empty() {
         return Err(loc.whole(Problem::NoRole));
     }
+    // The endpoint variant comes from the agent's environment, as for the flags.
+    let endpoint_options = super::endpoint_options(false)?;
     let mut roles = Vec::new();
     let mut names = BTreeSet::new();
     for spanned in &config.role {
@@ -232,6 +236,7 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
                 .timeout
                 .as_ref()
                 .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+            endpoint_options,
         };
         let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
             let (key, span) = blame(e.field(), role, &config, spanned.span());
@@ -333,8 +338,9 @@ fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, Plan
             }
             Ok(IdentitySpec::Files {
                 certificate: PathBuf::from(certificate.get_ref()),
-                private_key: PathBuf::from(private_key.get_ref()),
+                private_key: Some(PathBuf::from(private_key.get_ref())),
                 intermediates: value(config.intermediates.as_ref()).map(PathBuf::from),
+                password: None,
             })
         }
         (Some(_), None) | (None, Some(_)) => Err(loc.err(
@@ -383,6 +389,21 @@ fn servers(
             );
         }
     }
+    let hop_limit = match config
+        .imds
+        .as_ref()
+        .and_then(|s| s.get_ref().hop_limit.as_ref())
+    {
+        None => None,
+        Some(h) if (1..=255).contains(h.get_ref()) => Some(*h.get_ref()),
+        Some(h) => {
+            return Err(loc.err(
+                h.span(),
+                Some("imds.hop_limit".into()),
+                Problem::HopLimit(*h.get_ref()),
+            ))
+        }
+    };
     let imds_roles = match config
         .imds
         .as_ref()
@@ -482,7 +503,7 @@ fn servers(
         allowed_hosts,
         imds,
         imds_roles,
-        hop_limit: None,
+        hop_limit,
         container,
         agent_socket,
         credentials_files,
