@@ -219,10 +219,16 @@ async fn credential_process_command_lines_of_the_readme() {
             // reading credential_process output then fails to parse it); ours logs to stderr.
             let text = String::from_utf8_lossy(&theirs.stdout).to_string();
             let at = text.rfind("{\"Version\"").expect("the JSON after the log");
-            assert!(at > 0 && text.contains("DEBUG"), "the helper's log is on stdout");
+            assert!(
+                at > 0 && text.contains("DEBUG"),
+                "the helper's log is on stdout"
+            );
             theirs.stdout = text[at..].as_bytes().to_vec();
             let log = String::from_utf8_lossy(&mine.stderr).to_lowercase();
-            assert!(log.contains("debug"), "ours logs at debug level on stderr: {log}");
+            assert!(
+                log.contains("debug"),
+                "ours logs at debug level on stderr: {log}"
+            );
         }
         let (theirs, mine) = (
             process_json(&theirs, "aws_signing_helper"),
@@ -491,4 +497,246 @@ async fn version_prints_one_line() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(text.trim().lines().count(), 1, "{text}");
     }
+}
+
+/// Runs `openssl args` in `dir` (the Debian `openssl` package comes with `ca-certificates`).
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl (Debian package openssl) is needed to make PKCS#12 test files");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--certificate FILE --role-arn … --trust-anchor-arn … --profile-arn …` and `extra`.
+fn single_file_args(stack: &Stack, file: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "credential-process".into(),
+        "--certificate".into(),
+        file.display().to_string(),
+        "--role-arn".into(),
+        DEV_ROLE_ARN_ORDERS.into(),
+        "--trust-anchor-arn".into(),
+        DEV_TRUST_ANCHOR_ARN.into(),
+        "--profile-arn".into(),
+        DEV_PROFILE_ARN.into(),
+        "--endpoint".into(),
+        stack.rolesanywhere.endpoint(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_file_that_holds_the_key_pem_or_pkcs12() {
+    let stack = Stack::start(vec![]).await;
+    let trusted = Env {
+        trust_double: true,
+        ..Env::default()
+    };
+    let dir = stack.dir.path();
+    let (leaf, key, chain) = (
+        cert("orders-p256.pem"),
+        cert("orders-p256.key"),
+        cert("intermediate-ca.pem"),
+    );
+    // PEM with the certificate and the key in one file (a leaf the root signed directly:
+    // the helper sends no chain from such a file): both take it.
+    let combined = dir.join("combined.pem");
+    std::fs::write(
+        &combined,
+        std::fs::read_to_string(cert("orders-p256-direct.pem")).unwrap()
+            + &std::fs::read_to_string(cert("orders-p256-direct.key")).unwrap(),
+    )
+    .unwrap();
+    let args = single_file_args(&stack, &combined, &[]);
+    let theirs = run(
+        bin("aws_signing_helper"),
+        args.clone(),
+        &stack,
+        trusted.clone(),
+    )
+    .await;
+    let mine = run(ours(), args, &stack, trusted.clone()).await;
+    let (theirs, mine) = (
+        process_json(&theirs, "aws_signing_helper"),
+        process_json(&mine, "spiffe-aws-agent"),
+    );
+    assert_same_process_output(
+        &stack,
+        &theirs,
+        &mine,
+        None,
+        "PEM certificate and key in one file",
+    );
+
+    // PKCS#12 with the chain inside: legacy (3DES/RC2, SHA-1 MAC) and current OpenSSL
+    // defaults (AES-256-CBC, PBKDF2, SHA-256 MAC), with the empty password as the helper
+    // opens them, and one with a password.
+    for (name, extra) in [
+        ("legacy.p12", vec!["-legacy", "-passout", "pass:"]),
+        ("modern.p12", vec!["-passout", "pass:"]),
+        ("secret.p12", vec!["-passout", "pass:s3cret"]),
+    ] {
+        let mut args = vec![
+            "pkcs12",
+            "-export",
+            "-in",
+            &leaf,
+            "-inkey",
+            &key,
+            "-certfile",
+            &chain,
+            "-out",
+            name,
+        ];
+        args.extend(extra);
+        openssl(dir, &args);
+    }
+    let before = stack.rolesanywhere.calls().len();
+    for (name, password) in [
+        ("legacy.p12", None),
+        ("modern.p12", None),
+        ("secret.p12", Some("s3cret")),
+    ] {
+        let extra: Vec<&str> = password
+            .map(|p| vec!["--pkcs8-password", p])
+            .unwrap_or_default();
+        let out = run(
+            ours(),
+            single_file_args(&stack, &dir.join(name), &extra),
+            &stack,
+            trusted.clone(),
+        )
+        .await;
+        let json = process_json(&out, name);
+        let session = stack
+            .rolesanywhere
+            .session_for_access_key(json["AccessKeyId"].as_str().unwrap())
+            .expect("issued by the double");
+        assert_eq!(session.spiffe_id.as_deref(), Some(ORDERS), "{name}");
+    }
+    let calls = &stack.rolesanywhere.calls()[before..];
+    assert!(
+        calls.len() == 3 && calls.iter().all(|c| c.status == 201),
+        "the chain inside the file was sent and verified: {calls:?}"
+    );
+    // The helper v1.4.0 cannot use either kind: "unsupported algorithm" for legacy files
+    // (its PKCS#12 keys fail its own key-type check), "unknown digest algorithm" for current
+    // ones (its PKCS#12 library knows SHA-1 MACs only).
+    for name in ["legacy.p12", "modern.p12"] {
+        let out = run(
+            bin("aws_signing_helper"),
+            single_file_args(&stack, &dir.join(name), &[]),
+            &stack,
+            trusted.clone(),
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{name}: the helper fails");
+    }
+    // A password-protected file without the password: one line that says so.
+    let out = run(
+        ours(),
+        single_file_args(&stack, &dir.join("secret.p12"), &[]),
+        &stack,
+        trusted.clone(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let line = common::stack::failure_line(&out);
+    assert!(
+        line.contains("protected by a password") && line.contains("--pkcs8-password"),
+        "{line}"
+    );
+    // A wrong one.
+    let out = run(
+        ours(),
+        single_file_args(
+            &stack,
+            &dir.join("secret.p12"),
+            &["--pkcs8-password", "nope"],
+        ),
+        &stack,
+        trusted.clone(),
+    )
+    .await;
+    let line = common::stack::failure_line(&out);
+    assert!(
+        line.contains("password") && line.contains("wrong"),
+        "{line}"
+    );
+    // A chain file beside a PKCS#12 file is refused, as the helper refuses it.
+    let out = run(
+        ours(),
+        single_file_args(
+            &stack,
+            &dir.join("modern.p12"),
+            &["--intermediates", &chain],
+        ),
+        &stack,
+        trusted,
+    )
+    .await;
+    let line = common::stack::failure_line(&out);
+    assert!(line.contains("inside the PKCS#12 file"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_pkcs8_key_with_pkcs8_password() {
+    let stack = Stack::start(vec![]).await;
+    let trusted = Env {
+        trust_double: true,
+        ..Env::default()
+    };
+    let mut base = readme_credential_process(&stack);
+    let key = base.iter().position(|a| a == "--private-key").unwrap() + 1;
+    base[key] = cert("orders-p256.encrypted.key");
+    // Without the password: one line naming the file and the flag.
+    let out = run(ours(), base.clone(), &stack, trusted.clone()).await;
+    let line = common::stack::failure_line(&out);
+    assert!(
+        line.contains("is encrypted") && line.contains("--pkcs8-password"),
+        "{line}"
+    );
+    // With it: credentials the double issued for the orders SVID.
+    let out = run(
+        ours(),
+        with(base.clone(), &["--pkcs8-password", "test"]),
+        &stack,
+        trusted.clone(),
+    )
+    .await;
+    let json = process_json(&out, "spiffe-aws-agent");
+    let session = stack
+        .rolesanywhere
+        .session_for_access_key(json["AccessKeyId"].as_str().unwrap())
+        .expect("issued by the double");
+    assert_eq!(session.spiffe_id.as_deref(), Some(ORDERS));
+    // A wrong password: said so, no call.
+    let calls = stack.rolesanywhere.calls().len();
+    let out = run(
+        ours(),
+        with(base.clone(), &["--pkcs8-password", "wrong"]),
+        &stack,
+        trusted.clone(),
+    )
+    .await;
+    let line = common::stack::failure_line(&out);
+    assert!(line.contains("password is wrong"), "{line}");
+    assert_eq!(stack.rolesanywhere.calls().len(), calls);
+    // The helper v1.4.0 has no such flag (later releases have it).
+    let out = run(
+        bin("aws_signing_helper"),
+        with(base, &["--pkcs8-password", "test"]),
+        &stack,
+        trusted,
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag: --pkcs8-password"));
 }
