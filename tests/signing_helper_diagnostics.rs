@@ -310,3 +310,43 @@ fn read_certificate_data_prints_the_helpers_json() {
         assert_eq!(out.status.code(), Some(1), "{}", program.display());
     }
 }
+
+#[test]
+fn certificate_store_flags_say_they_are_not_on_linux() {
+    let selector = "Key=x509Subject,Value=CN=orders";
+    for args in [
+        vec!["sign-string", "--cert-selector", selector],
+        vec!["read-certificate-data", "--cert-selector", selector],
+        vec![
+            "read-certificate-data",
+            "--certificate",
+            "x.pem",
+            "--system-store-name",
+            "MY",
+        ],
+        vec![
+            "sign-string",
+            "--private-key",
+            "k.pem",
+            "--use-latest-expiring-certificate",
+        ],
+    ] {
+        let out = run(ours(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Windows and macOS only") && err.contains("on Linux"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // The helper, on Linux, fails at run time instead.
+    let out = run(
+        bin("aws_signing_helper"),
+        &["read-certificate-data", "--cert-selector", selector],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unable to use cert store signer on linux")
+    );
+}
