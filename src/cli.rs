@@ -71,16 +71,6 @@ pub enum Command {
     /// keeping every other profile and comment.
     Update(Box<UpdateArgs>),
 
-    /// Run the whole flow on this machine: doubles of SPIRE, Roles Anywhere, STS and VPC
-    /// Lattice, and the agent with every server on.
-    ///
-    /// The Workload API double (unix socket) holds `orders` and `reviews` SVIDs; the Roles
-    /// Anywhere double (HTTPS on loopback) verifies every signature; the STS and Lattice
-    /// doubles (one HTTP listener) accept only SigV4 requests signed with credentials it
-    /// issued. The agent keeps a role per SVID fresh and serves them by IMDS, the container
-    /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
-    /// AWS client, and commands that call the `billing` service as orders (allowed) and as
-    /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
     /// Print the version (as `aws_signing_helper version`).
     Version,
 
@@ -112,6 +102,16 @@ pub enum Command {
     /// file's end-entity certificate), printed without a newline.
     ReadCertificateData(Box<ReadCertificateDataArgs>),
 
+    /// Run the whole flow on this machine: doubles of SPIRE, Roles Anywhere, STS and VPC
+    /// Lattice, and the agent with every server on.
+    ///
+    /// The Workload API double (unix socket) holds `orders` and `reviews` SVIDs; the Roles
+    /// Anywhere double (HTTPS on loopback) verifies every signature; the STS and Lattice
+    /// doubles (one HTTP listener) accept only SigV4 requests signed with credentials it
+    /// issued. The agent keeps a role per SVID fresh and serves them by IMDS, the container
+    /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
+    /// AWS client, and commands that call the `billing` service as orders (allowed) and as
+    /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
 
@@ -257,7 +257,10 @@ pub struct SessionArgs {
     pub region: Option<String>,
 
     /// Roles Anywhere endpoint, e.g. https://rolesanywhere.us-east-1.amazonaws.com or a
-    /// VPC endpoint. https only. Default: https://rolesanywhere.<region>.amazonaws.com.
+    /// VPC endpoint. https only. Default: https://rolesanywhere.<region>.amazonaws.com, or as
+    /// the AWS SDKs choose with AWS_USE_FIPS_ENDPOINT=true (rolesanywhere-fips.<region>.…)
+    /// and AWS_USE_DUALSTACK_ENDPOINT=true (….<region>.api.aws); the signing region stays
+    /// the region.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
