@@ -223,7 +223,7 @@ async fn credential_process_command_lines_of_the_readme() {
                 at > 0 && text.contains("DEBUG"),
                 "the helper's log is on stdout"
             );
-            theirs.stdout = text[at..].as_bytes().to_vec();
+            theirs.stdout = text.as_bytes()[at..].to_vec();
             let log = String::from_utf8_lossy(&mine.stderr).to_lowercase();
             assert!(
                 log.contains("debug"),
