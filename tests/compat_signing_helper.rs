@@ -639,6 +639,61 @@ async fn a_certificate_file_that_holds_the_key_pem_or_pkcs12() {
         .await;
         assert_eq!(out.status.code(), Some(1), "{name}: the helper fails");
     }
+    // The diagnostic commands read them too: the leaf's data, and a signature by its key.
+    let pem_data = run(
+        ours(),
+        vec![
+            "read-certificate-data".into(),
+            "--certificate".into(),
+            leaf.clone(),
+        ],
+        &stack,
+        Env::default(),
+    )
+    .await;
+    for name in ["legacy.p12", "modern.p12"] {
+        let file = dir.join(name).display().to_string();
+        let out = run(
+            ours(),
+            vec![
+                "read-certificate-data".into(),
+                "--certificate".into(),
+                file.clone(),
+            ],
+            &stack,
+            Env::default(),
+        )
+        .await;
+        assert!(
+            out.status.success() && out.stdout == pem_data.stdout,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(
+            ours(),
+            vec!["sign-string".into(), "--certificate".into(), file],
+            &stack,
+            Env::default(),
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem_key = run(
+            ours(),
+            vec!["sign-string".into(), "--private-key".into(), key.clone()],
+            &stack,
+            Env::default(),
+        )
+        .await;
+        // The same key: RFC 6979 signatures of the same string are the same.
+        assert_eq!(
+            out.stdout, pem_key.stdout,
+            "{name}: signed with the leaf's key"
+        );
+    }
     // A password-protected file without the password: one line that says so.
     let out = run(
         ours(),
