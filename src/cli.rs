@@ -24,6 +24,11 @@ use crate::serve::{
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=spiffe_aws_agent=debug) for more detail."
 )]
 pub struct Cli {
+    /// `--debug` before the command, as aws-spiffe-workload-helper's root flag (the same as
+    /// `--debug` after it).
+    #[arg(long = "debug", hide = true)]
+    pub debug_before_command: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

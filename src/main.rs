@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     if let Some((flag, why)) = compat.and_then(|c| c.unsupported()) {
         return fail(&format!("{flag}: {why}"), 2);
     }
-    let debug = compat.is_some_and(|c| c.debug);
+    let debug = cli.debug_before_command || compat.is_some_and(|c| c.debug);
     // credential-process output is read by SDKs: keep stderr quiet unless asked.
     init_logging(match (&cli.command, debug) {
         (_, true) => "spiffe_aws_agent=debug,info",

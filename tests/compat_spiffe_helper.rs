@@ -51,7 +51,8 @@ fn helper_args(stack: &Stack, command: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x509_credential_process_prints_credential_process_json() {
     let stack = orders_stack().await;
-    let mut args = helper_args(&stack, "x509-credential-process");
+    let mut args = vec!["--debug".to_string()];
+    args.extend(helper_args(&stack, "x509-credential-process"));
     args.extend(
         [
             "--session-duration",
@@ -62,6 +63,11 @@ async fn x509_credential_process_prints_credential_process_json() {
         .map(String::from),
     );
     let out = run_agent(args).await;
+    let log = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        log.contains("debug"),
+        "its root --debug, before the command: {log}"
+    );
     let json = parse_process_output(&out);
     let session = stack
         .rolesanywhere
