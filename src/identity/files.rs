@@ -112,11 +112,50 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The most PBKDF2 iterations and scrypt memory a key file may ask for: the file decides how
+/// long the agent computes and how much memory it takes before the password is even checked.
+/// OpenSSL writes 2,048 iterations (OpenSSL 3: 2,048; OWASP advises 600,000) and scrypt with
+/// 16 MiB.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+const MAX_SCRYPT_BYTES: u64 = 256 * 1024 * 1024;
+
+fn check_work_factor(scheme: &pkcs8::pkcs5::EncryptionScheme<'_>) -> Result<(), String> {
+    use pkcs8::pkcs5::pbes2::Kdf;
+    let pkcs8::pkcs5::EncryptionScheme::Pbes2(params) = scheme else {
+        return Ok(()); // PBES1 is refused by decryption with its own message.
+    };
+    match &params.kdf {
+        Kdf::Pbkdf2(p) if p.iteration_count > MAX_PBKDF2_ITERATIONS => Err(format!(
+            "it asks for {} PBKDF2 iterations, more than the {MAX_PBKDF2_ITERATIONS} accepted",
+            p.iteration_count
+        )),
+        Kdf::Scrypt(p) => {
+            // scrypt takes 128 * r * N bytes (and p times the CPU).
+            let bytes = 128u64
+                .saturating_mul(u64::from(p.block_size))
+                .saturating_mul(p.cost_parameter);
+            if bytes > MAX_SCRYPT_BYTES || p.parallelization > 16 {
+                Err(format!(
+                    "its scrypt parameters (N={}, r={}, p={}) need more than the {} MiB accepted",
+                    p.cost_parameter,
+                    p.block_size,
+                    p.parallelization,
+                    MAX_SCRYPT_BYTES >> 20
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Decrypts an EncryptedPrivateKeyInfo; the error says why, without the password.
 fn decrypt_pkcs8(der: &[u8], password: &KeyPassword) -> Result<Vec<u8>, String> {
     use pkcs8::der::Decode;
     let info = pkcs8::EncryptedPrivateKeyInfo::from_der(der)
         .map_err(|e| format!("it is not a valid encrypted PKCS#8 key ({e})"))?;
+    check_work_factor(&info.encryption_algorithm)?;
     let document = info
         .decrypt(password.as_str().as_bytes())
         .map_err(|e| match e {
@@ -174,4 +213,34 @@ fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, 
         path: path.display().to_string(),
         expected: "PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pkcs8::pkcs5::{pbes2, scrypt, EncryptionScheme};
+
+    #[test]
+    fn a_key_file_cannot_ask_for_unbounded_work() {
+        let (salt, iv) = ([7u8; 16], [9u8; 16]);
+        let ok = pbes2::Parameters::pbkdf2_sha256_aes256cbc(600_000, &salt, &iv).unwrap();
+        assert!(check_work_factor(&EncryptionScheme::Pbes2(ok)).is_ok());
+        let slow = pbes2::Parameters::pbkdf2_sha256_aes256cbc(50_000_000, &salt, &iv).unwrap();
+        let e = check_work_factor(&EncryptionScheme::Pbes2(slow)).unwrap_err();
+        assert!(e.contains("PBKDF2 iterations"), "{e}");
+        // OpenSSL's scrypt default (N=2^14, r=8: 16 MiB) passes; N=2^22 (4 GiB) does not.
+        let fine = scrypt::Params::new(14, 8, 1, 32).unwrap();
+        let fine = pbes2::Parameters::scrypt_aes256cbc(fine, &salt, &iv).unwrap();
+        assert!(check_work_factor(&EncryptionScheme::Pbes2(fine)).is_ok());
+        let huge = scrypt::Params::new(22, 8, 1, 32).unwrap();
+        let huge = pbes2::Parameters::scrypt_aes256cbc(huge, &salt, &iv).unwrap();
+        let e = check_work_factor(&EncryptionScheme::Pbes2(huge)).unwrap_err();
+        assert!(e.contains("scrypt parameters"), "{e}");
+    }
+
+    #[test]
+    fn password_debug_is_redacted() {
+        let p = KeyPassword::new("hunter2".into());
+        assert_eq!(format!("{p:?}"), "KeyPassword(..)");
+    }
 }
