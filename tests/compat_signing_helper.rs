@@ -795,3 +795,115 @@ async fn an_encrypted_pkcs8_key_with_pkcs8_password() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag: --pkcs8-password"));
 }
+
+/// Starts `program serve --port 0 --hop-limit 1 ARGS` and returns it with its
+/// `http://127.0.0.1:PORT` (both print `AWS_EC2_METADATA_SERVICE_ENDPOINT=…`).
+async fn serve(
+    who: &str,
+    program: PathBuf,
+    args: Vec<String>,
+    stack: &Stack,
+) -> (common::peers::Guard, String) {
+    let log = stack.dir.path().join(format!("{who}-serve.log"));
+    let mut cmd = Command::new(program);
+    cmd.arg("serve")
+        .args(["--port", "0", "--hop-limit", "1"])
+        .args(&args)
+        .env("SSL_CERT_FILE", &stack.ca_bundle)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.to_ascii_lowercase().ends_with("_proxy") {
+            cmd.env_remove(k);
+        }
+    }
+    let guard = common::peers::Guard::new(cmd.spawn().expect("start serve"));
+    let endpoint =
+        common::agent_stack::wait_for_log_value(&log, "AWS_EC2_METADATA_SERVICE_ENDPOINT=", '/')
+            .await;
+    (guard, endpoint)
+}
+
+/// The IMDSv2 role listing and the role's credentials document.
+async fn imds_document(endpoint: &str) -> (String, serde_json::Map<String, serde_json::Value>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let token = client
+            .put(format!("{endpoint}/latest/api/token"))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+            .send()
+            .await
+            .expect("token")
+            .text()
+            .await
+            .expect("token");
+        let base = format!("{endpoint}/latest/meta-data/iam/security-credentials/");
+        let listing = client
+            .get(&base)
+            .header("X-aws-ec2-metadata-token", &token)
+            .send()
+            .await
+            .expect("listing")
+            .text()
+            .await
+            .expect("listing");
+        let role = listing.trim().to_owned();
+        let resp = client
+            .get(format!("{base}{role}"))
+            .header("X-aws-ec2-metadata-token", &token)
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        let body = resp.text().await.expect("body");
+        let doc: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+        if let Some(serde_json::Value::Object(doc)) = doc {
+            if status == 200 && doc.get("AccessKeyId").is_some_and(|k| k != "") {
+                return (role, doc);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_port_and_hop_limit_serves_the_same_document() {
+    let stack = Stack::start(vec![]).await;
+    let mut args = readme_credential_process(&stack);
+    args.remove(0);
+    let (_theirs, theirs_endpoint) =
+        serve("theirs", bin("aws_signing_helper"), args.clone(), &stack).await;
+    let (_mine, mine_endpoint) = serve("mine", ours(), args, &stack).await;
+    let (theirs_role, theirs) = imds_document(&theirs_endpoint).await;
+    let (mine_role, mine) = imds_document(&mine_endpoint).await;
+    assert_eq!(mine_role, theirs_role, "the role listing");
+    let keys = |m: &serde_json::Map<String, serde_json::Value>| {
+        let mut k: Vec<String> = m.keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&mine), keys(&theirs), "the same fields");
+    for field in ["Code", "Type"] {
+        assert_eq!(mine[field], theirs[field], "{field}");
+    }
+    for (who, doc) in [("theirs", &theirs), ("mine", &mine)] {
+        let session = stack
+            .rolesanywhere
+            .session_for_access_key(doc["AccessKeyId"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("{who}: issued by the double: {doc:?}"));
+        assert_eq!(
+            doc["SecretAccessKey"],
+            session.secret_access_key.as_str(),
+            "{who}"
+        );
+        assert_eq!(doc["Token"], session.session_token.as_str(), "{who}");
+        assert_eq!(session.spiffe_id.as_deref(), Some(ORDERS), "{who}");
+    }
+}
