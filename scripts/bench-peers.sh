@@ -35,18 +35,16 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-"$BIN" dev --dir "$DIR" --rotate-every 86400 --imds 127.0.0.1:0 --container 127.0.0.1:0 >"$DIR/dev.out" 2>"$DIR/dev.err" &
-PIDS+=($!)
-for _ in $(seq 200); do grep -q "Ctrl-C stops" "$DIR/dev.out" 2>/dev/null && break; sleep 0.1; done
-RA_ENDPOINT="$(grep -o 'https://localhost:[0-9]*' "$DIR/dev.out" | head -1)"
-STS_ENDPOINT="$(sed -n 's/^ *AWS services double *\(http:\/\/[0-9.:]*\).*/\1/p' "$DIR/dev.out" | head -1)"
-[ -n "$RA_ENDPOINT" ] && [ -n "$STS_ENDPOINT" ] || { cat "$DIR/dev.out" "$DIR/dev.err"; echo "dev did not start" >&2; exit 1; }
+. scripts/lib/dev-stack.sh
+start_dev "$BIN" "$DIR" --rotate-every 86400 --imds 127.0.0.1:0 --container 127.0.0.1:0
+PIDS+=("$DEV_PID")
+[ -n "$STS_ENDPOINT" ] || { cat "$DIR/dev.out" >&2; echo "dev printed no AWS services endpoint" >&2; exit 1; }
 export SSL_CERT_FILE="$DIR/roles-anywhere-ca.pem"
 unset HTTPS_PROXY https_proxy HTTP_PROXY http_proxy
 
-TA=arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001
-PROFILE=arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002
-ROLE=arn:aws:iam::123456789012:role/orders
+TA="$DEV_TRUST_ANCHOR_ARN"
+PROFILE="$DEV_PROFILE_ARN"
+ROLE="$DEV_ROLE_ARN_ORDERS"
 ARGS="--certificate $PWD/certs/orders-p256.pem --private-key $PWD/certs/orders-p256.key --intermediates $PWD/certs/intermediate-ca.pem --trust-anchor-arn $TA --profile-arn $PROFILE --role-arn $ROLE --endpoint $RA_ENDPOINT --region us-east-1 --session-duration 3600"
 
 # Both must work before anything is timed.

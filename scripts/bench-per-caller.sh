@@ -24,9 +24,8 @@ chmod 777 "$OUT"
 cleanup() { kill "${DEV_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DIR" "$OUT"; }
 trap cleanup EXIT
 
-RUST_LOG=warn "$BIN" dev --per-caller --dir "$DIR" >"$DIR/dev.out" 2>"$DIR/dev.err" &
-DEV_PID=$!
-for _ in $(seq 100); do grep -q "Ctrl-C stops" "$DIR/dev.out" 2>/dev/null && break; sleep 0.1; done
+. scripts/lib/dev-stack.sh
+RUST_LOG=warn start_dev "$BIN" "$DIR" --per-caller
 grep -q "orders (uid 2101) got its own credentials" "$DIR/dev.out" || { cat "$DIR/dev.out" "$DIR/dev.err"; echo "dev did not start" >&2; exit 1; }
 
 AS_ORDERS=(setpriv --reuid=2101 --regid=2101 --clear-groups)

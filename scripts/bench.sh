@@ -31,27 +31,16 @@ cleanup() { kill "${AGENT_PID:-}" "${DEV_PID:-}" 2>/dev/null || true; wait 2>/de
 trap cleanup EXIT
 
 # The doubles (and dev's own agent, on free ports; it is not the one measured).
-"$BIN" dev --dir "$DIR" --rotate-every 86400 --imds 127.0.0.1:0 --container 127.0.0.1:0 >"$DIR/dev.out" 2>"$DIR/dev.err" &
-DEV_PID=$!
-for _ in $(seq 100); do grep -q "Ctrl-C stops" "$DIR/dev.out" 2>/dev/null && break; sleep 0.1; done
-RA_ENDPOINT="$(grep -o 'https://localhost:[0-9]*' "$DIR/dev.out" | head -1)"
-[ -n "$RA_ENDPOINT" ] || { cat "$DIR/dev.out" "$DIR/dev.err"; echo "dev did not start" >&2; exit 1; }
+. scripts/lib/dev-stack.sh
+start_dev "$BIN" "$DIR" --rotate-every 86400 --imds 127.0.0.1:0 --container 127.0.0.1:0
 
-cat >"$DIR/bench-agent.toml" <<TOML
-workload_api_socket = "unix://$DIR/spire-agent.sock"
-endpoint = "$RA_ENDPOINT"
-ca_bundle = "$DIR/roles-anywhere-ca.pem"
-[[role]]
-name = "orders"
-trust_anchor_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001"
-profile_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002"
-role_arn = "arn:aws:iam::123456789012:role/orders"
-spiffe_id = "spiffe://example.org/service/orders"
+{ orders_agent_toml "$DIR"; cat <<TOML
 [imds]
 listen = "127.0.0.1:$IMDS_PORT"
 [agent_socket]
 path = "$DIR/bench-agent.sock"
 TOML
+} >"$DIR/bench-agent.toml"
 RUST_LOG=warn "$BIN" run --config "$DIR/bench-agent.toml" 2>"$DIR/agent.err" &
 AGENT_PID=$!
 for _ in $(seq 100); do "$BIN" credential-process --agent "$DIR/bench-agent.sock" --role orders >/dev/null 2>&1 && break; sleep 0.1; done

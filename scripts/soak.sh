@@ -30,26 +30,13 @@ trap cleanup EXIT
 # The flood holds FLOOD sockets in the client process; the agent raises its own limit.
 ulimit -n "$(( FLOOD + 1024 > 8192 ? FLOOD + 1024 : 8192 ))" 2>/dev/null || true
 
-"$BIN" dev --dir "$DIR" --rotate-every "$ROTATE" --fail-every "$FAIL_EVERY" \
-    --imds 127.0.0.1:0 --container 127.0.0.1:0 >"$DIR/dev.out" 2>"$DIR/dev.err" &
-DEV_PID=$!
-for _ in $(seq 100); do grep -q "Ctrl-C stops" "$DIR/dev.out" 2>/dev/null && break; sleep 0.1; done
-RA_ENDPOINT="$(grep -o 'https://localhost:[0-9]*' "$DIR/dev.out" | head -1)"
-[ -n "$RA_ENDPOINT" ] || { cat "$DIR/dev.out" "$DIR/dev.err"; echo "dev did not start" >&2; exit 1; }
+. scripts/lib/dev-stack.sh
+start_dev "$BIN" "$DIR" --rotate-every "$ROTATE" --fail-every "$FAIL_EVERY" \
+    --imds 127.0.0.1:0 --container 127.0.0.1:0
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 IMDS_PORT="$(free_port)"
 CONTAINER_PORT="$(free_port)"
-cat >"$DIR/soak-agent.toml" <<TOML
-workload_api_socket = "unix://$DIR/spire-agent.sock"
-endpoint = "$RA_ENDPOINT"
-ca_bundle = "$DIR/roles-anywhere-ca.pem"
-[[role]]
-name = "orders"
-trust_anchor_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001"
-profile_arn = "arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002"
-role_arn = "arn:aws:iam::123456789012:role/orders"
-spiffe_id = "spiffe://example.org/service/orders"
+{ orders_agent_toml "$DIR"; cat <<TOML
 [imds]
 listen = "127.0.0.1:$IMDS_PORT"
 [container]
@@ -62,6 +49,7 @@ role = "orders"
 profile = "orders"
 path = "$DIR/credentials"
 TOML
+} >"$DIR/soak-agent.toml"
 RUST_LOG=info "$BIN" run --config "$DIR/soak-agent.toml" 2>"$DIR/agent.err" &
 AGENT_PID=$!
 for _ in $(seq 100); do "$BIN" credential-process --agent "$DIR/soak-agent.sock" --role orders >/dev/null 2>&1 && break; sleep 0.1; done

@@ -127,3 +127,50 @@ pub fn update_profile(text: &str, profile: &str, values: [&str; 3], marker: &str
 pub fn clear_profile_text(text: &str, profile: &str) -> String {
     crate::serve::credentials_file::clear_profile_text(text, profile)
 }
+
+/// Raw bytes from a client through one connection of the IMDS endpoint, as the accept loop
+/// serves it (hyper's HTTP/1.1 parser with the loop's settings, then the IMDS service); returns
+/// what the endpoint wrote back, at most 1 MiB. The client half closes after `input`.
+pub fn imds_over_the_wire(store: Arc<CredentialStore>, listen: SocketAddr, input: &[u8]) -> Vec<u8> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+    }
+    let service = crate::serve::imds::ImdsService::new(
+        store,
+        None,
+        RequestGuard::new(listen, Arc::from(Vec::<String>::new())),
+    );
+    RT.with(|rt| {
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let conn = crate::serve::connection_builder(std::time::Duration::from_secs(1))
+                .serve_connection(TokioIo::new(server), TowerToHyperService::new(service));
+            let talk = async {
+                let (mut read, mut write) = tokio::io::split(&mut client);
+                let send = async {
+                    let _ = write.write_all(input).await;
+                    let _ = write.shutdown().await;
+                };
+                let mut out = Vec::new();
+                let receive = async {
+                    let _ = (&mut read).take(1 << 20).read_to_end(&mut out).await;
+                };
+                tokio::join!(send, receive);
+                out
+            };
+            let (_, out) = tokio::join!(conn, async {
+                tokio::time::timeout(std::time::Duration::from_secs(5), talk)
+                    .await
+                    .unwrap_or_default()
+            });
+            out
+        })
+    })
+}

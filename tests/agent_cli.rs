@@ -574,3 +574,82 @@ async fn a_spire_restart_is_logged_and_followed_within_two_seconds() {
         "one line for the outage:\n{text}"
     );
 }
+
+/// The agent's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Lets this test process hold `n` sockets.
+fn allow_open_files(n: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed by pointer.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        assert!(limit.rlim_max >= n, "the hard open-file limit is below {n}");
+        limit.rlim_cur = limit.rlim_cur.max(n);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_taken_by_a_connection_flood_is_given_back_after_it() {
+    const FLOOD: usize = 2_000;
+    allow_open_files(FLOOD as u64 + 512);
+    let stack = Stack::start(vec![]).await;
+    let mut args = vec!["serve".to_string(), "--port".into(), "0".into()];
+    args.extend(helper_flags(&stack));
+    let (agent, base) = spawn(args, &stack.dir.path().join("agent.log")).await;
+    wait_for_imds(&base, "orders").await;
+    let pid = agent.0.id();
+    let start = rss_kib(pid);
+
+    // 2,000 connections, each mid-way through a request head (hyper holds a read buffer for
+    // each), held for a second, then closed.
+    let addr = base.trim_start_matches("http://").to_string();
+    let during = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let flood: Vec<std::net::TcpStream> = (0..FLOOD)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+                s.write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ")
+                    .expect("write");
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(1));
+        let during = rss_kib(pid);
+        drop(flood);
+        during
+    })
+    .await
+    .unwrap();
+    assert!(
+        during > start + 8 * 1024,
+        "the flood should have cost the agent memory: {start} KiB before, {during} KiB during"
+    );
+
+    // Once the connections are gone the memory goes back, within a few seconds.
+    let allowance = 4 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut end = rss_kib(pid);
+    while end > start + allowance && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        end = rss_kib(pid);
+    }
+    assert!(
+        end <= start + allowance,
+        "RSS {start} KiB before a {FLOOD}-connection flood, {during} KiB during, {end} KiB after"
+    );
+    eprintln!("RSS: {start} KiB before the flood, {during} KiB during, {end} KiB after");
+    // And the agent still serves.
+    wait_for_imds(&base, "orders").await;
+}

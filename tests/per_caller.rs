@@ -282,7 +282,9 @@ async fn a_role_bound_to_another_spiffe_id_is_refused_with_both_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_spire_does_not_attest_is_refused() {
     let stack = PerCallerStack::start(&PerCallerStack::seed(), "").await;
-    for role in [None, Some("orders")] {
+    // A role name that is not configured gets the same answer: an unattested caller cannot
+    // probe which role names exist.
+    for role in [None, Some("orders"), Some("no-such-role")] {
         let out = stack.fetch_as(STRANGER_UID, role).await;
         assert_eq!(out.status.code(), Some(1));
         let line = failure_line(&out);

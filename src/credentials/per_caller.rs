@@ -157,12 +157,14 @@ impl PerCallerCache {
     ) -> Result<Arc<RoleCredentials>, Refusal> {
         let pid = pid.filter(|p| *p > 0).ok_or(Refusal::NoPid)?;
         let process = PeerProcess { pid, uid, gid };
+        // Attest before anything else: a caller SPIRE does not know learns nothing, not even
+        // which role names are configured.
+        let (entries, subscription) = self.api.attest(process, Arc::clone(&self.clock)).await?;
         if let Some(name) = role {
             if !self.roles.iter().any(|r| r.name == name) {
                 return Err(Unavailable::UnknownRole(name.to_owned()).into());
             }
         }
-        let (entries, subscription) = self.api.attest(process, Arc::clone(&self.clock)).await?;
         let ids: Vec<&str> = entries
             .iter()
             .filter(|e| e.identity.is_ok())

@@ -654,7 +654,7 @@ mod tests {
             ),
             (
                 &["--ca-bundle", "/nonexistent/ca.pem"],
-                "--ca-bundle cannot use the CA bundle /nonexistent/ca.pem",
+                "--ca-bundle /nonexistent/ca.pem is not a usable CA bundle",
             ),
         ] {
             let e = credential_process_error(extra);

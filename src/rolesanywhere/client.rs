@@ -77,7 +77,7 @@ pub enum ConfigError {
     Endpoint { endpoint: String, reason: String },
     #[error(transparent)]
     Region(#[from] super::arn::RegionError),
-    #[error("cannot use the CA bundle {path}: {reason}")]
+    #[error("{path} is not a usable CA bundle: {reason}")]
     CaBundle { path: String, reason: String },
     #[error(
         "no trusted root certificates: install the system CA certificates or give a CA bundle"
@@ -116,6 +116,8 @@ pub enum CreateSessionError {
     BadResponse { status: u16, reason: String },
     #[error("cannot reach Roles Anywhere at {endpoint}: {reason}; check the endpoint, network access, the proxy variables, and the CA bundle for a private CA")]
     Unreachable { endpoint: String, reason: String },
+    #[error("Roles Anywhere at {endpoint} presented a TLS certificate this agent does not trust ({reason}); check the endpoint and, for a private CA, the CA bundle")]
+    UntrustedEndpoint { endpoint: String, reason: String },
     #[error("Roles Anywhere at {endpoint} did not answer within {seconds}s")]
     Timeout { endpoint: String, seconds: u64 },
     #[error("cannot sign the request: {0}")]
@@ -150,9 +152,7 @@ impl CreateSessionError {
         match self {
             Throttled { .. } => ErrorClass::Throttled,
             // The endpoint's TLS certificate is not trusted: retrying changes nothing.
-            Unreachable { reason, .. } if reason.contains("certificate") => {
-                ErrorClass::Configuration
-            }
+            UntrustedEndpoint { .. } => ErrorClass::Configuration,
             Server { .. } | BadResponse { .. } | Unreachable { .. } | Timeout { .. } => {
                 ErrorClass::Transient
             }
@@ -292,10 +292,41 @@ impl RolesAnywhereClient {
             None => crate::display::error_chain(&e),
         };
         match status {
+            None if refused_certificate(&e) => {
+                CreateSessionError::UntrustedEndpoint { endpoint, reason }
+            }
             None => CreateSessionError::Unreachable { endpoint, reason },
             Some(status) => CreateSessionError::BadResponse { status, reason },
         }
     }
+}
+
+/// Whether the TLS handshake failed because the endpoint's certificate was refused.
+///
+/// rustls' error reaches us wrapped in an `io::Error`, whose `source()` skips the error it
+/// wraps, so each `io::Error` in the chain is opened with `get_ref()`.
+fn refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if matches!(
+            err.downcast_ref::<rustls::Error>(),
+            Some(
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+            )
+        ) {
+            return true;
+        }
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// Why a response body could not be read.

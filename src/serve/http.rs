@@ -24,6 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 
+use super::flood_memory::FloodMemory;
 use crate::credentials::Unavailable;
 use crate::log_limit::LogLimiter;
 
@@ -177,6 +178,7 @@ where
     let mut conns = JoinSet::new();
     let mut open: HashMap<tokio::task::Id, Arc<ConnState>> = HashMap::new();
     let mut handles: HashMap<tokio::task::Id, tokio::task::AbortHandle> = HashMap::new();
+    let mut flood = FloodMemory::default();
     let epoch = Instant::now();
     tokio::pin!(shutdown);
     loop {
@@ -189,6 +191,10 @@ where
                 };
                 open.remove(&id);
                 handles.remove(&id);
+                if flood.observe(open.len()) {
+                    open.shrink_to_fit();
+                    handles.shrink_to_fit();
+                }
             }
             accepted = listener.accept_io() => match accepted {
                 Ok(io) => {
@@ -217,12 +223,7 @@ where
                     };
                     let mut closing = closing_rx.clone();
                     let handle = conns.spawn(async move {
-                        let mut builder = hyper::server::conn::http1::Builder::new();
-                        builder
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(header_timeout)
-                            .max_buf_size(MAX_HEAD);
-                        let conn = builder
+                        let conn = connection_builder(header_timeout)
                             .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
                         tokio::pin!(conn);
                         let result = tokio::select! {
@@ -238,6 +239,7 @@ where
                     });
                     open.insert(handle.id(), state);
                     handles.insert(handle.id(), handle);
+                    flood.observe(open.len());
                 }
                 Err(e) => match accept_error_kind(&e) {
                     AcceptError::Ignore => {}
@@ -265,6 +267,17 @@ where
     }
     // Dropping the JoinSet aborts whatever is left.
     Ok(())
+}
+
+/// hyper's HTTP/1.1 settings for one connection: a header-read timeout and a read buffer
+/// that caps the request head.
+pub(crate) fn connection_builder(header_timeout: Duration) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD);
+    builder
 }
 
 /// Raises this process's open-file limit to its hard limit (systemd and many shells start

@@ -9,6 +9,7 @@
 //! - [`credentials_file`]: a profile in the shared credentials file, kept current.
 //!
 //! What they share lives beside them: `http` (the accept loop, limits, error responses),
+//! `flood_memory` (returning memory to the kernel after a connection flood),
 //! `request_guard` (Host, proxy and request-target checks against DNS rebinding), `memo`
 //! (each sink's rendered documents), `private_file` (atomic 0600 writes), and
 //! [`start_servers`], which binds everything a [`ServersSpec`] asks for.
@@ -16,6 +17,7 @@
 pub mod agent_socket;
 pub mod container;
 pub mod credentials_file;
+mod flood_memory;
 mod http;
 pub mod imds;
 mod memo;
@@ -24,7 +26,7 @@ pub mod process;
 mod request_guard;
 
 #[cfg(fuzzing)]
-pub(crate) use http::parse_response;
+pub(crate) use http::{connection_builder, parse_response};
 #[cfg(fuzzing)]
 pub(crate) use request_guard::RequestGuard;
 
