@@ -126,7 +126,7 @@ pub enum Problem {
     #[error("spiffe_id must not be empty (omit it to use the first SVID)")]
     EmptySpiffeId,
     #[error(
-        "certificate and private_key go together: set both, or neither to use the Workload API"
+        "private_key needs certificate (a certificate alone is a PKCS#12 file, or a PEM file that holds the key too); set neither to use the Workload API"
     )]
     CertificateWithoutKey,
     #[error("workload_api_socket and certificate exclude each other: pick one identity source")]
