@@ -131,7 +131,11 @@ pub fn clear_profile_text(text: &str, profile: &str) -> String {
 /// Raw bytes from a client through one connection of the IMDS endpoint, as the accept loop
 /// serves it (hyper's HTTP/1.1 parser with the loop's settings, then the IMDS service); returns
 /// what the endpoint wrote back, at most 1 MiB. The client half closes after `input`.
-pub fn imds_over_the_wire(store: Arc<CredentialStore>, listen: SocketAddr, input: &[u8]) -> Vec<u8> {
+pub fn imds_over_the_wire(
+    store: Arc<CredentialStore>,
+    listen: SocketAddr,
+    input: &[u8],
+) -> Vec<u8> {
     use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
