@@ -694,6 +694,30 @@ async fn a_certificate_file_that_holds_the_key_pem_or_pkcs12() {
             "{name}: signed with the leaf's key"
         );
     }
+    // A file that asks for an unbounded key derivation is refused before any is done.
+    let slow = {
+        use pkcs8::der::{Decode, Encode};
+        let mut pfx = pkcs12::pfx::Pfx::from_der(&std::fs::read(dir.join("modern.p12")).unwrap())
+            .expect("a PFX");
+        pfx.mac_data.as_mut().expect("a MAC").iterations = i32::MAX;
+        let path = dir.join("slow.p12");
+        std::fs::write(&path, pfx.to_der().unwrap()).unwrap();
+        path
+    };
+    let started = std::time::Instant::now();
+    let out = run(
+        ours(),
+        single_file_args(&stack, &slow, &[]),
+        &stack,
+        trusted.clone(),
+    )
+    .await;
+    let line = common::stack::failure_line(&out);
+    assert!(line.contains("MAC iterations"), "{line}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refused at once"
+    );
     // A password-protected file without the password: one line that says so.
     let out = run(
         ours(),

@@ -24,6 +24,7 @@ pub fn read(
         path: path.display().to_string(),
         reason,
     };
+    check_work_factor(&data).map_err(bad)?;
     let store = p12_keystore::KeyStore::from_pkcs12(&data, password.map_or("", |p| p.as_str()))
         .map_err(|e| bad(describe(&e, password.is_some())))?;
     let (_, chain) = store.private_key_chain().ok_or_else(|| {
@@ -32,6 +33,25 @@ pub fn read(
     let certificates = chain.chain().iter().map(|c| c.as_der().to_vec()).collect();
     let key = PrivateKeyDer::Pkcs8(chain.key().to_vec().into());
     Ok((certificates, key))
+}
+
+/// The most MAC iterations a file may ask for: the file decides how long key derivation
+/// runs before the password is even checked (OpenSSL writes 2,048).
+const MAX_MAC_ITERATIONS: i32 = 10_000_000;
+
+fn check_work_factor(data: &[u8]) -> Result<(), String> {
+    use pkcs8::der::Decode;
+    // Not parseable here: p12-keystore reports why.
+    let Ok(pfx) = ::pkcs12::pfx::Pfx::from_der(data) else {
+        return Ok(());
+    };
+    match pfx.mac_data {
+        Some(mac) if !(1..=MAX_MAC_ITERATIONS).contains(&mac.iterations) => Err(format!(
+            "it asks for {} MAC iterations; 1 to {MAX_MAC_ITERATIONS} are accepted",
+            mac.iterations
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Says why the file could not be opened, in the operator's terms.
