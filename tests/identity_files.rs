@@ -277,3 +277,21 @@ fn encrypted_pkcs8_variants_from_openssl() {
         assert!(e.contains("password is wrong"), "{name}: {e}");
     }
 }
+
+#[test]
+fn a_certificate_without_its_key_says_which_flag_is_missing() {
+    let e = files::load_any(
+        &common::cert("orders-p256.pem"),
+        None,
+        None,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("without --private-key, so it must hold the key too")
+            && e.contains("PRIVATE KEY"),
+        "{e}"
+    );
+}

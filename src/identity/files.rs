@@ -70,7 +70,16 @@ pub fn load_any(
     if let Some(path) = intermediates {
         chain.extend(read_certificates(path, "intermediates")?);
     }
-    let key = read_private_key(private_key, password)?;
+    let key = read_private_key(private_key, password).map_err(|e| match e {
+        IdentityError::NoPemBlock { path, expected, .. } if single_pem => {
+            IdentityError::NoPemBlock {
+                what: "certificate (given without --private-key, so it must hold the key too)",
+                path,
+                expected,
+            }
+        }
+        other => other,
+    })?;
     X509Identity::new(chain, &key, Origin::Files, now)
 }
 
