@@ -44,7 +44,7 @@ pub enum Command {
     ///
     /// Also runs as `x509-credential-process` (aws-spiffe-workload-helper's name, with its
     /// flags: --workload-api-addr is --workload-api-socket).
-    #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES, alias = "x509-credential-process")]
+    #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES, visible_alias = "x509-credential-process")]
     CredentialProcess(Box<CredentialProcessArgs>),
 
     /// Run the agent: keep credentials for one or more roles fresh and serve them.
@@ -201,7 +201,7 @@ pub struct IdentityArgs {
         long,
         value_name = "ADDRESS",
         env = "SPIFFE_ENDPOINT_SOCKET",
-        alias = "workload-api-addr"
+        visible_alias = "workload-api-addr"
     )]
     pub workload_api_socket: Option<String>,
 
