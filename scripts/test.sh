@@ -23,17 +23,49 @@ if ! command -v openssl >/dev/null; then
 fi
 
 # The venv lives in .venv (git-ignored); tests find it there (tests/common/mod.rs).
-if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] \
-    || ! .venv/bin/python -c 'import boto3, cryptography' 2>/dev/null; then
-    echo "== setting up .venv (boto3, awscli, cryptography)"
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/kubernetes-validate ] \
+    || ! .venv/bin/python -c 'import boto3, cryptography, prometheus_client' 2>/dev/null; then
+    echo "== setting up .venv (boto3, awscli, cryptography, prometheus_client, kubernetes-validate)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
+# SoftHSM2 (a PKCS#11 token in files) and OpenSC's pkcs11-tool for tests/pkcs11.rs.
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null \
+    || ! command -v pkcs11-tool >/dev/null; then
+    echo "== installing softhsm2 and opensc from Debian"
+    apt-get update -qq && apt-get install -y -qq softhsm2 opensc >/dev/null
+fi
+
+# For the `tpm` feature (tests/tpm.rs): the TPM2 Software Stack to build against, the swtpm
+# simulator and tpm2-tools to make keys in it; `script` (util-linux) lends aws_signing_helper
+# a terminal.
+if ! pkg-config --exists tss2-esys 2>/dev/null || ! command -v swtpm >/dev/null \
+    || ! command -v tpm2_encodeobject >/dev/null || ! command -v script >/dev/null; then
+    echo "== installing libtss2-dev, swtpm and tpm2-tools from Debian"
+    apt-get update -qq && apt-get install -y -qq libtss2-dev pkg-config swtpm tpm2-tools bsdutils >/dev/null
+fi
+
 # Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
-# tests/peer_signing_helper.rs, in target/peers/bin (skipped when up to date).
+# tests/peer_signing_helper.rs, and helm for tests/deploy.rs, in target/peers/bin (each
+# skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"
 scripts/build-peers.sh
+
+# tests/deploy.rs checks deploy/ with the tools that consume it: systemd-analyze and
+# systemd-sysusers (Debian's systemd; PID 1 need not be systemd), umoci (unpacks the image),
+# readelf (binutils). And the image itself, built in the dev profile: the same packaging as the
+# release build in a fraction of the time.
+missing=""
+command -v systemd-analyze >/dev/null || missing="$missing systemd"
+command -v umoci >/dev/null || missing="$missing umoci"
+command -v readelf >/dev/null || missing="$missing binutils"
+if [ -n "$missing" ]; then
+    echo "== installing$missing from Debian"
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
+fi
+echo "== building the container image (scripts/build-image.sh --profile dev)"
+scripts/build-image.sh --profile dev
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -41,3 +73,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+# TPM 2.0 keys are behind the `tpm` feature (it links libtss2): lint it and run its tests
+# against swtpm.
+echo "== cargo clippy/test --features tpm"
+cargo clippy --all-targets --locked --features tpm -- -D warnings
+cargo test --locked --features tpm --test tpm
+cargo test --locked --features tpm --lib tpm

@@ -10,13 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::identity::files::KeyPassword;
 use crate::identity::DEFAULT_WORKLOAD_API_TIMEOUT;
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
-use crate::serve::{
-    DEFAULT_AGENT_SOCKET, DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE,
-    DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
-};
+use crate::serve::{DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE};
 
 /// Turns a SPIFFE identity (an X.509-SVID from SPIRE, or certificate files) into temporary
-/// AWS credentials through IAM Roles Anywhere.
+/// AWS credentials through IAM Roles Anywhere, or a JWT-SVID through STS
+/// AssumeRoleWithWebIdentity.
 #[derive(Debug, Parser)]
 #[command(name = "spiffe-aws-agent", version, propagate_version = true)]
 #[command(
@@ -31,6 +29,36 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log format on stderr: text, or json (one JSON object per line). Secrets are never
+    /// logged in either.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The admin listener: health, readiness and metrics (`run` and `serve`).
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Health and metrics")]
+pub struct AdminArgs {
+    /// Serve GET /healthz (liveness), /readyz (credentials held for every role) and /metrics
+    /// (Prometheus) on this address; without a value, 127.0.0.1:9913. Off by default (with
+    /// --config: the file's [admin] section, which this flag replaces). Loopback only unless
+    /// --admin-allow-remote.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = crate::serve::admin::DEFAULT_ADMIN_LISTEN)]
+    pub admin: Option<String>,
+
+    /// Let --admin listen on a non-loopback address, e.g. 0.0.0.0:9913 for Kubernetes
+    /// probes and Prometheus scrapes: whoever reaches it sees role names, health and
+    /// metrics (never credentials).
+    #[arg(long, requires = "admin")]
+    pub admin_allow_remote: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +74,19 @@ pub enum Command {
     /// flags: --workload-api-addr is --workload-api-socket).
     #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES, visible_alias = "x509-credential-process")]
     CredentialProcess(Box<CredentialProcessArgs>),
+
+    /// Print AWS credentials from a JWT-SVID as `credential_process` JSON (STS
+    /// AssumeRoleWithWebIdentity).
+    ///
+    /// Fetches a JWT-SVID for --audience from the SPIFFE Workload API and exchanges it with
+    /// STS AssumeRoleWithWebIdentity for --role-arn; the role trusts the IAM OIDC identity
+    /// provider of the SPIRE trust domain (the SPIRE OIDC discovery provider's issuer, with the
+    /// audience as a client ID). Prints
+    /// {"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"} on stdout and
+    /// exits 0; on failure one line on stderr and a non-zero exit. Takes the flags of
+    /// aws-spiffe-workload-helper's jwt-credential-process.
+    #[command(after_long_help = JWT_CREDENTIAL_PROCESS_EXAMPLES)]
+    JwtCredentialProcess(Box<JwtCredentialProcessArgs>),
 
     /// Run the agent: keep credentials for one or more roles fresh and serve them.
     ///
@@ -75,6 +116,18 @@ pub enum Command {
     /// Writes ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE) atomically with mode 0600,
     /// keeping every other profile and comment.
     Update(Box<UpdateArgs>),
+
+    /// Show what IAM Roles Anywhere will see in an identity, without calling AWS.
+    ///
+    /// For each SVID from the Workload API (the same flags and SPIFFE_ENDPOINT_SOCKET as the
+    /// other commands), or for --certificate (with or without --private-key): the SPIFFE ID,
+    /// the serial number in decimal, validity, key type, the chain, the principal tags Roles
+    /// Anywhere's default mapping derives (x509SAN/URI, x509Subject/CN, x509Issuer/CN, ...)
+    /// with the service's limits checked, and whether the chain leads to --trust-anchor-cert
+    /// (else, for Workload API SVIDs, to their trust domain's bundle). Exit status: 0 when
+    /// every SVID shown is usable, 1 when one has a problem or nothing could be read, 2 for
+    /// invalid flags.
+    Inspect(Box<InspectArgs>),
 
     /// Print the version (as `aws_signing_helper version`).
     Version,
@@ -114,9 +167,11 @@ pub enum Command {
     /// Anywhere double (HTTPS on loopback) verifies every signature; the STS and Lattice
     /// doubles (one HTTP listener) accept only SigV4 requests signed with credentials it
     /// issued. The agent keeps a role per SVID fresh and serves them by IMDS, the container
-    /// endpoint, its socket and a credentials file. `dev` prints the lines to paste to try any
-    /// AWS client, and commands that call the `billing` service as orders (allowed) and as
-    /// reviews (denied). SVIDs rotate every 30 s until Ctrl-C.
+    /// endpoint, its socket and a credentials file. `dev` prints commands to try each way
+    /// (with nothing but this binary and curl; AWS CLI lines when `aws` is on PATH), and what
+    /// to pass to run `credential-process` or `run` by hand against the doubles. SVIDs rotate
+    /// every 30 s until Ctrl-C; `dev --once` runs every check itself, prints the results and
+    /// exits.
     #[cfg(feature = "dev")]
     Dev(Box<DevArgs>),
 
@@ -147,6 +202,23 @@ Examples:
 
     spiffe-aws-agent credential-process --certificate cert.pem --private-key key.pem \\
         --intermediates chain.pem --trust-anchor-arn ... --profile-arn ... --role-arn ...";
+
+const JWT_CREDENTIAL_PROCESS_EXAMPLES: &str = "\
+Examples:
+
+  In ~/.aws/config (credential_process on one line in the real file):
+
+    [profile orders]
+    credential_process = spiffe-aws-agent jwt-credential-process \\
+        --workload-api-socket unix:///run/spire/agent/public/api.sock \\
+        --audience sts.amazonaws.com --region us-east-1 \\
+        --role-arn arn:aws:iam::123456789012:role/orders
+
+  The role's trust policy: Principal {\"Federated\": \"arn:aws:iam::123456789012:oidc-provider/<issuer host>\"},
+  Action sts:AssumeRoleWithWebIdentity, Condition StringEquals <issuer host>:aud = the audience
+  and <issuer host>:sub = the workload's SPIFFE ID.
+
+  Several SVIDs: pick one with --spiffe-id spiffe://example.org/service/orders (or --hint).";
 
 /// Shown by `run --help`.
 pub const RUN_EXAMPLES: &str = "\
@@ -181,6 +253,11 @@ Examples:
     profile_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:profile/<uuid>\"
     role_arn = \"arn:aws:iam::123456789012:role/orders\"
     spiffe_id = \"spiffe://example.org/service/orders\"   # optional: which SVID
+    [[role]]                           # STS AssumeRoleWithWebIdentity with a JWT-SVID
+    name = \"uploads\"
+    exchange = \"web-identity\"
+    audience = \"sts.amazonaws.com\"     # a client ID of the trust domain's IAM OIDC provider
+    role_arn = \"arn:aws:iam::123456789012:role/uploads\"
     [imds]
     listen = [\"127.0.0.1:9911\"]
     [container]
@@ -217,13 +294,18 @@ pub struct IdentityArgs {
     /// Certificate file instead of the Workload API: PEM (the leaf, optionally followed by
     /// its intermediates). Without --private-key, as aws_signing_helper takes it, the file
     /// holds the key too: PEM with both, or PKCS#12 (.p12/.pfx, opened with the empty
-    /// password unless --pkcs8-password is given; its chain comes from the file).
-    #[arg(long, value_name = "FILE")]
+    /// password unless --pkcs8-password is given; its chain comes from the file). Or a
+    /// PKCS#11 URI (RFC 7512) of a certificate in a token, e.g.
+    /// 'pkcs11:token=ra;object=orders?pin-value=1234': the key is then found with the same
+    /// URI unless --private-key names it.
+    #[arg(long, value_name = "FILE|URI")]
     pub certificate: Option<PathBuf>,
 
     /// PEM private key for --certificate: PKCS#8, PKCS#1 RSA or SEC1 EC, or encrypted
-    /// PKCS#8 with --pkcs8-password. RSA (2048+ bits), ECDSA P-256 and P-384 are supported.
-    #[arg(long, value_name = "FILE", requires = "certificate")]
+    /// PKCS#8 with --pkcs8-password. Or a PKCS#11 URI of a key in a token (the certificate
+    /// may then be a file, a URI, or omitted: it is looked for with the key's URI). RSA
+    /// (2048+ bits), ECDSA P-256 and P-384 are supported.
+    #[arg(long, value_name = "FILE|URI")]
     pub private_key: Option<PathBuf>,
 
     /// Password of an encrypted PKCS#8 --private-key (PBES2: PBKDF2 or scrypt, AES-CBC), or
@@ -232,8 +314,18 @@ pub struct IdentityArgs {
     pub pkcs8_password: Option<KeyPassword>,
 
     /// PEM file with intermediate certificates, sent in X-Amz-X509-Chain.
-    #[arg(long, value_name = "FILE", requires = "certificate")]
+    #[arg(long, value_name = "FILE")]
     pub intermediates: Option<PathBuf>,
+
+    /// PKCS#11 provider library for pkcs11: URIs (default: the URI's module-path, else
+    /// p11-kit-proxy.so, which reaches every provider registered with p11-kit).
+    #[arg(long, value_name = "LIB")]
+    pub pkcs11_lib: Option<PathBuf>,
+
+    /// For a PKCS#11 key that asks for a PIN at every signature (CKA_ALWAYS_AUTHENTICATE):
+    /// give it the token's user PIN instead of asking on the terminal.
+    #[arg(long)]
+    pub reuse_pin: bool,
 }
 
 /// A password flag's value, kept out of `Debug` output.
@@ -316,16 +408,10 @@ pub struct HelperCompatArgs {
     /// Not supported (certificate stores).
     #[arg(long, hide = true)]
     pub use_latest_expiring_certificate: bool,
-    /// Not supported yet: PKCS#11.
-    #[arg(long, value_name = "LIB", hide = true)]
-    pub pkcs11_lib: Option<String>,
-    /// Not supported yet: PKCS#11.
-    #[arg(long, hide = true)]
-    pub reuse_pin: bool,
-    /// Not supported yet: TPM keys.
+    /// Not supported yet: TPM keys with a password.
     #[arg(long, value_name = "PASSWORD", hide = true)]
     pub tpm_key_password: Option<String>,
-    /// Not supported yet: TPM keys.
+    /// Accepted for compatibility: TPM keys are used with an empty authorization value.
     #[arg(long, hide = true)]
     pub no_tpm_key_password: bool,
     /// Do not verify the Roles Anywhere endpoint's TLS certificate (as aws_signing_helper's
@@ -348,16 +434,10 @@ impl HelperCompatArgs {
         if self.use_latest_expiring_certificate {
             return Some(("--use-latest-expiring-certificate", STORES));
         }
-        if self.pkcs11_lib.is_some() || self.reuse_pin {
-            return Some((
-                "--pkcs11-lib",
-                "PKCS#11 keys are not supported by this version",
-            ));
-        }
-        if self.tpm_key_password.is_some() || self.no_tpm_key_password {
+        if self.tpm_key_password.is_some() {
             return Some((
                 "--tpm-key-password",
-                "TPM keys are not supported by this version",
+                "TPM keys with a password are not supported by this version (keys with an empty authorization value are)",
             ));
         }
         None
@@ -369,7 +449,7 @@ pub struct CredentialProcessArgs {
     /// Read the credentials from a running agent's socket (`spiffe-aws-agent run`) instead of
     /// exchanging: one local round trip, no CreateSession. Needs --role, unless the agent is
     /// in per-caller mode and one role is bound to this process's SPIFFE ID.
-    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "workload_api_socket", "spiffe_id"])]
+    #[arg(long, value_name = "SOCKET", conflicts_with_all = ["certificate", "private_key", "workload_api_socket", "spiffe_id"])]
     pub agent: Option<PathBuf>,
 
     /// The agent's role name to read (with --agent).
@@ -450,6 +530,72 @@ pub struct ReadCertificateDataArgs {
     pub compat: HelperCompatArgs,
 }
 
+/// `jwt-credential-process`: a JWT-SVID for STS AssumeRoleWithWebIdentity.
+#[derive(Debug, Args, Clone)]
+pub struct JwtCredentialProcessArgs {
+    /// SPIFFE Workload API address: unix:///path/to/agent.sock or tcp://IP:port.
+    #[arg(
+        long,
+        visible_alias = "workload-api-addr",
+        value_name = "ADDRESS",
+        env = "SPIFFE_ENDPOINT_SOCKET"
+    )]
+    pub workload_api_socket: Option<String>,
+
+    /// Seconds to wait for the Workload API.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WORKLOAD_API_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub workload_api_timeout: u64,
+
+    /// The JWT-SVID's audience: a client ID of the IAM OIDC identity provider (often
+    /// sts.amazonaws.com).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub audience: String,
+
+    /// IAM role ARN to assume; its trust policy must trust the OIDC identity provider.
+    #[arg(long, value_name = "ARN")]
+    pub role_arn: String,
+
+    /// Use the JWT-SVID of this SPIFFE ID (or Workload API hint) when the workload has
+    /// several. Default: the first, the Workload API's default.
+    #[arg(long, value_name = "SPIFFE_ID", conflicts_with = "hint")]
+    pub spiffe_id: Option<String>,
+
+    /// Use the JWT-SVID with this Workload API hint (as aws-spiffe-workload-helper's --hint).
+    #[arg(long, value_name = "HINT")]
+    pub hint: Option<String>,
+
+    /// STS region: the regional endpoint https://sts.<region>.amazonaws.com. Default: the
+    /// global endpoint https://sts.amazonaws.com.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// STS endpoint URL (https only), e.g. a VPC endpoint. Overrides --region's endpoint.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Extra PEM CA certificates to trust for the endpoint's TLS (added to the system roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// Session duration in seconds, 900..43200 (the role's maximum session duration caps it).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::webidentity::exchange::DEFAULT_SESSION_DURATION)]
+    pub session_duration: u32,
+
+    /// Role session name (2..64 of letters, digits and +=,.@_-). Default: the SPIFFE ID
+    /// without spiffe://, slashes as dots (its last 64 characters).
+    #[arg(long, visible_alias = "session-name", value_name = "NAME")]
+    pub role_session_name: Option<String>,
+
+    /// Seconds the exchange (with retries of transient STS failures) may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::webidentity::exchange::DEFAULT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout: u64,
+
+    /// Log at debug level (as RUST_LOG=spiffe_aws_agent=debug; tokens and secrets are never
+    /// logged).
+    #[arg(long)]
+    pub debug: bool,
+}
+
 /// Servers and roles of the long-running agent.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
@@ -475,13 +621,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_CONTAINER_LISTEN)]
     pub container: Option<String>,
 
-    /// Token file for the container endpoint (read, or created 0600 when missing).
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONTAINER_TOKEN_FILE)]
-    pub container_token_file: PathBuf,
+    /// Token file base for the container endpoint: role R's token is FILE.R (read, or
+    /// created 0600 when missing). Default: /run/spiffe-aws-agent/container-token, or
+    /// $XDG_RUNTIME_DIR/spiffe-aws-agent/container-token for a non-root user.
+    #[arg(long, value_name = "FILE")]
+    pub container_token_file: Option<PathBuf>,
 
-    /// Serve credentials on this unix socket (for `credential-process --agent`).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_AGENT_SOCKET)]
-    pub agent_socket: Option<PathBuf>,
+    /// Serve credentials on this unix socket (for `credential-process --agent`). Default:
+    /// /run/spiffe-aws-agent/agent.sock, or $XDG_RUNTIME_DIR/spiffe-aws-agent/agent.sock for
+    /// a non-root user.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub agent_socket: Option<Option<PathBuf>>,
 
     /// Keep this profile in the shared credentials file current.
     #[arg(long, value_name = "PROFILE", num_args = 0..=1, default_missing_value = DEFAULT_PROFILE)]
@@ -491,7 +641,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = crate::agent::DEFAULT_MIN_REMAINING.as_secs())]
     pub min_remaining: u64,
 
-    /// A host name the IMDS and container endpoints also answer to (repeatable). They answer
+    /// A host name the IMDS, container and admin endpoints also answer to (repeatable). They answer
     /// only requests whose Host is their IP address or localhost, so a web page cannot read
     /// them through DNS rebinding; name here any other name your clients use.
     #[arg(long, value_name = "NAME")]
@@ -511,9 +661,57 @@ pub struct RunArgs {
     pub per_caller_idle: u64,
 
     #[command(flatten)]
+    pub admin: AdminArgs,
+
+    #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+/// What `inspect` reads and checks.
+#[derive(Debug, Args, Clone)]
+pub struct InspectArgs {
+    /// SPIFFE Workload API address: unix:///path/to/agent.sock or tcp://IP:port.
+    #[arg(long, value_name = "ADDRESS", env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub workload_api_socket: Option<String>,
+
+    /// Only the SVID with this SPIFFE ID (or Workload API hint). Default: every SVID.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub spiffe_id: Option<String>,
+
+    /// Seconds to wait for the Workload API.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WORKLOAD_API_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub workload_api_timeout: u64,
+
+    /// PEM certificate file instead of the Workload API: the leaf, optionally followed by
+    /// its intermediates.
+    #[arg(long, value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
+
+    /// PEM private key of --certificate, to check that it matches (optional).
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub private_key: Option<PathBuf>,
+
+    /// PEM file with intermediate certificates, as sent in X-Amz-X509-Chain.
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub intermediates: Option<PathBuf>,
+
+    /// PEM CA certificate(s) of the Roles Anywhere trust anchor: check that each chain leads
+    /// to it (every signature verified).
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchor_cert: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = InspectOutput::Text)]
+    pub output: InspectOutput,
+}
+
+/// `inspect --output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectOutput {
+    Text,
+    Json,
 }
 
 /// `aws_signing_helper serve` compatible flags.
@@ -527,6 +725,9 @@ pub struct ServeArgs {
     /// host.
     #[arg(long, value_name = "HOPS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub hop_limit: u32,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -580,7 +781,9 @@ pub struct DevArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Exchange once, print the result and exit instead of running until Ctrl-C.
+    /// Try every channel once (agent socket, IMDS, container endpoint, credentials file, a
+    /// one-shot exchange, inspect), print one line per check and exit (1 if one failed)
+    /// instead of running until Ctrl-C.
     #[arg(long)]
     pub once: bool,
 

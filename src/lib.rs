@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: an [`identity`] source yields an X.509 identity (certificate chain and
 //! private key), [`rolesanywhere`] exchanges it for temporary AWS credentials with a
-//! SigV4-X509 signed CreateSession call, [`credentials`] caches and refreshes them per role,
+//! SigV4-X509 signed CreateSession call (or [`webidentity`] exchanges a JWT-SVID with STS
+//! AssumeRoleWithWebIdentity), [`credentials`] caches and refreshes them per role,
 //! and [`serve`] hands them to AWS clients. [`plan`] turns flags and the config file into the
 //! specs those layers take; [`agent`] wires a plan into running tasks. [`dev`] holds the
 //! in-process doubles of SPIRE and Roles Anywhere used by the tests and by
@@ -10,7 +11,7 @@
 //!
 //! Dependencies point downwards only:
 //! `plan`, `agent` → `serve` → `credentials` → `rolesanywhere` → `identity` → `clock`,
-//! `backoff`, `display`.
+//! `backoff`, `display`; `credentials` → `webidentity` → `rolesanywhere`, `identity`.
 #![warn(unreachable_pub)]
 
 pub mod agent;
@@ -22,10 +23,14 @@ pub mod credentials;
 pub mod diagnose;
 mod display;
 pub mod identity;
+pub mod inspect;
 mod log_limit;
+pub mod metrics;
 pub mod plan;
 pub mod rolesanywhere;
 pub mod serve;
+pub mod systemd;
+pub mod webidentity;
 
 #[cfg(feature = "dev")]
 pub mod dev;

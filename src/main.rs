@@ -7,12 +7,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use spiffe_aws_agent::cli::{Cli, Command};
+use spiffe_aws_agent::cli::{Cli, Command, LogFormat};
 use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
 use spiffe_aws_agent::identity::IdentityError;
+use spiffe_aws_agent::webidentity::WebIdentityError;
 use spiffe_aws_agent::{agent, cli, diagnose, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
+    // The TPM2 Software Stack logs its own errors to stderr; ours already carry them, and a
+    // credential_process failure is one line. Set before any thread exists.
+    #[cfg(feature = "tpm")]
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+NONE");
+    }
     let cli = Cli::parse();
     let compat = match &cli.command {
         Command::CredentialProcess(a) => Some(&a.session.compat),
@@ -29,13 +36,18 @@ fn main() -> ExitCode {
     if let Some((flag, why)) = compat.and_then(|c| c.unsupported()) {
         return fail(&format!("{flag}: {why}"), 2);
     }
-    let debug = cli.debug_before_command || compat.is_some_and(|c| c.debug);
+    let debug = cli.debug_before_command
+        || compat.is_some_and(|c| c.debug)
+        || matches!(&cli.command, Command::JwtCredentialProcess(a) if a.debug);
     // credential-process output is read by SDKs: keep stderr quiet unless asked.
-    init_logging(match (&cli.command, debug) {
-        (_, true) => "spiffe_aws_agent=debug,info",
-        (Command::CredentialProcess(_), false) => "warn",
-        _ => "info",
-    });
+    init_logging(
+        match (&cli.command, debug) {
+            (_, true) => "spiffe_aws_agent=debug,info",
+            (Command::CredentialProcess(_) | Command::JwtCredentialProcess(_), false) => "warn",
+            _ => "info",
+        },
+        cli.log_format,
+    );
     if compat.is_some_and(|c| c.no_verify_ssl)
         && !matches!(
             cli.command,
@@ -69,11 +81,26 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string(), one_shot_exit_code(&e)),
             }
         }
+        Command::JwtCredentialProcess(args) => {
+            let runtime = match build_runtime(&mut tokio::runtime::Builder::new_current_thread()) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            let plan = match plan::jwt_credential_process(&args, &clock) {
+                Ok(plan) => plan,
+                Err(e) => return fail(&e.to_string(), 2),
+            };
+            match runtime.block_on(agent::web_identity_one_shot(&plan)) {
+                Ok(creds) => print_line(&serve::process::render(&creds)),
+                Err(e) => fail(&e.to_string(), web_identity_exit_code(&e)),
+            }
+        }
         Command::Run(args) => run_agent(plan::run(&args, &clock), false),
         Command::Serve(args) => run_agent(plan::serve(&args, &clock), false),
         Command::Update(args) => run_agent(plan::update(&args, &clock), args.once),
         Command::X509CredentialFile(args) => x509_credential_file(&args, &clock, false),
         Command::X509CredentialFileOneshot(args) => x509_credential_file(&args, &clock, true),
+        Command::Inspect(args) => inspect(&args, &*clock),
         Command::Version => print_line(env!("CARGO_PKG_VERSION")),
         Command::SignString(args) => sign_string(&args),
         Command::ReadCertificateData(args) => {
@@ -104,14 +131,58 @@ fn main() -> ExitCode {
     }
 }
 
-/// 2 when the Workload API address itself is unusable (a setting, though only dialing finds
-/// out), 1 for everything that went wrong while fetching.
+/// 2 when the Workload API address or a PKCS#11 setting itself is unusable (a setting,
+/// though only dialing or the token finds out), 1 for everything that went wrong while
+/// fetching.
 fn one_shot_exit_code(e: &agent::OneShotError) -> u8 {
     match e {
         agent::OneShotError::Identity(IdentityError::WorkloadApi(
             WorkloadApiError::BadAddress { .. },
         )) => 2,
+        // The library, the URI or the PIN is wrong: a setting, though only the token says.
+        agent::OneShotError::Identity(IdentityError::Pkcs11(e)) if e.is_setting() => 2,
+        #[cfg(feature = "tpm")]
+        agent::OneShotError::Identity(IdentityError::Tpm(e)) if e.is_setting() => 2,
+        agent::OneShotError::Identity(IdentityError::NoTpmSupport { .. }) => 2,
         _ => 1,
+    }
+}
+
+/// As [`one_shot_exit_code`]: 2 for an unusable Workload API address, else 1.
+fn web_identity_exit_code(e: &WebIdentityError) -> u8 {
+    use spiffe_aws_agent::identity::jwt_svid::JwtSvidError;
+    match e {
+        WebIdentityError::JwtSvid(JwtSvidError::WorkloadApi(WorkloadApiError::BadAddress {
+            ..
+        })) => 2,
+        _ => 1,
+    }
+}
+
+/// `inspect`: the report on stdout; exit 0 when every SVID is usable, 1 otherwise.
+fn inspect(args: &spiffe_aws_agent::cli::InspectArgs, clock: &dyn Clock) -> ExitCode {
+    use spiffe_aws_agent::cli::InspectOutput;
+    let spec = match plan::inspect(args) {
+        Ok(spec) => spec,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    let runtime = match build_runtime(&mut tokio::runtime::Builder::new_current_thread()) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(spiffe_aws_agent::inspect::inspect(&spec, clock.now())) {
+        Ok(report) => report,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    let text = match args.output {
+        InspectOutput::Text => spiffe_aws_agent::inspect::render_text(&report),
+        InspectOutput::Json => spiffe_aws_agent::inspect::render_json(&report),
+    };
+    let code = print_line(text.trim_end());
+    if code != ExitCode::SUCCESS || report.usable() {
+        code
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -245,14 +316,22 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line, fields flattened beside `message`, for log shippers. The same
+        // events and fields as the text format, so the same rule holds: no secrets.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }

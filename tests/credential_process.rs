@@ -603,11 +603,6 @@ async fn aws_signing_helper_flags_work_or_say_why_not() {
             None,
             "Windows and macOS",
         ),
-        (
-            "--pkcs11-lib",
-            Some("/usr/lib/softhsm/libsofthsm2.so"),
-            "PKCS#11",
-        ),
         ("--tpm-key-password", Some("pw"), "TPM"),
     ] {
         let mut extra = vec![flag];

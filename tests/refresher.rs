@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use spiffe_aws_agent::credentials::refresher::{run_role, Exchanger, RefreshPolicy, RoleSpec};
-use spiffe_aws_agent::credentials::{CredentialStore, Status, Unavailable};
+use spiffe_aws_agent::credentials::{CredentialStore, ExchangeError, Status, Unavailable};
 use spiffe_aws_agent::identity::watch::{Entry, Problem, Snapshot};
 use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
 use spiffe_aws_agent::identity::{files, X509Identity};
@@ -40,7 +40,7 @@ impl Exchanger for FakeExchanger {
         &'a self,
         _role: &'a str,
         identity: &'a X509Identity,
-    ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, ExchangeError>> + Send + 'a>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             self.seen_leaves
@@ -58,13 +58,15 @@ impl Exchanger for FakeExchanger {
                     return Err(CreateSessionError::Throttled {
                         error_type: "ThrottlingException".into(),
                         message: "Rate exceeded".into(),
-                    });
+                    }
+                    .into());
                 }
                 return Err(CreateSessionError::Server {
                     status: 500,
                     error_type: "InternalServerError".into(),
                     message: "boom".into(),
-                });
+                }
+                .into());
             }
             Ok(Credentials {
                 access_key_id: format!("ASIAFAKE{n:08}"),

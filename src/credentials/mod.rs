@@ -17,7 +17,9 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::identity::watch::Unusable;
-use crate::rolesanywhere::{CreateSessionError, Credentials};
+use crate::metrics::Metrics;
+use crate::rolesanywhere::{CreateSessionError, Credentials, ErrorClass};
+use crate::webidentity::WebIdentityError;
 
 /// Credentials for one role as the cache holds them: what CreateSession returned, and what
 /// the agent knows about where and when it got them. `Debug` hides the secret and the token.
@@ -86,15 +88,35 @@ pub enum Failure {
     /// There was no identity to exchange.
     #[error(transparent)]
     Identity(Unusable),
-    /// CreateSession failed.
+    /// The exchange (CreateSession or AssumeRoleWithWebIdentity) failed.
     #[error(transparent)]
-    Exchange(Arc<CreateSessionError>),
-    /// CreateSession succeeded, but the credentials live too briefly to serve and refresh.
-    #[error("Roles Anywhere issued credentials valid for {seconds_left} s, too few above the minimum lifetime of {min_remaining_seconds} s to serve them and refresh in time: is the profile's duration cap below the session duration, or the system clock off?")]
+    Exchange(Arc<ExchangeError>),
+    /// The exchange succeeded, but the credentials live too briefly to serve and refresh.
+    #[error("the exchange issued credentials valid for {seconds_left} s, too few above the minimum lifetime of {min_remaining_seconds} s to serve them and refresh in time: is the profile's (or the role's) duration cap below the session duration, or the system clock off?")]
     TooShort {
         seconds_left: u64,
         min_remaining_seconds: u64,
     },
+}
+
+/// Why a role's exchange failed, whichever service the role's exchange calls: a
+/// refresher only needs [`ExchangeError::class`] to schedule the retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    RolesAnywhere(#[from] CreateSessionError),
+    #[error(transparent)]
+    WebIdentity(#[from] WebIdentityError),
+}
+
+impl ExchangeError {
+    /// How a refresher should treat this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ExchangeError::RolesAnywhere(e) => e.class(),
+            ExchangeError::WebIdentity(e) => e.class(),
+        }
+    }
 }
 
 /// What the refresher last saw for a role; surfaced in errors and health.
@@ -133,6 +155,8 @@ pub struct CredentialStore {
     clock: Arc<dyn Clock>,
     /// Bumped on every publish or clear, so writers like the credentials file react at once.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Where the refreshers and the endpoints reading this store record what they do.
+    metrics: Arc<Metrics>,
 }
 
 impl CredentialStore {
@@ -163,7 +187,19 @@ impl CredentialStore {
             min_remaining,
             clock,
             changes,
+            metrics: Metrics::detached(),
         }
+    }
+
+    /// This store, recording into `metrics` (by default into a handle nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the refreshers and endpoints of this store record.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Configured role names, sorted.

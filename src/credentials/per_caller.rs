@@ -30,6 +30,7 @@ use crate::identity::delegated::{AttestError, DelegatedIdentity, PeerProcess, Su
 use crate::identity::watch::{Entry, Problem, Snapshot};
 use crate::identity::workload_api::WorkloadApiError;
 use crate::identity::SpiffeIdPattern;
+use crate::metrics::Metrics;
 
 /// How long a (SPIFFE ID, role) pair's credentials are kept, and refreshed, after the last
 /// request for them. Long enough that a workload calling every few minutes never waits for
@@ -101,6 +102,8 @@ pub struct PerCallerCache {
     pairs: Mutex<HashMap<(String, String), Arc<Pair>>>,
     /// Counts every Snapshot published, across subjects.
     revisions: AtomicU64,
+    /// Where the pairs' refreshers and the agent socket record.
+    metrics: Arc<Metrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,6 +125,7 @@ impl PerCallerCache {
         min_remaining: Duration,
         policy: RefreshPolicy,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(PerCallerCache {
             roles,
@@ -133,7 +137,24 @@ impl PerCallerCache {
             subjects: Mutex::new(HashMap::new()),
             pairs: Mutex::new(HashMap::new()),
             revisions: AtomicU64::new(0),
+            metrics,
         })
+    }
+
+    /// Where this cache's refreshers and the agent socket record.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The SPIRE agent admin socket's address.
+    pub fn spire_address(&self) -> &str {
+        self.api.address()
+    }
+
+    /// Whether SPIRE's Delegated Identity API answers this agent as an authorized delegate
+    /// (readiness in per-caller mode); `Err` says why not.
+    pub async fn probe_spire(&self) -> Result<(), crate::identity::delegated::DelegatedError> {
+        self.api.probe(Arc::clone(&self.clock)).await
     }
 
     /// The configured role names.
@@ -296,11 +317,14 @@ impl PerCallerCache {
         if let Some(pair) = pairs.get(&key) {
             return Arc::clone(pair);
         }
-        let store = Arc::new(CredentialStore::new(
-            [(role.name.clone(), role.role_arn.clone())],
-            self.min_remaining,
-            Arc::clone(&self.clock),
-        ));
+        let store = Arc::new(
+            CredentialStore::new(
+                [(role.name.clone(), role.role_arn.clone())],
+                self.min_remaining,
+                Arc::clone(&self.clock),
+            )
+            .with_metrics(Arc::clone(&self.metrics)),
+        );
         let pair = Arc::new(Pair {
             store: Arc::clone(&store),
             last_used: AtomicU64::new(millis(self.clock.now())),
@@ -500,9 +524,10 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+    use crate::credentials::ExchangeError;
     use crate::dev::workload_api::{DelegatedIdentityDouble, Registration, SvidIssuer};
     use crate::identity::X509Identity;
-    use crate::rolesanywhere::{CreateSessionError, Credentials};
+    use crate::rolesanywhere::Credentials;
 
     const ORDERS: &str = "spiffe://example.org/service/orders";
     const REVIEWS: &str = "spiffe://example.org/service/reviews";
@@ -516,8 +541,7 @@ mod tests {
             &'a self,
             role: &'a str,
             _identity: &'a X509Identity,
-        ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>>
-        {
+        ) -> Pin<Box<dyn Future<Output = Result<Credentials, ExchangeError>> + Send + 'a>> {
             Box::pin(async move {
                 let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
                 // Slow enough that concurrent callers find the exchange in flight.
@@ -569,6 +593,7 @@ mod tests {
             Duration::from_secs(300),
             RefreshPolicy::default(),
             Arc::new(crate::clock::TokioClock::new()),
+            crate::metrics::Metrics::detached(),
         );
         let mut child = std::process::Command::new("sleep")
             .arg("30")

@@ -20,11 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{CredentialStore, Failure, RoleCredentials, Status};
+use super::{CredentialStore, ExchangeError, Failure, RoleCredentials, Status};
 use crate::backoff::Backoff;
 use crate::identity::watch::Snapshot;
 use crate::identity::X509Identity;
-use crate::rolesanywhere::{CreateSessionError, Credentials, ErrorClass};
+use crate::rolesanywhere::{Credentials, ErrorClass};
 
 /// One role the agent keeps credentials for.
 #[derive(Debug, Clone)]
@@ -35,13 +35,22 @@ pub struct RoleSpec {
     pub spiffe_id: Option<String>,
 }
 
-/// Performs CreateSession; a trait so the scheduling is tested without a network.
+/// Performs a role's exchange (Roles Anywhere CreateSession with the SVID, or STS
+/// AssumeRoleWithWebIdentity with a JWT-SVID of the SVID's SPIFFE ID); a trait so the
+/// scheduling is tested without a network.
 pub trait Exchanger: Send + Sync + 'static {
     fn exchange<'a>(
         &'a self,
         role: &'a str,
         identity: &'a X509Identity,
-    ) -> Pin<Box<dyn Future<Output = Result<Credentials, CreateSessionError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Credentials, ExchangeError>> + Send + 'a>>;
+
+    /// Whether a rotation of the X.509-SVID calls for a new exchange at once: yes when the
+    /// SVID itself is what is exchanged. A web-identity exchange only takes the SVID's
+    /// SPIFFE ID (its JWT-SVID is fetched fresh each time), so it says no.
+    fn exchanges_the_svid(&self) -> bool {
+        true
+    }
 }
 
 /// When to refresh.
@@ -115,7 +124,7 @@ pub fn next_refresh(
 
 /// How an exchange ended.
 enum Exchanged {
-    Done(Result<Credentials, CreateSessionError>),
+    Done(Result<Credentials, ExchangeError>),
     /// The identity was withdrawn while the exchange ran: its result must not be served.
     Withdrawn,
 }
@@ -170,6 +179,7 @@ pub async fn run_role(
                 if snapshot.is_withdrawn() {
                     if store.peek(&role.name).is_some() {
                         tracing::warn!(role = %role.name, %reason, "identity withdrawn: dropping its credentials");
+                        store.metrics().identity_withdrawn(&role.name);
                     }
                     store.clear(&role.name, Status::Withdrawn(reason));
                 } else if snapshot.problem.is_none() {
@@ -192,7 +202,8 @@ pub async fn run_role(
                 }
                 let current = store.peek(&role.name);
                 let now = clock.now();
-                let rotated = current.as_ref().is_some_and(|c| c.leaf_sha256 != leaf);
+                let rotated = exchanger.exchanges_the_svid()
+                    && current.as_ref().is_some_and(|c| c.leaf_sha256 != leaf);
                 let due = match (&current, next_refresh_at) {
                     (None, _) => true,
                     (Some(_), Some(at)) => now >= at,
@@ -201,8 +212,10 @@ pub async fn run_role(
                 if rotated || due {
                     if rotated {
                         tracing::info!(role = %role.name, "SVID rotated: exchanging the new one");
+                        store.metrics().svid_rotated(&role.name);
                     }
                     let revision = snapshot.revision;
+                    let started = std::time::Instant::now();
                     let outcome = exchange_unless_withdrawn(
                         &*exchanger,
                         &role.name,
@@ -210,6 +223,12 @@ pub async fn run_role(
                         &mut identities,
                     )
                     .await;
+                    if let Exchanged::Done(result) = &outcome {
+                        let result = result.as_ref().map(|_| ()).map_err(|e| e.class());
+                        store
+                            .metrics()
+                            .create_session(&role.name, result, started.elapsed());
+                    }
                     let wait = match outcome {
                         Exchanged::Withdrawn => Some(Duration::ZERO),
                         Exchanged::Done(Ok(creds)) => {

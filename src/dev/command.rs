@@ -27,6 +27,7 @@ use crate::dev::workload_api::{
     DelegatedIdentityDouble, Registration, SvidEntry, SvidIssuer, WorkloadApiDouble,
     WorkloadApiDoubleError,
 };
+use crate::dev::{check, try_it};
 use crate::identity::delegated::DEFAULT_ATTEST_TIMEOUT;
 use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
@@ -61,6 +62,8 @@ pub enum DevError {
     Agent(#[from] AgentError),
     #[error("the agent got no credentials: {0}")]
     NoCredentials(#[from] Unavailable),
+    #[error("{0} of the checks failed (see above)")]
+    ChecksFailed(usize),
 }
 
 impl DevError {
@@ -117,6 +120,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         aws_config.policies =
             crate::dev::aws_services::load_policies(path).map_err(DevError::LatticePolicies)?;
     }
+    let region = aws_config.region.clone();
     let aws = AwsServicesDouble::start(aws_config, rolesanywhere.session_lookup()).await?;
     let ca_bundle = dir.join("roles-anywhere-ca.pem");
     write(&ca_bundle, RolesAnywhereDouble::ca_pem())?;
@@ -143,7 +147,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
             bound_to: None,
-            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?.into(),
         })
     };
     let agent_socket = dir.join("agent.sock");
@@ -173,10 +177,12 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
                 path: Some(credentials_file.clone()),
             }],
             allowed_hosts: Vec::new(),
+            admin: None,
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
         per_caller: None,
     };
+    let check_clock = Arc::clone(&clock);
     let running = agent::start(plan, RefreshPolicy::default(), clock).await?;
     running
         .store
@@ -191,11 +197,14 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     let mut config_text = String::new();
     for name in ["orders", "reviews"] {
         config_text.push_str(&format!(
-            "[profile {name}]\nregion = us-east-1\ncredential_process = {exe} credential-process --agent {} --role {name}\n",
-            agent_socket.display()
+            "[profile {name}]\nregion = {region}\ncredential_process = {} credential-process --agent {} --role {name}\n",
+            try_it::sh(&exe),
+            try_it::sh(&agent_socket.display().to_string())
         ));
     }
     write(&aws_config, &config_text)?;
+    let trust_anchor_pem = dir.join("trust-anchor.pem");
+    write(&trust_anchor_pem, pki::ROOT_CA_PEM)?;
 
     let imds_url = running
         .imds_addrs
@@ -207,9 +216,6 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         .map(|a| format!("http://{a}/v1/credentials/orders"))
         .unwrap_or_default();
     let aws_endpoint = aws.endpoint();
-    let python = python_for_scripts();
-    let lattice_script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lattice-call.py");
-    let config_env = format!("AWS_CONFIG_FILE={}", aws_config.display());
 
     println!("spiffe-aws-agent dev: SPIRE, Roles Anywhere, STS and VPC Lattice doubles and the agent are running.\n");
     println!(
@@ -222,7 +228,7 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         "  Roles Anywhere double  {}  (verifies every SigV4-X509 signature)",
         rolesanywhere.endpoint()
     );
-    println!("  AWS services double    {aws_endpoint}  (STS GetCallerIdentity; VPC Lattice services billing and rates)");
+    println!("  AWS services double    {aws_endpoint}  (STS GetCallerIdentity; VPC Lattice services billing and rates; region {region})");
     println!();
     println!("The agent exchanged each SVID for credentials; role orders:");
     println!("  {}", crate::serve::process::render(&creds.credentials));
@@ -234,37 +240,93 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
         );
     }
     println!();
-    println!("Point any AWS client at the agent (each line is one way):");
-    println!("  export AWS_EC2_METADATA_SERVICE_ENDPOINT={imds_url}");
-    println!("  export AWS_CONTAINER_CREDENTIALS_FULL_URI={container_url} AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}", dir.join("container-token.orders").display());
-    println!(
-        "  export {config_env} AWS_PROFILE=orders      # credential_process via the agent socket"
-    );
-    println!(
-        "  export AWS_SHARED_CREDENTIALS_FILE={}",
-        credentials_file.display()
-    );
-    println!();
-    println!("  or paste into ~/.aws/config:");
-    println!("  [profile orders]");
-    println!(
-        "  credential_process = {exe} credential-process --agent {} --role orders",
-        agent_socket.display()
-    );
-    println!();
-    println!("Try it:");
-    let aws_cli = aws_cli_for_scripts();
-    println!("  {config_env} {aws_cli} sts get-caller-identity --profile orders --endpoint-url {aws_endpoint}");
-    println!("  {config_env} {python} {lattice_script} --profile orders --service billing --endpoint {aws_endpoint}   # 200: allowed");
-    println!("  {config_env} {python} {lattice_script} --profile reviews --service billing --endpoint {aws_endpoint}  # 403: denied");
 
     if args.once {
+        // Lines printed now would be dead when dev exits: try them instead.
+        let targets = check::Targets {
+            role: "orders".into(),
+            spiffe_id: pki::ORDERS_SPIFFE_ID.into(),
+            agent_socket: agent_socket.clone(),
+            imds: running.imds_addrs.first().copied(),
+            container: running.container_addr,
+            container_token: dir.join("container-token"),
+            credentials_file: credentials_file.clone(),
+            workload_api: workload_api.endpoint(),
+            trust_anchor_pem: trust_anchor_pem.clone(),
+        };
+        let by_hand = Exchange::new(
+            &ExchangeSpec {
+                endpoint: Some(rolesanywhere.endpoint()),
+                ca_bundle: Some(ca_bundle.clone()),
+                ..ExchangeSpec::new(DEV_TRUST_ANCHOR_ARN, DEV_PROFILE_ARN, DEV_ROLE_ARN_ORDERS)
+            },
+            Arc::clone(&check_clock),
+        )?;
+        let outcomes =
+            check::run(&targets, by_hand, &rolesanywhere, Arc::clone(&check_clock)).await;
+        println!("Checks (dev --once tries every way out of the agent, then stops):");
+        let mut failed = 0;
+        for o in &outcomes {
+            match &o.result {
+                Ok(detail) => println!("  ok    {}: {detail}", o.what),
+                Err(why) => {
+                    failed += 1;
+                    println!("  FAIL  {}: {why}", o.what);
+                }
+            }
+        }
+        println!(
+            "{} of {} checks passed. Run `dev` without --once to keep the stack up and try each line yourself.",
+            outcomes.len() - failed,
+            outcomes.len()
+        );
         running.shutdown().await;
         aws.shutdown().await;
         workload_api.shutdown().await;
         rolesanywhere.shutdown().await;
-        return Ok(());
+        return match failed {
+            0 => Ok(()),
+            n => Err(DevError::ChecksFailed(n)),
+        };
     }
+
+    let facts = try_it::Facts {
+        exe: exe.clone(),
+        region: region.clone(),
+        workload_api: workload_api.endpoint(),
+        rolesanywhere_endpoint: rolesanywhere.endpoint(),
+        ca_bundle: ca_bundle.clone(),
+        trust_anchor_pem,
+        trust_anchor_arn: DEV_TRUST_ANCHOR_ARN.into(),
+        profile_arn: DEV_PROFILE_ARN.into(),
+        roles: vec![
+            (
+                "orders".into(),
+                DEV_ROLE_ARN_ORDERS.into(),
+                pki::ORDERS_SPIFFE_ID.into(),
+            ),
+            (
+                "reviews".into(),
+                DEV_ROLE_ARN_REVIEWS.into(),
+                pki::REVIEWS_SPIFFE_ID.into(),
+            ),
+        ],
+        aws_endpoint,
+        imds_url,
+        container_url,
+        container_token: dir.join("container-token.orders"),
+        agent_socket: agent_socket.clone(),
+        by_hand_socket: dir.join("by-hand.sock"),
+        aws_config,
+        credentials_file,
+        aws_cli: try_it::find_on_path("aws"),
+        python: try_it::python_with_botocore(),
+        lattice_script: concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lattice-call.py").into(),
+    };
+    for line in try_it::lines(&facts) {
+        println!("{line}");
+    }
+
     // After the first exchanges, so start-up is not what fails.
     if let Some(n) = args.fail_every {
         rolesanywhere.fail_every(n);
@@ -295,28 +357,6 @@ pub async fn run(args: &DevArgs) -> Result<(), DevError> {
     workload_api.shutdown().await;
     rolesanywhere.shutdown().await;
     Ok(())
-}
-
-/// The Python with botocore that the printed commands use: the repository's venv if
-/// `scripts/test.sh` made one, else `python3`.
-fn python_for_scripts() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    if Path::new(venv).exists() {
-        venv.to_owned()
-    } else {
-        "python3".to_owned()
-    }
-}
-
-/// The AWS CLI the printed commands use: the venv's (`scripts/test.sh` installs it) if
-/// present, else `aws` from PATH.
-fn aws_cli_for_scripts() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/aws");
-    if Path::new(venv).exists() {
-        venv.to_owned()
-    } else {
-        "aws".to_owned()
-    }
 }
 
 fn issue_all(issuer: &SvidIssuer) -> Result<Vec<SvidEntry>, WorkloadApiDoubleError> {
@@ -412,7 +452,7 @@ async fn per_caller(
             name: name.into(),
             spiffe_id: Some(spiffe_id.into()),
             bound_to: Some(SpiffeIdPattern::Exact(spiffe_id.into())),
-            exchange: Exchange::new(&spec, Arc::clone(&clock))?,
+            exchange: Exchange::new(&spec, Arc::clone(&clock))?.into(),
         })
     };
     let agent_socket = dir.join("agent.sock");
@@ -503,14 +543,14 @@ async fn per_caller(
         );
     }
     println!();
-    let python = python_for_scripts();
+    let python = try_it::python_with_botocore();
     let lattice_script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lattice-call.py");
     let config_env = format!("AWS_CONFIG_FILE={}", aws_config.display());
     let aws_endpoint = doubles.aws.endpoint();
     println!("Try it:");
     for (name, uid) in &callers {
         println!(
-            "  {}{exe} credential-process --agent {}",
+            "  $ {}{exe} credential-process --agent {}",
             as_uid(*uid),
             agent_socket.display()
         );
@@ -519,7 +559,9 @@ async fn per_caller(
         } else {
             "403: denied"
         };
-        println!("  {config_env} {python} {lattice_script} --profile {name} --service billing --endpoint {aws_endpoint}   # {verdict}");
+        if let Some(python) = &python {
+            println!("  $ {config_env} {python} {lattice_script} --profile {name} --service billing --endpoint {aws_endpoint}   # {verdict}");
+        }
     }
 
     if !args.once {

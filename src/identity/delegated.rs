@@ -250,6 +250,15 @@ impl DelegatedIdentity {
         Ok((entries, subscription))
     }
 
+    /// Asks SPIRE about this agent's own process and closes the subscription at once: it
+    /// answers when the admin socket is reachable and this agent is an authorized delegate
+    /// (whether or not SPIRE issues it an SVID), which is what per-caller mode needs to
+    /// serve anyone.
+    pub async fn probe(&self, clock: Arc<dyn Clock>) -> Result<(), DelegatedError> {
+        let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        self.subscribe(pid, clock).await.map(|_| ())
+    }
+
     fn status_error(&self, status: tonic::Status) -> DelegatedError {
         status_error(&self.address, status)
     }

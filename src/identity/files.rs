@@ -1,8 +1,9 @@
 //! An identity from files, with `aws_signing_helper`'s flags: `--certificate` (the leaf,
 //! optionally followed by its chain), `--private-key` (PKCS#8, PKCS#1 RSA or SEC1 EC; an
 //! encrypted PKCS#8 key with `--pkcs8-password`) and `--intermediates` (more chain
-//! certificates). A `--certificate` without `--private-key` is a PKCS#12 file that holds both
-//! ([`super::pkcs12`]).
+//! certificates). A `--certificate` without `--private-key` holds the key too: PEM with both,
+//! or PKCS#12 ([`super::pkcs12`]). `--private-key handle:0x81…` or a TSS2 key file is a TPM
+//! key (feature `tpm`).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -66,11 +67,16 @@ pub fn load_any(
         let (chain, key) = super::pkcs12::read(certificate, password)?;
         return X509Identity::new(chain, &key, Origin::Files, now);
     };
-    let mut chain = read_certificates(certificate, "certificate")?;
-    if let Some(path) = intermediates {
-        chain.extend(read_certificates(path, "intermediates")?);
+    let chain = read_chain(certificate, intermediates)?;
+    // `handle:0x81…` names a persistent TPM key, not a file.
+    if let Some(handle) = private_key.to_str().filter(|k| k.starts_with("handle:")) {
+        return tpm_identity(chain, now, TpmKeyRef::Handle(handle));
     }
-    let key = read_private_key(private_key, password).map_err(|e| match e {
+    let key_pem = SecretBytes::new(read(private_key, "private key")?);
+    if contains(&key_pem, b"-----BEGIN TSS2 PRIVATE KEY-----") {
+        return tpm_identity(chain, now, TpmKeyRef::File(&key_pem, private_key));
+    }
+    let key = private_key_from_pem(&key_pem, private_key, password).map_err(|e| match e {
         IdentityError::NoPemBlock { path, expected, .. } if single_pem => {
             IdentityError::NoPemBlock {
                 what: "certificate (given without --private-key, so it must hold the key too)",
@@ -83,6 +89,57 @@ pub fn load_any(
     X509Identity::new(chain, &key, Origin::Files, now)
 }
 
+/// The certificates of `certificate` then of `intermediates`, DER, in file order, unchecked.
+pub(crate) fn read_chain(
+    certificate: &Path,
+    intermediates: Option<&Path>,
+) -> Result<Vec<Vec<u8>>, IdentityError> {
+    let mut chain = read_certificates(certificate, "certificate")?;
+    if let Some(path) = intermediates {
+        chain.extend(read_certificates(path, "intermediates")?);
+    }
+    Ok(chain)
+}
+
+/// A TPM key named in `--private-key`.
+#[cfg_attr(not(feature = "tpm"), allow(dead_code))]
+enum TpmKeyRef<'a> {
+    Handle(&'a str),
+    File(&'a [u8], &'a Path),
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_identity(
+    chain: Vec<Vec<u8>>,
+    now: SystemTime,
+    key: TpmKeyRef<'_>,
+) -> Result<X509Identity, IdentityError> {
+    use super::tpm::TpmKey;
+    X509Identity::with_key(chain, Origin::Files, now, |spki| {
+        let key = match key {
+            TpmKeyRef::Handle(h) => TpmKey::from_handle(h, spki)?,
+            TpmKeyRef::File(pem, path) => {
+                TpmKey::from_key_file(pem, &path.display().to_string(), spki)?
+            }
+        };
+        Ok(super::key::SigningKey::from_tpm(key))
+    })
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_identity(
+    _chain: Vec<Vec<u8>>,
+    _now: SystemTime,
+    key: TpmKeyRef<'_>,
+) -> Result<X509Identity, IdentityError> {
+    Err(IdentityError::NoTpmSupport {
+        what: match key {
+            TpmKeyRef::Handle(h) => h.to_owned(),
+            TpmKeyRef::File(_, path) => format!("the private key file {}", path.display()),
+        },
+    })
+}
+
 /// Reads a PEM private key: PKCS#8, PKCS#1 RSA, SEC1 EC, or encrypted PKCS#8 (PBES2 with
 /// PBKDF2 or scrypt and AES-CBC, as `openssl pkcs8 -topk8` writes it) given its password.
 /// A password given for an unencrypted key is not needed and not used.
@@ -91,7 +148,21 @@ pub fn read_private_key(
     password: Option<&KeyPassword>,
 ) -> Result<PrivateKeyDer<'static>, IdentityError> {
     let pem = SecretBytes::new(read(path, "private key")?);
-    if let Some(der) = encrypted_pkcs8(&pem) {
+    private_key_from_pem(&pem, path, password)
+}
+
+/// The private key of a PEM file, unchecked against any certificate (unencrypted).
+pub(crate) fn read_key(private_key: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    read_private_key(private_key, None)
+}
+
+/// [`read_private_key`] for a file already read.
+fn private_key_from_pem(
+    pem: &[u8],
+    path: &Path,
+    password: Option<&KeyPassword>,
+) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    if let Some(der) = encrypted_pkcs8(pem) {
         let display = path.display().to_string();
         let Some(password) = password else {
             return Err(IdentityError::EncryptedKey { path: display });
@@ -103,7 +174,7 @@ pub fn read_private_key(
             })?;
         return Ok(PrivateKeyDer::Pkcs8(decrypted.into()));
     }
-    parse_private_key(&pem, path)
+    parse_private_key(pem, path)
 }
 
 /// The DER of the first `ENCRYPTED PRIVATE KEY` block, if the PEM has one (rustls-pki-types
@@ -115,6 +186,10 @@ fn encrypted_pkcs8(pem: &[u8]) -> Option<SecretBytes> {
     let end = start + find(&pem[start..], END)? + END.len();
     let (_, der) = pkcs8::der::pem::decode_vec(&pem[start..end]).ok()?;
     Some(SecretBytes::new(der))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    find(haystack, needle).is_some()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -196,7 +271,10 @@ pub(crate) fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityE
 }
 
 /// Every `CERTIFICATE` block of a PEM file, in order.
-fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<Vec<u8>>, IdentityError> {
+pub(crate) fn read_certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<Vec<u8>>, IdentityError> {
     let pem = read(path, what)?;
     let mut certs = Vec::new();
     for item in CertificateDer::pem_slice_iter(&pem) {
@@ -251,5 +329,43 @@ mod tests {
     fn password_debug_is_redacted() {
         let p = KeyPassword::new("hunter2".into());
         assert_eq!(format!("{p:?}"), "KeyPassword(..)");
+    }
+
+    fn certs(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/certs")).join(name)
+    }
+
+    /// Without the `tpm` feature, TPM keys are named as such, not misread as files or PEM.
+    #[cfg(not(feature = "tpm"))]
+    #[test]
+    fn tpm_keys_need_the_tpm_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key.tss2.pem");
+        std::fs::write(
+            &key_file,
+            "-----BEGIN TSS2 PRIVATE KEY-----\nMAA=\n-----END TSS2 PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for key in [Path::new("handle:0x81000002"), key_file.as_path()] {
+            let e = load(&certs("orders-p256.pem"), key, None, SystemTime::now())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("this build has no TPM support"), "{e}");
+        }
+    }
+
+    /// With it, a handle reaches the TPM (here: none), and a bad handle is refused first.
+    #[cfg(feature = "tpm")]
+    #[test]
+    fn tpm_handles_are_checked() {
+        let e = load(
+            &certs("orders-p256.pem"),
+            Path::new("handle:0x12"),
+            None,
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not a TPM handle"), "{e}");
     }
 }

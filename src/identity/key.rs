@@ -42,6 +42,8 @@ pub enum KeyError {
     Mismatch,
     #[error("the private key could not sign: {0}")]
     Signing(&'static str),
+    #[error("the private key could not sign: {0}")]
+    Token(String),
 }
 
 /// The kind of key, for messages and algorithm selection.
@@ -73,6 +75,11 @@ enum Inner {
     Rsa(RsaKeyPair),
     P256(EcdsaKeyPair),
     P384(p384::ecdsa::SigningKey),
+    /// A key in a PKCS#11 token; the token signs.
+    Token(Box<super::pkcs11::TokenKey>),
+    /// A key in a TPM; the TPM signs.
+    #[cfg(feature = "tpm")]
+    Tpm(Box<super::tpm::TpmKey>),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -110,6 +117,23 @@ impl SigningKey {
             return Err(KeyError::Mismatch);
         }
         Ok(key)
+    }
+
+    /// A key that stays in its PKCS#11 token (already checked against the certificate).
+    pub fn from_token(key: super::pkcs11::TokenKey) -> Self {
+        SigningKey {
+            kind: key.kind(),
+            inner: Inner::Token(Box::new(key)),
+        }
+    }
+
+    /// A key that stays in a TPM (already checked against the certificate).
+    #[cfg(feature = "tpm")]
+    pub fn from_tpm(key: super::tpm::TpmKey) -> Self {
+        SigningKey {
+            kind: key.kind(),
+            inner: Inner::Tpm(Box::new(key)),
+        }
     }
 
     fn pkcs8(der: &[u8], kind: KeyKind) -> Result<Inner, KeyError> {
@@ -184,9 +208,9 @@ impl SigningKey {
 
     /// The SigV4-X509 algorithm name for this key.
     pub fn algorithm(&self) -> &'static str {
-        match self.inner {
-            Inner::Rsa(_) => ALG_RSA,
-            Inner::P256(_) | Inner::P384(_) => ALG_ECDSA,
+        match self.kind {
+            KeyKind::Rsa { .. } => ALG_RSA,
+            KeyKind::P256 | KeyKind::P384 => ALG_ECDSA,
         }
     }
 
@@ -216,6 +240,13 @@ impl SigningKey {
                     .map_err(|_| KeyError::Signing("ECDSA P-384 signing failed"))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
+            Inner::Token(key) => {
+                blocking(|| key.sign(message)).map_err(|e| KeyError::Token(e.to_string()))
+            }
+            #[cfg(feature = "tpm")]
+            Inner::Tpm(key) => {
+                blocking(|| key.sign(message)).map_err(|e| KeyError::Token(e.to_string()))
+            }
         }
     }
 
@@ -230,8 +261,50 @@ impl SigningKey {
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
+            // Checked by a test signature when it was found.
+            Inner::Token(_) => Vec::new(),
+            #[cfg(feature = "tpm")]
+            Inner::Tpm(_) => Vec::new(),
         }
     }
+}
+
+/// The key type of a certificate's SubjectPublicKeyInfo (DER), or why Roles Anywhere would
+/// refuse it (`inspect` reports it without needing the private key).
+pub fn public_key_kind(cert_spki_der: &[u8]) -> Result<KeyKind, KeyError> {
+    parse_spki(cert_spki_der)?.kind()
+}
+
+/// Runs a signature by a device. A token or a TPM may take a while (a smart card: hundreds
+/// of ms): on the agent's multi-threaded runtime, the other tasks move off this thread
+/// meanwhile.
+fn blocking<T>(sign: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(sign)
+        }
+        _ => sign(),
+    }
+}
+
+/// The kind and public key (RSAPublicKey DER, or the uncompressed EC point) of a
+/// certificate's SubjectPublicKeyInfo, refusing what Roles Anywhere refuses.
+pub(crate) fn certificate_key(spki_der: &[u8]) -> Result<(KeyKind, Vec<u8>), KeyError> {
+    let spki = parse_spki(spki_der)?;
+    Ok((spki.kind()?, spki.public_key))
+}
+
+/// True when `signature` over `message` verifies with `public_key` the way Roles Anywhere
+/// verifies it (SHA-256; PKCS#1 v1.5 or ECDSA DER).
+pub(crate) fn verify(kind: KeyKind, public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let algorithm: &'static dyn signature::VerificationAlgorithm = match kind {
+        KeyKind::Rsa { .. } => &signature::RSA_PKCS1_2048_8192_SHA256,
+        KeyKind::P256 => &signature::ECDSA_P256_SHA256_ASN1,
+        KeyKind::P384 => &signature::ECDSA_P384_SHA256_ASN1,
+    };
+    signature::UnparsedPublicKey::new(algorithm, public_key)
+        .verify(message, signature)
+        .is_ok()
 }
 
 /// The parts of a certificate's SubjectPublicKeyInfo that decide the key type.
@@ -332,3 +405,83 @@ fn pkcs8_algorithm(der: &[u8]) -> Result<String, KeyError> {
 
 /// Holds raw key bytes read from a file or a socket and wipes them when dropped.
 pub type SecretBytes = Zeroizing<Vec<u8>>;
+
+/// `r || s` (each the curve's size) as a DER `Ecdsa-Sig-Value`; `None` for an odd or
+/// implausible length.
+pub(crate) fn ecdsa_der_from_raw(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 2 * 66 {
+        return None;
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let mut body = der_integer(r);
+    body.extend(der_integer(s));
+    let mut out = vec![0x30];
+    push_length(&mut out, body.len());
+    out.extend(body);
+    Some(out)
+}
+
+/// A non-negative big-endian integer as DER: minimal, with a 0 byte when the top bit is set.
+fn der_integer(value: &[u8]) -> Vec<u8> {
+    let start = value.iter().position(|b| *b != 0).unwrap_or(value.len());
+    let mut digits = value[start..].to_vec();
+    if digits.first().is_none_or(|b| b & 0x80 != 0) {
+        digits.insert(0, 0);
+    }
+    let mut out = vec![0x02];
+    push_length(&mut out, digits.len());
+    out.extend(digits);
+    out
+}
+
+fn push_length(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        out.extend([0x81, len as u8]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{self, EcdsaKeyPair, KeyPair};
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der_that_verifies() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8.as_ref(),
+            &rng,
+        )
+        .unwrap();
+        // Many signatures, so leading zeros and high bits in r and s both occur.
+        for i in 0..200u32 {
+            let message = i.to_be_bytes();
+            let raw = pair.sign(&rng, &message).unwrap();
+            let der = ecdsa_der_from_raw(raw.as_ref()).unwrap();
+            signature::UnparsedPublicKey::new(
+                &signature::ECDSA_P256_SHA256_ASN1,
+                pair.public_key().as_ref(),
+            )
+            .verify(&message, &der)
+            .unwrap_or_else(|_| panic!("signature {i} does not verify as DER"));
+        }
+    }
+
+    #[test]
+    fn der_integers_are_minimal() {
+        assert_eq!(der_integer(&[0, 0, 1]), vec![2, 1, 1]);
+        assert_eq!(der_integer(&[0, 0x80]), vec![2, 2, 0, 0x80]);
+        assert_eq!(der_integer(&[0, 0]), vec![2, 1, 0]);
+        assert_eq!(ecdsa_der_from_raw(&[1, 2, 3]), None);
+        assert_eq!(ecdsa_der_from_raw(&[]), None);
+        // P-521 sized: the sequence needs a long-form length.
+        let der = ecdsa_der_from_raw(&[0xff; 132]).unwrap();
+        assert_eq!(&der[..3], &[0x30, 0x81, 138]);
+    }
+}

@@ -8,10 +8,14 @@
 
 pub mod delegated;
 pub mod files;
+pub mod jwt_svid;
 pub mod key;
 mod pattern;
+pub mod pkcs11;
 pub mod pkcs12;
 mod source;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod watch;
 pub mod workload_api;
 
@@ -89,6 +93,13 @@ pub enum IdentityError {
     Key(#[from] KeyError),
     #[error(transparent)]
     WorkloadApi(#[from] workload_api::WorkloadApiError),
+    #[error(transparent)]
+    Pkcs11(#[from] pkcs11::Pkcs11Error),
+    #[cfg(feature = "tpm")]
+    #[error(transparent)]
+    Tpm(#[from] tpm::TpmError),
+    #[error("{what} is a TPM key, and this build has no TPM support: build with `cargo build --features tpm` (needs libtss2-dev)")]
+    NoTpmSupport { what: String },
 }
 
 /// A usable X.509 identity. Construct it with [`X509Identity::new`], which validates it.
@@ -123,6 +134,20 @@ impl X509Identity {
         key: &PrivateKeyDer<'_>,
         origin: Origin,
         now: SystemTime,
+    ) -> Result<Self, IdentityError> {
+        Self::with_key(chain_der, origin, now, |spki| {
+            Ok(SigningKey::from_der(key, spki)?)
+        })
+    }
+
+    /// Validates a chain like [`new`](Self::new), then gets its key from `key`, given the
+    /// leaf's SubjectPublicKeyInfo (DER) once the certificates passed: for keys that are
+    /// not bytes, such as a key in a PKCS#11 token.
+    pub fn with_key(
+        chain_der: Vec<Vec<u8>>,
+        origin: Origin,
+        now: SystemTime,
+        key: impl FnOnce(&[u8]) -> Result<SigningKey, IdentityError>,
     ) -> Result<Self, IdentityError> {
         let mut chain = chain_der.into_iter();
         let leaf_der = chain
@@ -160,7 +185,7 @@ impl X509Identity {
         if origin == Origin::WorkloadApi && spiffe_id.is_none() {
             return Err(IdentityError::MissingSpiffeId { subject });
         }
-        let key = SigningKey::from_der(key, leaf.tbs_certificate.subject_pki.raw)?;
+        let key = key(leaf.tbs_certificate.subject_pki.raw)?;
         let serial_decimal = leaf.tbs_certificate.serial.to_str_radix(10);
         Ok(X509Identity {
             leaf_der,
@@ -245,7 +270,10 @@ fn check_validity(
     Ok(())
 }
 
-fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
+/// The session tags Roles Anywhere's default attribute mapping derives from a certificate,
+/// as (`x509Subject/CN`-style name, value): every subject and issuer attribute, and the
+/// first DNS and the first URI subject alternative name.
+pub fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
     use x509_parser::objects::{oid2abbrev, oid_registry};
     let mut out = Vec::new();
     for (field, name) in [
@@ -279,7 +307,7 @@ fn tag_attributes(cert: &X509Certificate<'_>) -> Vec<(String, String)> {
     out
 }
 
-fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
+pub(crate) fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<String> {
     let san = cert.subject_alternative_name().ok().flatten()?;
     san.value.general_names.iter().find_map(|name| match name {
         GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some((*uri).to_owned()),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::files::KeyPassword;
-use super::watch::{spawn_files, spawn_workload_api, Snapshot};
+use super::pkcs11::{self, Pkcs11Spec};
+use super::watch::{spawn_files, spawn_pkcs11, spawn_workload_api, ConnectionState, Snapshot};
 use super::{files, workload_api, IdentityError, X509Identity};
 use crate::clock::Clock;
 
@@ -29,6 +30,8 @@ pub enum IdentitySpec {
         /// For an encrypted PKCS#8 key or a PKCS#12 file.
         password: Option<KeyPassword>,
     },
+    /// A key (and maybe its certificate) in a PKCS#11 token.
+    Pkcs11(Pkcs11Spec),
     /// The SPIFFE Workload API (a SPIRE agent).
     WorkloadApi {
         /// `unix:///path` or `tcp://IP:port`.
@@ -56,6 +59,13 @@ impl IdentitySpec {
                 password.as_ref(),
                 clock.now(),
             ),
+            IdentitySpec::Pkcs11(spec) => {
+                // Token calls block (and may ask for a PIN): keep them off the runtime.
+                let (spec, now) = (spec.clone(), clock.now());
+                tokio::task::spawn_blocking(move || pkcs11::load(&spec, now))
+                    .await
+                    .unwrap_or_else(|e| Err(pkcs11_task_failed(e)))
+            }
             IdentitySpec::WorkloadApi {
                 address,
                 spiffe_id,
@@ -72,6 +82,16 @@ impl IdentitySpec {
         &self,
         clock: Arc<dyn Clock>,
     ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
+        self.watch_reporting(clock, Arc::default())
+    }
+
+    /// [`watch`](Self::watch), keeping the Workload API connection's state in `connection`
+    /// (certificate files leave it untouched).
+    pub fn watch_reporting(
+        &self,
+        clock: Arc<dyn Clock>,
+        connection: Arc<ConnectionState>,
+    ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
         match self {
             IdentitySpec::Files {
                 certificate,
@@ -86,7 +106,15 @@ impl IdentitySpec {
                 FILE_POLL_INTERVAL,
                 clock,
             ),
-            IdentitySpec::WorkloadApi { address, .. } => spawn_workload_api(address.clone(), clock),
+            IdentitySpec::Pkcs11(spec) => spawn_pkcs11(spec.clone(), FILE_POLL_INTERVAL, clock),
+            IdentitySpec::WorkloadApi { address, .. } => {
+                spawn_workload_api(address.clone(), clock, connection)
+            }
         }
     }
+}
+
+/// A PKCS#11 load whose thread died (a panic in the provider library, or shutdown).
+pub(super) fn pkcs11_task_failed(e: tokio::task::JoinError) -> IdentityError {
+    IdentityError::Pkcs11(pkcs11::Pkcs11Error::Interrupted(e.to_string()))
 }

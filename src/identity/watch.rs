@@ -34,31 +34,55 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// a SPIRE outage left no trace in the log).
 struct ConnectionLog {
     address: String,
-    /// [`STARTING`], [`UP`] or [`DOWN`].
-    state: std::sync::atomic::AtomicU8,
+    /// [`STARTING`], [`UP`] or [`DOWN`]; shared with whoever reports health.
+    state: Arc<ConnectionState>,
 }
 
 const STARTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// Whether the Workload API stream is up: written by the watcher, read by the admin
+/// listener (health and metrics). Up only between a successful sync and the next error.
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    state: std::sync::atomic::AtomicU8,
+}
+
+impl ConnectionState {
+    /// Whether the stream is up now.
+    pub fn is_up(&self) -> bool {
+        self.state.load(std::sync::atomic::Ordering::Relaxed) == UP
+    }
+}
+
 impl ConnectionLog {
-    fn new(address: &str) -> Self {
+    fn new(address: &str, state: Arc<ConnectionState>) -> Self {
+        state
+            .state
+            .store(STARTING, std::sync::atomic::Ordering::Relaxed);
         ConnectionLog {
             address: address.to_owned(),
-            state: std::sync::atomic::AtomicU8::new(STARTING),
+            state,
         }
     }
 
     /// The initial sync succeeded.
     fn connected(&self) {
-        self.state.store(UP, std::sync::atomic::Ordering::Relaxed);
+        self.state
+            .state
+            .store(UP, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl MetricsRecorder for ConnectionLog {
     fn record_update(&self) {
-        if self.state.swap(UP, std::sync::atomic::Ordering::Relaxed) == DOWN {
+        if self
+            .state
+            .state
+            .swap(UP, std::sync::atomic::Ordering::Relaxed)
+            == DOWN
+        {
             tracing::info!(address = %self.address, "reconnected to the SPIFFE Workload API");
         }
     }
@@ -74,6 +98,7 @@ impl MetricsRecorder for ConnectionLog {
         );
         if lost
             && self
+                .state
                 .state
                 .compare_exchange(UP, DOWN, Relaxed, Relaxed)
                 .is_ok()
@@ -196,9 +221,11 @@ impl Publisher {
 }
 
 /// Follows the Workload API at `address`; the task runs until the receiver side is dropped.
+/// The stream's state is kept in `connection`.
 pub fn spawn_workload_api(
     address: String,
     clock: Arc<dyn Clock>,
+    connection: Arc<ConnectionState>,
 ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Snapshot {
         revision: 0,
@@ -245,7 +272,7 @@ pub fn spawn_workload_api(
                     continue;
                 }
             }
-            let connection = Arc::new(ConnectionLog::new(&address));
+            let connection = Arc::new(ConnectionLog::new(&address, Arc::clone(&connection)));
             let source = match X509Source::builder()
                 .endpoint(&address)
                 .initial_sync_timeout(PROBE_TIMEOUT)
@@ -372,9 +399,82 @@ pub fn spawn_files(
     (rx, task)
 }
 
+/// A PKCS#11 identity: loaded at start, and again every `poll` while loading fails for a
+/// reason that may pass (token absent, object not written yet, device error). A refused or
+/// missing PIN, or a missing library, is published and not retried: retrying a wrong PIN
+/// would lock the token. A certificate renewed inside the token is taken at the next start.
+pub fn spawn_pkcs11(
+    spec: super::pkcs11::Pkcs11Spec,
+    poll: Duration,
+    clock: Arc<dyn Clock>,
+) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(Snapshot::default());
+    let mut publisher = Publisher { tx, revision: 0 };
+    let task = tokio::spawn(async move {
+        loop {
+            let (attempt, now) = (spec.clone(), clock.now());
+            let loaded = tokio::task::spawn_blocking(move || super::pkcs11::load(&attempt, now))
+                .await
+                .unwrap_or_else(|e| Err(super::source::pkcs11_task_failed(e)));
+            let retry = match &loaded {
+                Ok(_) => false,
+                Err(IdentityError::Pkcs11(e)) => e.may_pass(),
+                Err(_) => false,
+            };
+            if let Err(e) = &loaded {
+                tracing::warn!(error = %e, retry, "the PKCS#11 identity is not usable");
+            }
+            let entry = Entry {
+                spiffe_id: loaded
+                    .as_ref()
+                    .ok()
+                    .and_then(|i| i.spiffe_id().map(str::to_owned)),
+                hint: None,
+                identity: loaded.map(Arc::new).map_err(Arc::new),
+            };
+            publisher.publish(vec![entry], None);
+            if !retry {
+                publisher.tx.closed().await;
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = publisher.tx.closed() => return,
+            }
+        }
+    });
+    (rx, task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pkcs11_identity_with_a_missing_library_is_not_retried() {
+        use super::super::pkcs11::{Pkcs11Spec, Pkcs11Uri};
+        let spec = Pkcs11Spec {
+            library: Some("/nonexistent/libpkcs11.so".into()),
+            certificate: None,
+            private_key: Some(Pkcs11Uri::parse("pkcs11:object=k?pin-value=1").unwrap()),
+            intermediates: None,
+            reuse_pin: false,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        let (mut rx, task) = spawn_pkcs11(spec, Duration::from_millis(20), clock);
+        rx.changed().await.unwrap();
+        let first = rx.borrow().revision;
+        // Twenty poll intervals: a retrying watcher would have published again.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(rx.borrow().revision, first);
+        let e = rx.borrow().select(None).unwrap_err().to_string();
+        assert!(e.contains("cannot load the PKCS#11 library"), "{e}");
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the watcher ends when nobody listens")
+            .unwrap();
+    }
 
     #[test]
     fn selection_reports_problems_and_missing_ids() {

@@ -73,6 +73,28 @@ pub async fn fetch_once(
     identity_from_svid(svid, now)
 }
 
+/// Every SVID and the trust bundles the Workload API gives this process, once (`inspect`).
+pub async fn fetch_context(
+    address: &str,
+    timeout: Duration,
+) -> Result<spiffe::X509Context, WorkloadApiError> {
+    let fetch = async {
+        let client = WorkloadApiClient::connect_to(address)
+            .await
+            .map_err(|e| classify(address, e))?;
+        client
+            .fetch_x509_context()
+            .await
+            .map_err(|e| classify(address, e))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| WorkloadApiError::Timeout {
+            address: address.to_owned(),
+            seconds: timeout.as_secs(),
+        })?
+}
+
 /// Picks the SVID to use: by SPIFFE ID or hint when asked, else the first.
 pub fn select<'a>(
     address: &str,

@@ -21,6 +21,15 @@
 //! #   (per-caller mode: required; the callers this role is for, or ".../service/*")
 //! # region, session_duration, role_session_name, endpoint: as the flags
 //!
+//! [[role]]                        # STS AssumeRoleWithWebIdentity with a JWT-SVID instead
+//! name = "uploads"
+//! exchange = "web-identity"       # default: "roles-anywhere"
+//! audience = "sts.amazonaws.com"  # a client ID of the trust domain's IAM OIDC provider
+//! role_arn = "arn:aws:iam::123456789012:role/uploads"
+//! # region = "us-east-1"          # regional STS endpoint (default: sts.amazonaws.com)
+//! # endpoint = "https://sts.us-east-1.amazonaws.com"  # else the top-level sts_endpoint
+//! # spiffe_id, session_duration, role_session_name: as above
+//!
 //! [imds]                          # IMDSv2-style endpoint
 //! listen = ["127.0.0.1:9911"]
 //! # roles = ["orders"]            # the role it lists and serves (default: the first role)
@@ -33,6 +42,9 @@
 //! [[credentials_file]]            # keep a profile in ~/.aws/credentials current
 //! role = "orders"
 //! profile = "default"
+//! [admin]                         # /healthz, /readyz, /metrics (off without this section)
+//! listen = "127.0.0.1:9913"
+//! # allow_remote = true           # required for a non-loopback listen (Kubernetes probes)
 //! ```
 
 use std::collections::BTreeSet;
@@ -44,21 +56,24 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{parse_listen, valid_role_name, Location, PlanError, Problem};
-use crate::agent::{AgentPlan, PerCallerPlan, RolePlan, DEFAULT_MIN_REMAINING};
+use crate::agent::{AgentPlan, PerCallerPlan, RoleExchange, RolePlan, DEFAULT_MIN_REMAINING};
 use crate::bounded_file::Links;
 use crate::clock::Clock;
 use crate::credentials::per_caller::DEFAULT_IDLE;
 use crate::identity::delegated::{self, DEFAULT_ATTEST_TIMEOUT};
 use crate::identity::files::KeyPassword;
+use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::SpiffeIdPattern;
 use crate::identity::{IdentitySpec, DEFAULT_WORKLOAD_API_TIMEOUT};
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec};
+use crate::serve::admin::DEFAULT_ADMIN_LISTEN;
 use crate::serve::{
-    credentials_file, ContainerSpec, CredentialsFileSpec, ServersSpec, DEFAULT_AGENT_SOCKET,
-    DEFAULT_CONTAINER_LISTEN, DEFAULT_CONTAINER_TOKEN_FILE, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
+    credentials_file, runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec,
+    DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE,
 };
+use crate::webidentity::{WebIdentityExchange, WebIdentityField, WebIdentitySpec};
 
 /// The largest config file read: a real one is a few KiB.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -72,7 +87,11 @@ struct FileConfig {
     private_key: Option<Spanned<String>>,
     pkcs8_password: Option<Spanned<String>>,
     intermediates: Option<Spanned<String>>,
+    pkcs11_lib: Option<Spanned<String>>,
+    reuse_pin: Option<Spanned<bool>>,
     endpoint: Option<Spanned<String>>,
+    /// The STS endpoint of web-identity roles (`endpoint` is Roles Anywhere's).
+    sts_endpoint: Option<Spanned<String>>,
     ca_bundle: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
@@ -87,14 +106,27 @@ struct FileConfig {
     agent_socket: Option<Spanned<AgentSocketToml>>,
     #[serde(default)]
     credentials_file: Vec<Spanned<CredentialsFileToml>>,
+    admin: Option<Spanned<AdminToml>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminToml {
+    listen: Option<Spanned<String>>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoleToml {
     name: Spanned<String>,
-    trust_anchor_arn: Spanned<String>,
-    profile_arn: Spanned<String>,
+    /// `roles-anywhere` (the default) or `web-identity`.
+    exchange: Option<Spanned<String>>,
+    /// Roles Anywhere: required.
+    trust_anchor_arn: Option<Spanned<String>>,
+    profile_arn: Option<Spanned<String>>,
+    /// Web identity: the JWT-SVID's audience, required.
+    audience: Option<Spanned<String>>,
     role_arn: Spanned<String>,
     region: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
@@ -211,8 +243,6 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
     if config.role.is_empty() {
         return Err(loc.whole(Problem::NoRole));
     }
-    // The endpoint variant comes from the agent's environment, as for the flags.
-    let endpoint_options = super::endpoint_options(false)?;
     let mut roles = Vec::new();
     let mut names = BTreeSet::new();
     for spanned in &config.role {
@@ -224,28 +254,26 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
         if !names.insert(name.clone()) {
             return Err(loc.err(role.name.span(), None, Problem::DuplicateRole(name)));
         }
-        let spec = ExchangeSpec {
-            trust_anchor_arn: role.trust_anchor_arn.get_ref().clone(),
-            profile_arn: role.profile_arn.get_ref().clone(),
-            role_arn: role.role_arn.get_ref().clone(),
-            region: value(role.region.as_ref().or(config.region.as_ref())),
-            endpoint: value(role.endpoint.as_ref().or(config.endpoint.as_ref())),
-            ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
-            session_duration: role
-                .session_duration
-                .as_ref()
-                .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
-            role_session_name: value(role.role_session_name.as_ref()),
-            timeout: config
-                .timeout
-                .as_ref()
-                .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
-            endpoint_options,
+        let exchange = match role.exchange.as_ref().map(|e| e.get_ref().as_str()) {
+            None | Some(ROLES_ANYWHERE) => {
+                roles_anywhere_exchange(role, spanned.span(), &config, &name, &loc, clock)?
+            }
+            Some(WEB_IDENTITY) => web_identity_exchange(
+                role,
+                spanned.span(),
+                &config,
+                &name,
+                &identity,
+                per_caller.is_some(),
+                &loc,
+                clock,
+            )?,
+            Some(other) => {
+                let key = Some(format!("role {name:?} exchange"));
+                let span = role.exchange.as_ref().map_or(spanned.span(), |e| e.span());
+                return Err(loc.err(span, key, Problem::UnknownExchange(other.to_owned())));
+            }
         };
-        let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
-            let (key, span) = blame(e.field(), role, &config, spanned.span());
-            loc.err(span, Some(format!("role {name:?} {key}")), e)
-        })?;
         if let Some(id) = role.spiffe_id.as_ref().filter(|id| id.get_ref().is_empty()) {
             // An empty selector matches no SVID: the role would never get credentials.
             return Err(loc.err(id.span(), None, Problem::EmptySpiffeId));
@@ -300,6 +328,155 @@ pub fn parse(path: &Path, text: &str, clock: &Arc<dyn Clock>) -> Result<AgentPla
     })
 }
 
+/// `exchange = "roles-anywhere"` (the default).
+const ROLES_ANYWHERE: &str = "roles-anywhere";
+/// `exchange = "web-identity"`: STS AssumeRoleWithWebIdentity with a JWT-SVID.
+const WEB_IDENTITY: &str = "web-identity";
+
+/// A Roles Anywhere role's exchange, validated.
+fn roles_anywhere_exchange(
+    role: &RoleToml,
+    role_span: std::ops::Range<usize>,
+    config: &FileConfig,
+    name: &str,
+    loc: &Locator<'_>,
+    clock: &Arc<dyn Clock>,
+) -> Result<RoleExchange, PlanError> {
+    if let Some(audience) = &role.audience {
+        let key = Some(format!("role {name:?} audience"));
+        return Err(loc.err(audience.span(), key, Problem::OnlyForWebIdentity));
+    }
+    let required = |v: &Option<Spanned<String>>, key: &str| {
+        v.as_ref().map(|v| v.get_ref().clone()).ok_or_else(|| {
+            loc.err(
+                role_span.clone(),
+                Some(format!("role {name:?} {key}")),
+                Problem::RequiredKey,
+            )
+        })
+    };
+    let spec = ExchangeSpec {
+        trust_anchor_arn: required(&role.trust_anchor_arn, "trust_anchor_arn")?,
+        profile_arn: required(&role.profile_arn, "profile_arn")?,
+        role_arn: role.role_arn.get_ref().clone(),
+        region: value(role.region.as_ref().or(config.region.as_ref())),
+        endpoint: value(role.endpoint.as_ref().or(config.endpoint.as_ref())),
+        ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
+        session_duration: role
+            .session_duration
+            .as_ref()
+            .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
+        role_session_name: value(role.role_session_name.as_ref()),
+        timeout: config
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+        // The endpoint variant comes from the agent's environment, as for the flags.
+        endpoint_options: super::endpoint_options(false)?,
+    };
+    let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
+        let (key, span) = blame(e.field(), role, config, role_span);
+        loc.err(span, Some(format!("role {name:?} {key}")), e)
+    })?;
+    Ok(exchange.into())
+}
+
+/// A web-identity role's exchange, validated: its JWT-SVIDs come from the agent's Workload
+/// API, so the identity must be the Workload API, and per-caller mode (callers' SVIDs from
+/// the Delegated Identity API) cannot serve it.
+#[allow(clippy::too_many_arguments)]
+fn web_identity_exchange(
+    role: &RoleToml,
+    role_span: std::ops::Range<usize>,
+    config: &FileConfig,
+    name: &str,
+    identity: &Result<IdentitySpec, PlanError>,
+    per_caller: bool,
+    loc: &Locator<'_>,
+    clock: &Arc<dyn Clock>,
+) -> Result<RoleExchange, PlanError> {
+    let key = |k: &str| Some(format!("role {name:?} {k}"));
+    let exchange_span = role
+        .exchange
+        .as_ref()
+        .map_or(role_span.clone(), |e| e.span());
+    if per_caller {
+        return Err(loc.err(
+            exchange_span,
+            key("exchange"),
+            Problem::WebIdentityPerCaller,
+        ));
+    }
+    for (k, v) in [
+        ("trust_anchor_arn", &role.trust_anchor_arn),
+        ("profile_arn", &role.profile_arn),
+    ] {
+        if let Some(v) = v {
+            return Err(loc.err(v.span(), key(k), Problem::NotForWebIdentity));
+        }
+    }
+    let (workload_api, workload_api_timeout) = match identity {
+        Ok(IdentitySpec::WorkloadApi {
+            address, timeout, ..
+        }) => (address.clone(), *timeout),
+        Ok(IdentitySpec::Files { .. } | IdentitySpec::Pkcs11(_)) => {
+            return Err(loc.err(
+                exchange_span,
+                key("exchange"),
+                Problem::WebIdentityNeedsWorkloadApi,
+            ))
+        }
+        Err(_) => return Err(loc.whole(Problem::NoWorkloadApiKey)),
+    };
+    let audience = role
+        .audience
+        .as_ref()
+        .ok_or_else(|| loc.err(role_span.clone(), key("audience"), Problem::RequiredKey))?;
+    let spec = WebIdentitySpec {
+        role_arn: role.role_arn.get_ref().clone(),
+        audience: audience.get_ref().clone(),
+        region: value(role.region.as_ref().or(config.region.as_ref())),
+        endpoint: value(role.endpoint.as_ref().or(config.sts_endpoint.as_ref())),
+        ca_bundle: value(config.ca_bundle.as_ref()).map(PathBuf::from),
+        session_duration: role
+            .session_duration
+            .as_ref()
+            .map_or(DEFAULT_SESSION_DURATION, |s| *s.get_ref()),
+        role_session_name: value(role.role_session_name.as_ref()),
+        timeout: config
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+        workload_api,
+        workload_api_timeout,
+    };
+    let exchange = WebIdentityExchange::new(&spec, Arc::clone(clock)).map_err(|e| {
+        use WebIdentityField::*;
+        let opt = |s: Option<&Spanned<String>>| s.map(|s| s.span());
+        let (k, span) = match e.field() {
+            Some(RoleArn) => ("role_arn", Some(role.role_arn.span())),
+            Some(Audience) => ("audience", Some(audience.span())),
+            Some(Region) => (
+                "region",
+                opt(role.region.as_ref()).or(opt(config.region.as_ref())),
+            ),
+            Some(Endpoint) => (
+                "endpoint",
+                opt(role.endpoint.as_ref()).or(opt(config.sts_endpoint.as_ref())),
+            ),
+            Some(CaBundle) => ("ca_bundle", opt(config.ca_bundle.as_ref())),
+            Some(SessionDuration) => (
+                "session_duration",
+                role.session_duration.as_ref().map(|s| s.span()),
+            ),
+            Some(RoleSessionName) => ("role_session_name", opt(role.role_session_name.as_ref())),
+            None => ("", None),
+        };
+        loc.err(span.unwrap_or(role_span), key(k), e)
+    })?;
+    Ok(exchange.into())
+}
+
 /// `spire_admin_socket` and `per_caller_idle_seconds`: per-caller mode.
 fn per_caller(config: &FileConfig, loc: &Locator<'_>) -> Result<Option<PerCallerPlan>, PlanError> {
     let Some(socket) = &config.spire_admin_socket else {
@@ -335,6 +512,12 @@ fn value(s: Option<&Spanned<String>>) -> Option<String> {
 /// agent's `SPIFFE_ENDPOINT_SOCKET`).
 fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, PlanError> {
     let span = |s: Option<&Spanned<String>>| s.map(|s| s.span()).unwrap_or(0..0);
+    if let Some(spec) = pkcs11_identity(config, loc)? {
+        if let Some(socket) = &config.workload_api_socket {
+            return Err(loc.err(socket.span(), None, Problem::TwoIdentitySources));
+        }
+        return Ok(IdentitySpec::Pkcs11(spec));
+    }
     match (&config.certificate, &config.private_key) {
         // A certificate alone holds the key too (PKCS#12, or PEM with both), as the flags.
         (Some(certificate), private_key) => {
@@ -370,6 +553,46 @@ fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, Plan
             })
         }
     }
+}
+
+/// The identity keys when `certificate` or `private_key` is a `pkcs11:` URI (with
+/// `pkcs11_lib` and `reuse_pin`, as the flags); `None` when neither is.
+fn pkcs11_identity(
+    config: &FileConfig,
+    loc: &Locator<'_>,
+) -> Result<Option<Pkcs11Spec>, PlanError> {
+    let as_uri = |value: Option<&Spanned<String>>| match value {
+        Some(v) if Pkcs11Uri::is_uri(v.get_ref()) => Pkcs11Uri::parse(v.get_ref())
+            .map(Some)
+            .map_err(|e| loc.err(v.span(), None, Problem::Pkcs11Uri(e))),
+        _ => Ok(None),
+    };
+    let certificate_uri = as_uri(config.certificate.as_ref())?;
+    let key_uri = as_uri(config.private_key.as_ref())?;
+    if certificate_uri.is_none() && key_uri.is_none() {
+        if let Some(lib) = &config.pkcs11_lib {
+            return Err(loc.err(lib.span(), None, Problem::Pkcs11FlagWithoutUri));
+        }
+        if let Some(reuse) = config.reuse_pin.as_ref().filter(|r| *r.get_ref()) {
+            return Err(loc.err(reuse.span(), None, Problem::Pkcs11FlagWithoutUri));
+        }
+        return Ok(None);
+    }
+    if let (Some(_), None, Some(key)) = (&certificate_uri, &key_uri, &config.private_key) {
+        return Err(loc.err(key.span(), None, Problem::FileKeyForTokenCertificate));
+    }
+    let certificate = match (certificate_uri, &config.certificate) {
+        (Some(uri), _) => Some(CertificateSource::Token(uri)),
+        (None, Some(path)) => Some(CertificateSource::File(PathBuf::from(path.get_ref()))),
+        (None, None) => None,
+    };
+    Ok(Some(Pkcs11Spec {
+        library: value(config.pkcs11_lib.as_ref()).map(PathBuf::from),
+        certificate,
+        private_key: key_uri,
+        intermediates: value(config.intermediates.as_ref()).map(PathBuf::from),
+        reuse_pin: config.reuse_pin.as_ref().is_some_and(|r| *r.get_ref()),
+    }))
 }
 
 /// The server sections.
@@ -445,17 +668,16 @@ fn servers(
                 .map_err(|p| loc.err(span, Some("container.listen".into()), p))?;
             Some(ContainerSpec {
                 listen,
-                token_file: PathBuf::from(
-                    value(c.token_file.as_ref())
-                        .unwrap_or_else(|| DEFAULT_CONTAINER_TOKEN_FILE.to_owned()),
-                ),
+                token_file: value(c.token_file.as_ref())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(runtime_dir::default_container_token_file),
             })
         }
     };
     let agent_socket = config.agent_socket.as_ref().map(|s| {
-        PathBuf::from(
-            value(s.get_ref().path.as_ref()).unwrap_or_else(|| DEFAULT_AGENT_SOCKET.to_owned()),
-        )
+        value(s.get_ref().path.as_ref())
+            .map(PathBuf::from)
+            .unwrap_or_else(runtime_dir::default_agent_socket)
     });
     let mut credentials_files: Vec<CredentialsFileSpec> = Vec::new();
     let mut writers: Vec<(Option<PathBuf>, String, usize)> = Vec::new();
@@ -504,7 +726,22 @@ fn servers(
             allowed_hosts.push(name.clone());
         }
     }
+    let admin = match &config.admin {
+        None => None,
+        Some(section) => {
+            let a = section.get_ref();
+            let (addr, span) = match &a.listen {
+                Some(l) => (l.get_ref().clone(), l.span()),
+                None => (DEFAULT_ADMIN_LISTEN.to_owned(), section.span()),
+            };
+            Some(
+                super::admin_listen(&addr, a.allow_remote.unwrap_or(false))
+                    .map_err(|p| loc.err(span, Some("admin.listen".into()), p))?,
+            )
+        }
+    };
     Ok(ServersSpec {
+        admin,
         allowed_hosts,
         imds,
         imds_roles,
@@ -525,8 +762,14 @@ fn blame(
     use ExchangeField::*;
     let opt = |s: Option<&Spanned<String>>| s.map(|s| s.span());
     match field {
-        Some(TrustAnchorArn) => ("trust_anchor_arn", role.trust_anchor_arn.span()),
-        Some(ProfileArn) => ("profile_arn", role.profile_arn.span()),
+        Some(TrustAnchorArn) => (
+            "trust_anchor_arn",
+            opt(role.trust_anchor_arn.as_ref()).unwrap_or(role_span),
+        ),
+        Some(ProfileArn) => (
+            "profile_arn",
+            opt(role.profile_arn.as_ref()).unwrap_or(role_span),
+        ),
         Some(RoleArn) => ("role_arn", role.role_arn.span()),
         Some(SessionDuration) => (
             "session_duration",
@@ -596,6 +839,42 @@ mod tests {
             PathBuf::from("/tmp/a.sock")
         );
         assert_eq!(plan.min_remaining, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn pkcs11_uris_in_the_identity_keys() {
+        let roles = role("orders", "arn:aws:iam::123456789012:role/orders");
+        let text = format!(
+            "certificate = \"pkcs11:token=ra;object=orders?pin-source=/run/pin\"\npkcs11_lib = \"/usr/lib/softhsm/libsofthsm2.so\"\nreuse_pin = true\n[agent_socket]\n{roles}"
+        );
+        let plan = parse_text(&text).unwrap();
+        let Some(IdentitySpec::Pkcs11(spec)) = plan.identity else {
+            panic!("not a PKCS#11 identity: {:?}", plan.identity);
+        };
+        assert!(spec.reuse_pin && spec.private_key.is_none());
+        assert!(matches!(
+            spec.certificate,
+            Some(CertificateSource::Token(_))
+        ));
+        assert_eq!(
+            spec.library.as_deref(),
+            Some(std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so"))
+        );
+        for (keys, expected) in [
+            (
+                "certificate = \"pkcs11:object=a;colour=b\"\n",
+                "agent.toml:1: pkcs11:object=a;colour=b: \"colour\" is not a path attribute",
+            ),
+            (
+                "certificate = \"c.pem\"\nprivate_key = \"k.pem\"\npkcs11_lib = \"x.so\"\n",
+                "agent.toml:3: only applies to PKCS#11 keys",
+            ),
+        ] {
+            let e = parse_text(&format!("{keys}[agent_socket]\n{roles}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(expected), "{e}");
+        }
     }
 
     #[test]
@@ -780,6 +1059,41 @@ mod tests {
             e.starts_with("agent.toml:2: allowed_hosts: \"evil/path\" is not a host name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_unless_allowed() {
+        let base = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}[imds]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        let plan = parse_text(&format!("{base}[admin]\n")).unwrap();
+        assert_eq!(
+            plan.servers.admin.unwrap().listen,
+            "127.0.0.1:9913".parse().unwrap()
+        );
+        let e = parse_text(&format!("{base}[admin]\nlisten = \"0.0.0.0:9913\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.toml:9: admin.listen: 0.0.0.0:9913 is not a loopback address")
+                && e.contains("allow_remote = true"),
+            "{e}"
+        );
+        let plan = parse_text(&format!(
+            "{base}[admin]\nlisten = \"0.0.0.0:9913\"\nallow_remote = true\n"
+        ))
+        .unwrap();
+        assert!(plan.servers.admin.unwrap().listen.ip().is_unspecified());
+        // An admin listener alone serves no credentials.
+        let text = format!(
+            "workload_api_socket = \"unix:///tmp/a.sock\"\n{}[admin]\n",
+            role("orders", "arn:aws:iam::123456789012:role/orders")
+        );
+        assert!(parse_text(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("no server is configured"));
     }
 
     #[test]

@@ -7,25 +7,34 @@
 //! Defaults are the named constants of the modules that own them; nothing here invents one.
 
 pub mod file;
+mod inspect;
+
+pub use inspect::inspect;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan};
+use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan, WebIdentityOneShotPlan};
 use crate::cli::{
-    CredentialProcessArgs, IdentityArgs, RunArgs, ServeArgs, SessionArgs, UpdateArgs,
-    X509CredentialFileArgs,
+    AdminArgs, CredentialProcessArgs, IdentityArgs, JwtCredentialProcessArgs, RunArgs, ServeArgs,
+    SessionArgs, UpdateArgs, X509CredentialFileArgs,
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
+use crate::identity::jwt_svid::SvidSelector;
+use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri, UriError};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
 use crate::rolesanywhere::exchange::{EndpointOptions, EnvFlagError};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
+use crate::serve::admin::AdminSpec;
 use crate::serve::credentials_file::{self, CredentialsFileError};
-use crate::serve::{ContainerSpec, CredentialsFileSpec, ServersSpec};
+use crate::serve::{runtime_dir, ContainerSpec, CredentialsFileSpec, ServersSpec};
+use crate::webidentity::{
+    WebIdentityExchange, WebIdentityField, WebIdentitySpec, WebIdentitySpecError,
+};
 
 /// A setting that cannot work, with where it was given.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +84,8 @@ impl std::fmt::Display for Location {
 pub enum Problem {
     #[error(transparent)]
     Exchange(#[from] SpecError),
+    #[error(transparent)]
+    WebIdentity(#[from] WebIdentitySpecError),
     #[error(transparent)]
     CredentialsFile(#[from] CredentialsFileError),
     #[error(transparent)]
@@ -131,6 +142,16 @@ pub enum Problem {
     CertificateWithoutKey,
     #[error("workload_api_socket and certificate exclude each other: pick one identity source")]
     TwoIdentitySources,
+    #[error("needs --certificate (a PEM file), unless the key is a pkcs11: URI")]
+    NeedsCertificateFlag,
+    #[error("needs --certificate or --private-key: the Workload API sends its own chain")]
+    IntermediatesWithoutCertificate,
+    #[error(transparent)]
+    Pkcs11Uri(#[from] UriError),
+    #[error("only applies to PKCS#11 keys: give a pkcs11: URI in --certificate or --private-key")]
+    Pkcs11FlagWithoutUri,
+    #[error("must be in the token too when --certificate is a pkcs11: URI: give its pkcs11: URI, or omit it to find the key with the certificate's URI")]
+    FileKeyForTokenCertificate,
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error(transparent)]
@@ -145,6 +166,22 @@ pub enum Problem {
     HopLimit(u32),
     #[error("only applies in per-caller mode: set spire_admin_socket too")]
     PerCallerIdleWithoutSocket,
+    #[error("{0:?} is not an exchange: use \"roles-anywhere\" (the default) or \"web-identity\"")]
+    UnknownExchange(String),
+    #[error("is required")]
+    RequiredKey,
+    #[error("only applies to exchange = \"web-identity\" roles")]
+    OnlyForWebIdentity,
+    #[error("does not apply to exchange = \"web-identity\" roles (they assume the role with STS AssumeRoleWithWebIdentity, not Roles Anywhere)")]
+    NotForWebIdentity,
+    #[error("\"web-identity\" needs the SPIFFE Workload API (JWT-SVIDs come only from it): set workload_api_socket instead of certificate and private_key")]
+    WebIdentityNeedsWorkloadApi,
+    #[error("\"web-identity\" roles cannot be served in per-caller mode (the agent can fetch JWT-SVIDs only for itself): drop spire_admin_socket or use Roles Anywhere")]
+    WebIdentityPerCaller,
+    #[error("nothing to inspect: pass --workload-api-socket (or set SPIFFE_ENDPOINT_SOCKET) or --certificate FILE")]
+    NoInspectSource,
+    #[error("{0} is not a loopback address: the admin listener shows role names, health and metrics to whoever reaches it; allow it explicitly with --admin-allow-remote (or allow_remote = true under [admin]), e.g. for Kubernetes probes on 0.0.0.0:9913")]
+    AdminNotLoopback(SocketAddr),
 }
 
 impl PlanError {
@@ -177,6 +214,75 @@ fn exchange_flag(field: Option<ExchangeField>) -> Location {
             RoleSessionName => "--role-session-name",
         }),
     }
+}
+
+/// The admin listener: `listen` must be loopback unless `allow_remote` says otherwise.
+pub fn admin_listen(listen: &str, allow_remote: bool) -> Result<AdminSpec, Problem> {
+    let listen = parse_listen(listen)?;
+    if !allow_remote && !listen.ip().is_loopback() {
+        return Err(Problem::AdminNotLoopback(listen));
+    }
+    Ok(AdminSpec { listen })
+}
+
+/// The `--admin` flags.
+fn admin(args: &AdminArgs) -> Result<Option<AdminSpec>, PlanError> {
+    args.admin
+        .as_deref()
+        .map(|a| {
+            admin_listen(a, args.admin_allow_remote).map_err(|p| PlanError::flag("--admin", p))
+        })
+        .transpose()
+}
+
+/// The flag of each web-identity setting (`jwt-credential-process`).
+fn web_identity_flag(field: Option<WebIdentityField>) -> Location {
+    use WebIdentityField::*;
+    match field {
+        None => Location::Flags,
+        Some(f) => Location::Flag(match f {
+            RoleArn => "--role-arn",
+            Audience => "--audience",
+            Region => "--region",
+            Endpoint => "--endpoint",
+            CaBundle => "--ca-bundle",
+            SessionDuration => "--session-duration",
+            RoleSessionName => "--role-session-name",
+        }),
+    }
+}
+
+/// `jwt-credential-process`: checks every flag before any I/O.
+pub fn jwt_credential_process(
+    args: &JwtCredentialProcessArgs,
+    clock: &Arc<dyn Clock>,
+) -> Result<WebIdentityOneShotPlan, PlanError> {
+    let workload_api = args
+        .workload_api_socket
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(normalize_address)
+        .ok_or_else(|| PlanError::new(Location::Flags, Problem::NoWorkloadApiFlag))?;
+    let spec = WebIdentitySpec {
+        role_arn: args.role_arn.clone(),
+        audience: args.audience.clone(),
+        region: args.region.clone(),
+        endpoint: args.endpoint.clone(),
+        ca_bundle: args.ca_bundle.clone(),
+        session_duration: args.session_duration,
+        role_session_name: args.role_session_name.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        workload_api,
+        workload_api_timeout: Duration::from_secs(args.workload_api_timeout),
+    };
+    let exchange = WebIdentityExchange::new(&spec, Arc::clone(clock))
+        .map_err(|e| PlanError::new(web_identity_flag(e.field()), e))?;
+    let selector = match (&args.spiffe_id, &args.hint) {
+        (Some(id), _) => SvidSelector::id_or_hint(id),
+        (None, Some(hint)) => SvidSelector::Hint(hint.clone()),
+        (None, None) => SvidSelector::Default,
+    };
+    Ok(WebIdentityOneShotPlan { selector, exchange })
 }
 
 /// Parses `IP:port` or `[IPv6]:port`; a name like `localhost` is refused so the bind is
@@ -271,13 +377,33 @@ fn exchange(args: &SessionArgs, clock: &Arc<dyn Clock>) -> Result<Exchange, Plan
 /// The identity flags: files when `--certificate` is given, else the Workload API
 /// (`--workload-api-socket`, which clap fills from `SPIFFE_ENDPOINT_SOCKET`).
 fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
-    if let Some(certificate) = &args.certificate {
-        return Ok(IdentitySpec::Files {
-            certificate: certificate.clone(),
-            private_key: args.private_key.clone(),
-            intermediates: args.intermediates.clone(),
-            password: args.pkcs8_password.clone(),
-        });
+    if let Some(spec) = pkcs11_identity(args)? {
+        return Ok(IdentitySpec::Pkcs11(spec));
+    }
+    match (&args.certificate, &args.private_key) {
+        // Without --private-key the certificate file holds the key too (PKCS#12, or PEM
+        // with both), as aws_signing_helper takes it.
+        (Some(certificate), private_key) => {
+            return Ok(IdentitySpec::Files {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                intermediates: args.intermediates.clone(),
+                password: args.pkcs8_password.clone(),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(PlanError::flag(
+                "--private-key",
+                Problem::NeedsCertificateFlag,
+            ))
+        }
+        (None, None) if args.intermediates.is_some() => {
+            return Err(PlanError::flag(
+                "--intermediates",
+                Problem::IntermediatesWithoutCertificate,
+            ))
+        }
+        (None, None) => {}
     }
     match args
         .workload_api_socket
@@ -291,6 +417,54 @@ fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
         }),
         None => Err(PlanError::new(Location::Flags, Problem::NoWorkloadApiFlag)),
     }
+}
+
+/// The identity flags when `--certificate` or `--private-key` is a `pkcs11:` URI; `None`
+/// when neither is (and then `--pkcs11-lib` and `--reuse-pin` have nothing to apply to).
+fn pkcs11_identity(args: &IdentityArgs) -> Result<Option<Pkcs11Spec>, PlanError> {
+    let as_uri =
+        |value: &Option<PathBuf>, flag: &'static str| match value.as_ref().and_then(|p| p.to_str())
+        {
+            Some(s) if Pkcs11Uri::is_uri(s) => Pkcs11Uri::parse(s)
+                .map(Some)
+                .map_err(|e| PlanError::flag(flag, Problem::Pkcs11Uri(e))),
+            _ => Ok(None),
+        };
+    let certificate_uri = as_uri(&args.certificate, "--certificate")?;
+    let key_uri = as_uri(&args.private_key, "--private-key")?;
+    if certificate_uri.is_none() && key_uri.is_none() {
+        if args.pkcs11_lib.is_some() {
+            return Err(PlanError::flag(
+                "--pkcs11-lib",
+                Problem::Pkcs11FlagWithoutUri,
+            ));
+        }
+        if args.reuse_pin {
+            return Err(PlanError::flag(
+                "--reuse-pin",
+                Problem::Pkcs11FlagWithoutUri,
+            ));
+        }
+        return Ok(None);
+    }
+    if certificate_uri.is_some() && key_uri.is_none() && args.private_key.is_some() {
+        return Err(PlanError::flag(
+            "--private-key",
+            Problem::FileKeyForTokenCertificate,
+        ));
+    }
+    let certificate = match (certificate_uri, &args.certificate) {
+        (Some(uri), _) => Some(CertificateSource::Token(uri)),
+        (None, Some(path)) => Some(CertificateSource::File(path.clone())),
+        (None, None) => None,
+    };
+    Ok(Some(Pkcs11Spec {
+        library: args.pkcs11_lib.clone(),
+        certificate,
+        private_key: key_uri,
+        intermediates: args.intermediates.clone(),
+        reuse_pin: args.reuse_pin,
+    }))
 }
 
 /// `credential-process` (without `--agent`): checks every flag before any I/O.
@@ -326,7 +500,7 @@ fn single_role(
             name,
             spiffe_id: identity_args.spiffe_id.clone(),
             bound_to: None,
-            exchange,
+            exchange: exchange.into(),
         },
     ))
 }
@@ -334,7 +508,12 @@ fn single_role(
 /// `run`: a config file, or one role from flags.
 pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanError> {
     if let Some(path) = &args.config {
-        return file::load(path, clock);
+        let mut plan = file::load(path, clock)?;
+        // `--admin` adds the admin listener to a config file's servers (or moves it).
+        if let Some(spec) = admin(&args.admin)? {
+            plan.servers.admin = Some(spec);
+        }
+        return Ok(plan);
     }
     let (identity, mut role) = single_role(
         &args.identity,
@@ -350,7 +529,10 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         None => None,
         Some(a) => Some(ContainerSpec {
             listen: parse_listen(a).map_err(|p| PlanError::flag("--container", p))?,
-            token_file: args.container_token_file.clone(),
+            token_file: args
+                .container_token_file
+                .clone()
+                .unwrap_or_else(runtime_dir::default_container_token_file),
         }),
     };
     let credentials_files = match &args.credentials_profile {
@@ -377,9 +559,13 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
         imds_roles: None,
         hop_limit: args.hop_limit,
         container,
-        agent_socket: args.agent_socket.clone(),
+        agent_socket: args
+            .agent_socket
+            .clone()
+            .map(|p| p.unwrap_or_else(runtime_dir::default_agent_socket)),
         credentials_files,
         allowed_hosts: args.allowed_host.clone(),
+        admin: admin(&args.admin)?,
     };
     if servers.is_empty() {
         return Err(PlanError::new(Location::Flags, Problem::NoServerFlag));
@@ -435,6 +621,7 @@ pub fn serve(args: &ServeArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, Plan
         servers: ServersSpec {
             imds: vec![SocketAddr::from(([127, 0, 0, 1], args.port))],
             hop_limit: Some(args.hop_limit),
+            admin: admin(&args.admin)?,
             ..ServersSpec::default()
         },
         min_remaining: agent::DEFAULT_MIN_REMAINING,
@@ -517,6 +704,68 @@ mod tests {
         match credential_process(&args, &clock) {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_flags_pair_up_and_pkcs11_uris_are_checked() {
+        for (extra, expected) in [
+            (
+                // The certificate file holds the key too (PKCS#12, or PEM with both).
+                &["--certificate", "c.pem"][..],
+                "",
+            ),
+            (
+                &["--private-key", "k.pem"],
+                "--private-key needs --certificate",
+            ),
+            (
+                &["--intermediates", "i.pem"],
+                "--intermediates needs --certificate",
+            ),
+            (&["--reuse-pin"], "--reuse-pin only applies to PKCS#11 keys"),
+            (
+                &[
+                    "--certificate",
+                    "c.pem",
+                    "--private-key",
+                    "k.pem",
+                    "--pkcs11-lib",
+                    "x.so",
+                ],
+                "--pkcs11-lib only applies to PKCS#11 keys",
+            ),
+            (
+                &["--certificate", "pkcs11:object=a;colour=b"],
+                "--certificate pkcs11:object=a;colour=b: \"colour\" is not a path attribute",
+            ),
+            (
+                &["--certificate", "pkcs11:object=a", "--private-key", "k.pem"],
+                "--private-key must be in the token too",
+            ),
+            (&["--certificate", "pkcs11:object=a?pin-value=1"], ""),
+            (&["--private-key", "pkcs11:id=%01", "--reuse-pin"], ""),
+            (
+                &[
+                    "--certificate",
+                    "c.pem",
+                    "--private-key",
+                    "PKCS11:id=%01",
+                    "--pkcs11-lib",
+                    "x.so",
+                ],
+                "",
+            ),
+        ] {
+            let e = credential_process_error(extra);
+            assert!(
+                if expected.is_empty() {
+                    e.is_empty()
+                } else {
+                    e.starts_with(expected)
+                },
+                "{extra:?}: {e}"
+            );
         }
     }
 
@@ -629,6 +878,44 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("--spire-admin-socket invalid SPIRE admin socket address"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_admin_flags_default_to_loopback_and_refuse_wider_addresses_unless_allowed() {
+        const WL: &str = "--workload-api-socket";
+        const WL_ADDR: &str = "unix:///tmp/w.sock";
+        assert!(
+            run_plan(&[WL, WL_ADDR]).unwrap().servers.admin.is_none(),
+            "off by default"
+        );
+        let plan = run_plan(&[WL, WL_ADDR, "--admin"]).unwrap();
+        assert_eq!(
+            plan.servers.admin.unwrap().listen,
+            "127.0.0.1:9913".parse().unwrap()
+        );
+        let e = run_plan(&[WL, WL_ADDR, "--admin", "0.0.0.0:9913"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--admin 0.0.0.0:9913 is not a loopback address"),
+            "{e}"
+        );
+        let plan = run_plan(&[
+            WL,
+            WL_ADDR,
+            "--admin",
+            "0.0.0.0:9913",
+            "--admin-allow-remote",
+        ])
+        .unwrap();
+        assert!(plan.servers.admin.unwrap().listen.ip().is_unspecified());
+        let e = run_plan(&[WL, WL_ADDR, "--admin", "localhost:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--admin \"localhost:1\" is not IP:port"),
             "{e}"
         );
     }

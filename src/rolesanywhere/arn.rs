@@ -159,7 +159,8 @@ fn parse_rolesanywhere(
     })
 }
 
-fn parse_role(value: &str) -> Result<String, ArnError> {
+/// Checks an IAM role ARN; returns its partition. Also used by the web-identity exchange.
+pub(crate) fn parse_role(value: &str) -> Result<String, ArnError> {
     let err = |reason: String| ArnError {
         field: ArnField::Role,
         value: value.to_owned(),
@@ -239,7 +240,7 @@ fn is_uuid(s: &str) -> bool {
 pub struct RegionError(pub String);
 
 /// Checks a signing region's syntax (`us-east-1`).
-pub(super) fn validate_region(region: &str) -> Result<(), RegionError> {
+pub(crate) fn validate_region(region: &str) -> Result<(), RegionError> {
     check_region(region).map_err(|_| RegionError(region.to_owned()))
 }
 

@@ -305,7 +305,7 @@ impl RolesAnywhereClient {
 ///
 /// rustls' error reaches us wrapped in an `io::Error`, whose `source()` skips the error it
 /// wraps, so each `io::Error` in the chain is opened with `get_ref()`.
-fn refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(e);
     while let Some(err) = next {
         if matches!(
@@ -376,7 +376,8 @@ fn endpoint_url(config: &ClientConfig, partition: &str) -> Result<reqwest::Url, 
     Ok(url)
 }
 
-fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
+/// The system roots plus `ca_bundle`; shared with the STS client (`webidentity`).
+pub(crate) fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A broken system certificate must not stop the agent; skip it.

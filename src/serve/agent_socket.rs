@@ -51,10 +51,13 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// How long the client waits for the whole exchange.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The settings that choose the agent socket's path, for hints.
+const SOCKET_SETTING: &str = "--agent-socket PATH (config file: [agent_socket] path)";
+
 /// What went wrong with the agent socket, on either side.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentSocketError {
-    #[error("cannot create the directory {path} for the agent socket: {source}")]
+    #[error("cannot create the directory {path} for the agent socket: {source}{}", super::runtime_dir::denied_hint(.path, .source, SOCKET_SETTING))]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -68,7 +71,7 @@ pub enum AgentSocketError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen on the agent socket {path}: {source}")]
+    #[error("cannot listen on the agent socket {path}: {source}{}", super::runtime_dir::denied_hint(.path, .source, SOCKET_SETTING))]
     Bind {
         path: PathBuf,
         source: std::io::Error,
@@ -231,7 +234,8 @@ pub async fn serve(
     store: Arc<CredentialStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, router(store), shutdown, "agent socket").await
+    let counters = store.metrics().endpoint("agent socket");
+    http::serve(listener, router(store), shutdown, counters).await
 }
 
 /// Serves the agent socket in per-caller mode: each connection is answered for the process
@@ -241,6 +245,7 @@ pub async fn serve_per_caller(
     cache: Arc<PerCallerCache>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let counters = cache.metrics().endpoint("agent socket");
     let router = Router::new()
         .route("/v1/credentials", get(caller_credentials))
         .route("/v1/credentials/{role}", get(caller_role_credentials))
@@ -256,7 +261,7 @@ pub async fn serve_per_caller(
         });
         router.clone().layer(axum::Extension(caller))
     };
-    http::serve_each(listener, make, shutdown, "agent socket").await
+    http::serve_each(listener, make, shutdown, counters).await
 }
 
 /// The process at the other end of a connection, as the kernel reported it.

@@ -67,7 +67,7 @@ pub enum ContainerTokenError {
     NotPrintable { path: PathBuf },
     #[error("the container authorization token file {path} has whitespace or a line break around the token: AWS SDKs and the AWS CLI send the file's contents as the Authorization header byte for byte and refuse a line break, so write the token alone (printf '%s' TOKEN > FILE)")]
     Whitespace { path: PathBuf },
-    #[error("cannot create the container authorization token file {path}: {source}")]
+    #[error("cannot create the container authorization token file {path}: {source}{}", super::runtime_dir::denied_hint(.path, .source, "--container-token-file FILE (config file: [container] token_file)"))]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -255,13 +255,8 @@ pub(crate) async fn serve_for_hosts(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let guard = RequestGuard::new(listener.local_addr()?, Arc::from(allowed_hosts));
-    http::serve(
-        listener,
-        router(store, tokens, guard),
-        shutdown,
-        "container",
-    )
-    .await
+    let counters = store.metrics().endpoint("container");
+    http::serve(listener, router(store, tokens, guard), shutdown, counters).await
 }
 
 #[derive(Clone)]

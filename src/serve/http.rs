@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use super::flood_memory::FloodMemory;
 use crate::credentials::Unavailable;
 use crate::log_limit::LogLimiter;
+use crate::metrics::EndpointCounters;
 
 /// Largest request body any endpoint accepts. No endpoint reads a body; a client sending a
 /// large one is not an AWS SDK.
@@ -75,21 +76,51 @@ struct ConnState {
     last_active_ms: AtomicU64,
 }
 
-/// A service that marks its connection active on every request.
+/// A service that marks its connection active on every request and counts its answers.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     state: Arc<ConnState>,
     epoch: Instant,
+    counters: EndpointCounters,
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, counting the status of the response it yields (one
+    /// atomic add; no allocation).
+    struct Counted<F> {
+        #[pin]
+        inner: F,
+        counters: EndpointCounters,
+    }
+}
+
+impl<F, E> Future for Counted<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Ok(resp) = &out {
+            this.counters.request(resp.status().as_u16());
+        }
+        std::task::Poll::Ready(out)
+    }
 }
 
 impl<S, R> tower_service::Service<R> for Tracked<S>
 where
-    S: tower_service::Service<R>,
+    S: tower_service::Service<R, Response = Response>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Counted<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -103,7 +134,10 @@ where
         self.state
             .last_active_ms
             .store(millis_since(self.epoch), Ordering::Relaxed);
-        self.inner.call(req)
+        Counted {
+            inner: self.inner.call(req),
+            counters: self.counters.clone(),
+        }
     }
 }
 
@@ -138,7 +172,7 @@ pub(crate) async fn serve<L, S>(
     listener: L,
     router: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    what: &'static str,
+    counters: EndpointCounters,
 ) -> io::Result<()>
 where
     L: Accept,
@@ -151,7 +185,13 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    serve_each(listener, move |_: &L::Io| router.clone(), shutdown, what).await
+    serve_each(
+        listener,
+        move |_: &L::Io| router.clone(),
+        shutdown,
+        counters,
+    )
+    .await
 }
 
 /// [`serve`], with a service made for each connection from the connection itself (the agent
@@ -160,7 +200,7 @@ pub(crate) async fn serve_each<L, S, F>(
     listener: L,
     make_service: F,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    what: &'static str,
+    counters: EndpointCounters,
 ) -> io::Result<()>
 where
     L: Accept,
@@ -174,6 +214,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let what = counters.name();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut conns = JoinSet::new();
     let mut open: HashMap<tokio::task::Id, Arc<ConnState>> = HashMap::new();
@@ -204,6 +245,7 @@ where
                                 handle.abort();
                             }
                             open.remove(&victim);
+                            counters.shed();
                         }
                         if SHED_LOG.admit(what) {
                             tracing::warn!(endpoint = what, "{MAX_CONNECTIONS} connections are open: closing idle ones to serve new clients (a local process may be flooding the endpoint)");
@@ -220,6 +262,7 @@ where
                         inner: make_service(&io),
                         state: Arc::clone(&state),
                         epoch,
+                        counters: counters.clone(),
                     };
                     let mut closing = closing_rx.clone();
                     let handle = conns.spawn(async move {
@@ -244,6 +287,7 @@ where
                 Err(e) => match accept_error_kind(&e) {
                     AcceptError::Ignore => {}
                     AcceptError::Backoff => {
+                        counters.shed();
                         if ACCEPT_LOG.admit(what) {
                             tracing::warn!(endpoint = what, error = %e, "accept failed; retrying shortly");
                         }
@@ -605,7 +649,8 @@ mod tests {
                 std::future::ready(Ok(text(StatusCode::OK, "ok")))
             }
         }
-        server_rt.spawn(serve(listener, Ok200, std::future::pending(), "test"));
+        let counters = crate::metrics::Metrics::detached().endpoint("test");
+        server_rt.spawn(serve(listener, Ok200, std::future::pending(), counters));
 
         // The flood: half idle, half sending a header line and then nothing.
         let flood_rt = tokio::runtime::Builder::new_multi_thread()

@@ -232,12 +232,13 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let guard = RequestGuard::new(listener.local_addr()?, Arc::from(config.allowed_hosts));
+    let counters = store.metrics().endpoint("imds");
     let service = ImdsService::new(store, config.roles, guard);
     match config.hop_limit {
-        None => http::serve(listener, service, shutdown, "imds").await,
+        None => http::serve(listener, service, shutdown, counters).await,
         Some(ttl) => {
             let listener = HopLimited { listener, ttl };
-            http::serve(listener, service, shutdown, "imds").await
+            http::serve(listener, service, shutdown, counters).await
         }
     }
 }

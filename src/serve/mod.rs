@@ -8,12 +8,15 @@
 //!   `credential-process --agent`, with its client.
 //! - [`credentials_file`]: a profile in the shared credentials file, kept current.
 //!
+//! Beside them, [`admin`] serves health, readiness and metrics (no credentials).
+//!
 //! What they share lives beside them: `http` (the accept loop, limits, error responses),
 //! `flood_memory` (returning memory to the kernel after a connection flood),
 //! `request_guard` (Host, proxy and request-target checks against DNS rebinding), `memo`
 //! (each sink's rendered documents), `private_file` (atomic 0600 writes), and
 //! [`start_servers`], which binds everything a [`ServersSpec`] asks for.
 
+pub mod admin;
 pub mod agent_socket;
 pub mod container;
 pub mod credentials_file;
@@ -24,6 +27,7 @@ mod memo;
 mod private_file;
 pub mod process;
 mod request_guard;
+pub mod runtime_dir;
 
 #[cfg(fuzzing)]
 pub(crate) use http::{connection_builder, parse_response};
@@ -68,6 +72,9 @@ pub struct ServersSpec {
     /// Host names the IMDS and container endpoints answer to besides their address and
     /// `localhost` (every other `Host` is refused: DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// The admin listener (health, readiness, metrics); started by the agent once
+    /// everything it reports on runs.
+    pub admin: Option<admin::AdminSpec>,
 }
 
 impl ServersSpec {
@@ -107,11 +114,13 @@ pub struct CredentialsFileSpec {
 /// A sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {what} {address}: {source}")]
+    #[error("cannot listen on {what} {address}: {source}{}", in_use_hint(.source, .setting))]
     Bind {
         what: &'static str,
         address: SocketAddr,
         source: std::io::Error,
+        /// The flags and keys that choose this address, for the hint.
+        setting: &'static str,
     },
     #[error(transparent)]
     ContainerToken(#[from] container::ContainerTokenError),
@@ -121,10 +130,35 @@ pub enum ServeError {
     NoCredentialsFile,
 }
 
+/// The flags and keys that choose the IMDS endpoint's address, for hints.
+const IMDS_SETTING: &str = "--imds IP:PORT (serve: --port PORT; config file: [imds] listen)";
+/// The same for the container endpoint.
+const CONTAINER_SETTING: &str = "--container IP:PORT (config file: [container] listen)";
+
+/// What to add to a failed bind: for a port in use, that another process has it and which
+/// setting picks another; for a port below 1024 refused to a non-root user, the same.
+fn in_use_hint(source: &std::io::Error, setting: &str) -> String {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another process listens there, perhaps another spiffe-aws-agent or aws_signing_helper serve: stop it, or choose another address with {setting})"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE: choose another with {setting})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            " (no interface of this host has that address: choose another with {setting})"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// The servers that were started.
 #[derive(Default)]
 pub struct StartedServers {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What each of `tasks` does, in the same order (health reports name the one that
+    /// stopped).
+    pub task_names: Vec<String>,
     pub imds_addrs: Vec<SocketAddr>,
     pub container_addr: Option<SocketAddr>,
     /// The container tokens' base path: role `R`'s token is in `<this>.R`.
@@ -152,11 +186,12 @@ pub async fn start_servers(
     shutdown: watch::Receiver<bool>,
 ) -> Result<StartedServers, ServeError> {
     http::raise_open_file_limit();
-    let bind_err = |what: &'static str, address: SocketAddr| {
+    let bind_err = |what: &'static str, address: SocketAddr, setting: &'static str| {
         move |source: std::io::Error| ServeError::Bind {
             what,
             address,
             source,
+            setting,
         }
     };
     for addr in spec
@@ -175,9 +210,11 @@ pub async fn start_servers(
     }
     let mut imds_listeners = Vec::new();
     for addr in &spec.imds {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(bind_err("the IMDS endpoint", *addr))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind_err(
+            "the IMDS endpoint",
+            *addr,
+            IMDS_SETTING,
+        ))?;
         imds_listeners.push(listener);
     }
     let container = match &spec.container {
@@ -186,7 +223,11 @@ pub async fn start_servers(
             let tokens = container::load_or_create_role_tokens(&c.token_file, store.role_names())?;
             let listener = tokio::net::TcpListener::bind(c.listen)
                 .await
-                .map_err(bind_err("the container endpoint", c.listen))?;
+                .map_err(bind_err(
+                    "the container endpoint",
+                    c.listen,
+                    CONTAINER_SETTING,
+                ))?;
             Some((listener, tokens, c.token_file.clone()))
         }
     };
@@ -222,6 +263,12 @@ pub async fn start_servers(
         };
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
+        out.task_names.push(format!(
+            "IMDS endpoint on {}",
+            out.imds_addrs
+                .last()
+                .map_or_else(String::new, |a| a.to_string())
+        ));
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = imds::serve_with(listener, store, config, stop).await {
                 tracing::error!(error = %e, "the IMDS endpoint stopped");
@@ -234,6 +281,7 @@ pub async fn start_servers(
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
         let hosts = spec.allowed_hosts.clone();
+        out.task_names.push("container endpoint".to_owned());
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) = container::serve_for_hosts(listener, store, tokens, hosts, stop).await {
                 tracing::error!(error = %e, "the container endpoint stopped");
@@ -245,6 +293,7 @@ pub async fn start_servers(
         let store = Arc::clone(&store);
         let stop = shutdown_signal(shutdown.clone());
         let per_caller = per_caller.clone();
+        out.task_names.push("agent socket".to_owned());
         out.tasks.push(tokio::spawn(async move {
             let served = match per_caller {
                 Some(cache) => agent_socket::serve_per_caller(listener, cache, stop).await,
@@ -260,6 +309,8 @@ pub async fn start_servers(
         let stop = shutdown_signal(shutdown.clone());
         let (report, state) = watch::channel(credentials_file::WriteState::Pending);
         out.credentials_files.push(state);
+        out.task_names
+            .push(format!("credentials file writer of profile {profile:?}"));
         out.tasks.push(tokio::spawn(async move {
             if let Err(e) =
                 credentials_file::run_reporting(store, role, path, profile, stop, report).await

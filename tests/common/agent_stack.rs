@@ -161,10 +161,6 @@ impl Drop for AgentProcess {
 impl AgentProcess {
     /// Writes the config and starts the agent; returns once it listens (not once it serves).
     pub async fn spawn(spec: AgentSpec) -> AgentProcess {
-        let dir = spec.dir;
-        let agent_socket = dir.join("spiffe-aws-agent.sock");
-        let container_token_file = dir.join("container-token");
-        let credentials_file = dir.join("credentials");
         let mut toml = format!(
             "workload_api_socket = \"{}\"\nendpoint = \"{}\"\nca_bundle = \"{}\"\n",
             spec.workload_api,
@@ -182,7 +178,22 @@ impl AgentProcess {
                 toml.push_str(&format!("spiffe_id = \"{id}\"\n"));
             }
         }
-        let first = spec.roles[0].0.clone();
+        let names: Vec<String> = spec.roles.iter().map(|r| r.0.clone()).collect();
+        Self::launch(spec.dir, toml, &names, spec.uid_gid).await
+    }
+
+    /// Starts the agent with `toml` (the top-level keys and the `[[role]]`s of `roles`) plus
+    /// every server; returns once it listens (not once it serves).
+    pub async fn launch(
+        dir: PathBuf,
+        mut toml: String,
+        roles: &[String],
+        uid_gid: Option<(u32, u32)>,
+    ) -> AgentProcess {
+        let agent_socket = dir.join("spiffe-aws-agent.sock");
+        let container_token_file = dir.join("container-token");
+        let credentials_file = dir.join("credentials");
+        let first = roles[0].clone();
         toml.push_str(&format!(
             "[imds]\nlisten = \"127.0.0.1:0\"\n[container]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[agent_socket]\npath = \"{}\"\n[[credentials_file]]\nrole = \"{first}\"\nprofile = \"default\"\npath = \"{}\"\n",
             container_token_file.display(),
@@ -193,7 +204,7 @@ impl AgentProcess {
         std::fs::write(&config_path, toml).expect("write agent.toml");
 
         let mut aws_config = String::new();
-        for (name, _, _) in &spec.roles {
+        for name in roles {
             aws_config.push_str(&format!(
                 "[profile {name}]\nregion = us-east-1\ncredential_process = {} credential-process --agent {} --role {name}\n",
                 env!("CARGO_BIN_EXE_spiffe-aws-agent"),
@@ -205,7 +216,7 @@ impl AgentProcess {
 
         let log = dir.join("agent.log");
         let mut program = PathBuf::from(env!("CARGO_BIN_EXE_spiffe-aws-agent"));
-        if spec.uid_gid.is_some() {
+        if uid_gid.is_some() {
             // The build tree may sit where the other uid cannot reach (/root is 0700): run a
             // link (or copy) of the binary from the workload's own directory.
             let local = dir.join("spiffe-aws-agent");
@@ -224,7 +235,7 @@ impl AgentProcess {
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
-        if let Some((uid, gid)) = spec.uid_gid {
+        if let Some((uid, gid)) = uid_gid {
             use std::os::unix::process::CommandExt as _;
             cmd.uid(uid).gid(gid).env("HOME", &dir);
         }

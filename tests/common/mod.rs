@@ -3,6 +3,7 @@
 
 pub mod agent_stack;
 pub mod clients;
+pub mod jwt_stack;
 pub mod peers;
 pub mod spire;
 pub mod stack;

@@ -23,6 +23,9 @@ pub const TRUST_DOMAIN: &str = "example.org";
 pub const NODE_ID: &str = "spiffe://example.org/node/test";
 /// Listed in the SPIRE agent's `authorized_delegates`, for the Delegated Identity API.
 pub const DELEGATE_ID: &str = "spiffe://example.org/spiffe-aws-agent";
+/// The server's `jwt_issuer`: the `iss` of its JWT-SVIDs, the URL an OIDC discovery provider
+/// would serve and IAM would register as an OIDC identity provider.
+pub const JWT_ISSUER: &str = "https://oidc-discovery.example.org";
 /// How long the fixture waits for SPIRE to come up or to act (generous: CI machines are slow).
 pub const SPIRE_WAIT: Duration = Duration::from_secs(60);
 
@@ -95,6 +98,7 @@ fn server_config(spire: &Spire, d: &Path, port: u16, svid_ttl: Duration) -> Stri
     ca_ttl = "24h"
     agent_ttl = "1h"
     default_x509_svid_ttl = "{svid_ttl}"
+    jwt_issuer = "{JWT_ISSUER}"
 }}
 plugins {{
     DataStore "sql" {{
@@ -319,6 +323,19 @@ plugins {{
         let pem = self.server_cli(&["bundle", "show"]).await;
         assert!(pem.contains("BEGIN CERTIFICATE"), "bundle: {pem}");
         pem
+    }
+
+    /// The trust domain's bundle in SPIFFE format (a JWKS with `x509-svid` and `jwt-svid`
+    /// keys): what the OIDC discovery provider publishes the `jwt-svid` keys of.
+    pub async fn bundle_jwks(&self) -> String {
+        let jwks = self
+            .server_cli(&["bundle", "show", "-format", "spiffe"])
+            .await;
+        assert!(
+            jwks.contains("jwt-svid"),
+            "no JWT key in the bundle: {jwks}"
+        );
+        jwks
     }
 
     /// `entry create` for `spiffe_id`, attested by `unix:uid:UID`; returns the entry id.

@@ -1,6 +1,9 @@
 //! In-process doubles of the AWS services a workload calls with the credentials the agent
 //! serves: STS `GetCallerIdentity` and VPC Lattice service invocation, on one loopback HTTP
-//! listener.
+//! listener and the same on an HTTPS one ([`AwsServicesDouble::https_endpoint`], the dev TLS
+//! certificate). STS also answers `AssumeRoleWithWebIdentity` (`web_identity.rs`): unsigned,
+//! authenticated by a JWT-SVID it verifies against a registered [`OidcProvider`]'s JWKS; the
+//! credentials it issues are accepted in SigV4 like Roles Anywhere's.
 //!
 //! Why: the agent's job ends when a client holds credentials, but the proof that they are
 //! right is that an ordinary AWS client can *use* them. These doubles accept only standard
@@ -24,6 +27,7 @@ mod lattice;
 mod policy;
 mod sigv4;
 mod sts;
+mod web_identity;
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +48,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+
+pub use web_identity::{OidcProvider, RoleTrust, WebIdentityFault};
 
 pub use policy::{
     load_policies, Decision, Policies, PolicyError, INVOKE_ACTION, PRINCIPAL_TAG_URI_KEY,
@@ -76,6 +82,8 @@ pub struct AwsServicesConfig {
     pub policies: Policies,
     /// How far `X-Amz-Date` may be from the double's clock.
     pub max_clock_skew: Duration,
+    /// IAM OIDC identity providers STS `AssumeRoleWithWebIdentity` accepts tokens from.
+    pub oidc_providers: Vec<OidcProvider>,
 }
 
 impl AwsServicesConfig {
@@ -87,6 +95,7 @@ impl AwsServicesConfig {
             region: DEV_REGION.to_owned(),
             policies: Policies::seed(),
             max_clock_skew: Duration::from_secs(15 * 60),
+            oidc_providers: Vec::new(),
         }
     }
 }
@@ -94,6 +103,12 @@ impl AwsServicesConfig {
 /// Why the doubles could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AwsServicesError {
+    /// The dev TLS identity is unusable.
+    #[error("cannot set up TLS for the AWS service doubles: {reason}")]
+    Tls {
+        /// What was wrong.
+        reason: String,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr} for the AWS service doubles: {source}")]
     Bind {
@@ -142,6 +157,7 @@ struct Shared {
     lookup: SessionLookup,
     calls: Mutex<Vec<ServiceCall>>,
     rng: SystemRandom,
+    web_identity: Arc<web_identity::WebIdentityState>,
 }
 
 use super::lock;
@@ -151,8 +167,11 @@ use super::lock;
 pub struct AwsServicesDouble {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// The same services over HTTPS (the dev TLS certificate), as STS is reached for real.
+    tls_addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
     task: JoinHandle<()>,
+    tls_task: JoinHandle<()>,
 }
 
 impl fmt::Debug for AwsServicesDouble {
@@ -176,6 +195,26 @@ impl AwsServicesDouble {
         };
         let listener = TcpListener::bind(cfg.bind).await.map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
+        let tls_listener = TcpListener::bind(SocketAddr::new(cfg.bind.ip(), 0))
+            .await
+            .map_err(bind_err)?;
+        let tls_addr = tls_listener.local_addr().map_err(bind_err)?;
+        let acceptor =
+            crate::dev::rolesanywhere::tls_acceptor().map_err(|e| AwsServicesError::Tls {
+                reason: e.to_string(),
+            })?;
+        let web_identity = Arc::new(web_identity::WebIdentityState::default());
+        *lock(&web_identity.providers) = cfg.oidc_providers;
+        // SigV4 requests may be signed with Roles Anywhere's credentials or with those
+        // AssumeRoleWithWebIdentity issued here.
+        let own = Arc::clone(&web_identity);
+        let lookup: SessionLookup = Arc::new(move |access_key_id: &str| {
+            lock(&own.issued)
+                .iter()
+                .find(|s| s.access_key_id == access_key_id)
+                .cloned()
+                .or_else(|| lookup(access_key_id))
+        });
         let shared = Arc::new(Shared {
             region: cfg.region,
             policies: cfg.policies,
@@ -183,16 +222,73 @@ impl AwsServicesDouble {
             lookup,
             calls: Mutex::new(Vec::new()),
             rng: SystemRandom::new(),
+            web_identity,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
-        tracing::debug!(%addr, "AWS service doubles (STS, VPC Lattice) listening");
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&shared),
+            shutdown_rx.clone(),
+            None,
+        ));
+        let tls_task = tokio::spawn(accept_loop(
+            tls_listener,
+            Arc::clone(&shared),
+            shutdown_rx,
+            Some(acceptor),
+        ));
+        tracing::debug!(%addr, %tls_addr, "AWS service doubles (STS, VPC Lattice) listening");
         Ok(Self {
             shared,
             addr,
+            tls_addr,
             shutdown_tx,
             task,
+            tls_task,
         })
+    }
+
+    /// `https://127.0.0.1:PORT`: the same services over TLS with the dev certificate (trust
+    /// [`crate::dev::rolesanywhere::RolesAnywhereDouble::ca_pem`]), for clients that accept
+    /// only https, like this agent's STS client.
+    pub fn https_endpoint(&self) -> String {
+        format!("https://{}", self.tls_addr)
+    }
+
+    /// Registers (or replaces, by issuer) an IAM OIDC identity provider.
+    pub fn add_oidc_provider(&self, provider: OidcProvider) {
+        let mut providers = lock(&self.shared.web_identity.providers);
+        providers.retain(|p| p.issuer != provider.issuer);
+        providers.push(provider);
+    }
+
+    /// The next `times` AssumeRoleWithWebIdentity calls fail with `fault`.
+    pub fn fail_web_identity(&self, fault: WebIdentityFault, times: u64) {
+        *lock(&self.shared.web_identity.faults) = (times > 0).then_some((fault, times));
+    }
+
+    /// Issued web-identity credentials live this long, whatever `DurationSeconds` asked for
+    /// (`None`: as asked), so refresh tests need not wait 15 minutes.
+    pub fn set_web_identity_session_ttl(&self, ttl: Option<Duration>) {
+        *lock(&self.shared.web_identity.session_ttl_override) = ttl;
+    }
+
+    /// Makes AssumeRoleWithWebIdentity judge token expiry by a clock `ahead` of this host's.
+    pub fn set_web_identity_clock_ahead(&self, ahead: Duration) {
+        *lock(&self.shared.web_identity.clock_ahead) = ahead;
+    }
+
+    /// How many AssumeRoleWithWebIdentity calls arrived, refused or not.
+    pub fn web_identity_calls(&self) -> u64 {
+        self.shared
+            .web_identity
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The sessions AssumeRoleWithWebIdentity issued.
+    pub fn web_identity_sessions(&self) -> Vec<IssuedSession> {
+        lock(&self.shared.web_identity.issued).clone()
     }
 
     /// `http://127.0.0.1:PORT` (the bound address), for `--endpoint-url` / `endpoint_url`.
@@ -214,12 +310,16 @@ impl AwsServicesDouble {
     /// the server task to end.
     pub async fn shutdown(self) {
         let Self {
-            shutdown_tx, task, ..
+            shutdown_tx,
+            task,
+            tls_task,
+            ..
         } = self;
         // Ignored error: the accept loop may already have ended.
         let _ = shutdown_tx.send(true);
         drop(shutdown_tx);
         let _ = task.await;
+        let _ = tls_task.await;
     }
 }
 
@@ -229,6 +329,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown_rx: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -238,12 +339,21 @@ async fn accept_loop(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    conns.spawn(serve_connection(
-                        tcp,
-                        peer,
-                        Arc::clone(&shared),
-                        shutdown_rx.clone(),
-                    ));
+                    let shared = Arc::clone(&shared);
+                    let shutdown_rx = shutdown_rx.clone();
+                    match tls.clone() {
+                        None => {
+                            conns.spawn(serve_connection(tcp, peer, shared, shutdown_rx));
+                        }
+                        Some(acceptor) => {
+                            conns.spawn(async move {
+                                let handshake = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await;
+                                if let Ok(Ok(tls)) = handshake {
+                                    serve_connection(tls, peer, shared, shutdown_rx).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Typically EMFILE; back off briefly instead of spinning.
@@ -265,12 +375,14 @@ async fn accept_loop(
 
 /// HTTP/1.1 until the client closes or shutdown is signalled; on shutdown the connection
 /// finishes the request in flight and closes.
-async fn serve_connection(
-    tcp: tokio::net::TcpStream,
+async fn serve_connection<I>(
+    tcp: I,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut shutdown_rx: watch::Receiver<bool>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         async move { Ok::<_, std::convert::Infallible>(handle(&shared, req).await) }
@@ -357,6 +469,20 @@ fn dispatch(
     };
     if let Ok(a) = &auth {
         call.access_key_id = Some(a.access_key_id.clone());
+    }
+
+    // The token authenticates AssumeRoleWithWebIdentity; STS needs no signature for it.
+    if !to_lattice {
+        if let Some(params) = web_identity::request(parts, body) {
+            call.service = ServiceKind::Sts;
+            call.operation = Some("AssumeRoleWithWebIdentity".into());
+            let resp =
+                web_identity::handle(&shared.web_identity, &shared.rng, &params, now, request_id);
+            if !resp.status().is_success() {
+                call.error_code = error_code_of(&resp);
+            }
+            return resp;
+        }
     }
 
     if to_lattice {

@@ -1,4 +1,5 @@
-//! STS `GetCallerIdentity`, in the wire protocols real clients use.
+//! STS `GetCallerIdentity`, in the wire protocols real clients use (`AssumeRoleWithWebIdentity`
+//! is in [`super::web_identity`]).
 //!
 //! Which protocol: botocore 1.44 (and so boto3 and the AWS CLI v1/v2 built on the same models)
 //! declares STS as `query`, and aws-sdk-sts (smithy-rs) serializes GetCallerIdentity with the
@@ -122,7 +123,7 @@ pub(super) fn looks_like_sts(parts: &Parts, body: &[u8]) -> bool {
 
 /// Query parameters from the URI and, for a form body, from the body (form encoding: `+` is a
 /// space).
-fn query_params(parts: &Parts, body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn query_params(parts: &Parts, body: &[u8]) -> Vec<(String, String)> {
     let mut out = form_pairs(parts.uri.query().unwrap_or(""));
     if let Ok(text) = std::str::from_utf8(body) {
         out.extend(form_pairs(text));

@@ -1201,3 +1201,242 @@ fn debug_output_has_no_secrets() {
     assert!(!text.contains(&s.secret_access_key));
     assert!(!text.contains(&s.session_token));
 }
+
+// ---------------------------------------------------------------------------------------------
+// AssumeRoleWithWebIdentity.
+
+fn web_identity_provider(authority: &crate::dev::jwt::JwtAuthority) -> OidcProvider {
+    OidcProvider {
+        issuer: "https://oidc.example.org".into(),
+        client_ids: vec!["sts.amazonaws.com".into()],
+        jwks: crate::dev::jwt::jwks(&[authority]),
+        trusted_roles: vec![RoleTrust {
+            role_arn: "arn:aws:iam::123456789012:role/orders".into(),
+            subject: "spiffe://example.org/service/*".into(),
+        }],
+    }
+}
+
+async fn assume(fx: &Fixture, form: &[(&str, &str)]) -> (u16, String) {
+    let resp = fx
+        .http
+        .post(fx.double.endpoint())
+        .form(form)
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn assume_role_with_web_identity_checks_the_token_and_answers_in_the_documented_shapes() {
+    let authority = crate::dev::jwt::JwtAuthority::generate().unwrap();
+    let mut cfg = AwsServicesConfig::seed();
+    cfg.oidc_providers = vec![web_identity_provider(&authority)];
+    let fx = Fixture::start_with(cfg).await;
+    let now = SystemTime::now();
+    let mint = |aud: &[&str], iss: Option<&str>, sub: &str| {
+        let aud: Vec<String> = aud.iter().map(|a| a.to_string()).collect();
+        authority
+            .mint_svid(sub, &aud, iss, now, Duration::from_secs(300))
+            .unwrap()
+    };
+    let good = mint(
+        &["sts.amazonaws.com"],
+        Some("https://oidc.example.org"),
+        ORDERS,
+    );
+    let role = "arn:aws:iam::123456789012:role/orders";
+    let base = |token: &str| {
+        vec![
+            (
+                "Action".to_string(),
+                "AssumeRoleWithWebIdentity".to_string(),
+            ),
+            ("Version".into(), "2011-06-15".into()),
+            ("RoleArn".into(), role.into()),
+            ("RoleSessionName".into(), "s1".into()),
+            ("WebIdentityToken".into(), token.to_string()),
+        ]
+    };
+    let send = |form: Vec<(String, String)>| {
+        let fx = &fx;
+        async move {
+            let form: Vec<(&str, &str)> =
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            assume(fx, &form).await
+        }
+    };
+
+    let (status, body) = send(base(&good)).await;
+    assert_eq!(status, 200, "{body}");
+    let doc = roxmltree::Document::parse(&body).unwrap();
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "AssumeRoleWithWebIdentityResponse");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("https://sts.amazonaws.com/doc/2011-06-15/")
+    );
+    let text = |name: &str| {
+        doc.descendants()
+            .find(|n| n.tag_name().name() == name)
+            .and_then(|n| n.text())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(text("SubjectFromWebIdentityToken"), ORDERS);
+    assert_eq!(text("Provider"), "https://oidc.example.org");
+    assert_eq!(text("Audience"), "sts.amazonaws.com");
+    assert_eq!(
+        text("Arn"),
+        "arn:aws:sts::123456789012:assumed-role/orders/s1"
+    );
+    let akid = text("AccessKeyId");
+    assert!(akid.starts_with("ASIA") && !text("SessionToken").is_empty());
+    let issued = fx.double.web_identity_sessions();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].access_key_id, akid);
+    assert_eq!(issued[0].spiffe_id, None, "no x509SAN principal tag");
+    let call = fx.double.calls().pop().unwrap();
+    assert_eq!(call.operation.as_deref(), Some("AssumeRoleWithWebIdentity"));
+    assert_eq!(call.status, 200);
+
+    // Every refusal: the STS ErrorResponse shape with the real code.
+    let error = |body: &str| {
+        let doc = roxmltree::Document::parse(body).unwrap();
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "ErrorResponse", "{body}");
+        let get = |n: &str| {
+            doc.descendants()
+                .find(|d| d.tag_name().name() == n)
+                .and_then(|d| d.text())
+                .unwrap_or("")
+                .to_owned()
+        };
+        (get("Type"), get("Code"), get("Message"))
+    };
+    let other_key = crate::dev::jwt::JwtAuthority::generate().unwrap();
+    let forged = other_key
+        .mint_svid(
+            ORDERS,
+            &["sts.amazonaws.com".into()],
+            Some("https://oidc.example.org"),
+            now,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let expired = authority
+        .mint_svid(
+            ORDERS,
+            &["sts.amazonaws.com".into()],
+            Some("https://oidc.example.org"),
+            now - Duration::from_secs(900),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    type Case<'a> = (Vec<(String, String)>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            base(&mint(&["other"], Some("https://oidc.example.org"), ORDERS)),
+            400,
+            "InvalidIdentityToken",
+            "Incorrect token audience",
+        ),
+        (
+            base(&mint(
+                &["sts.amazonaws.com"],
+                Some("https://nope.example"),
+                ORDERS,
+            )),
+            400,
+            "InvalidIdentityToken",
+            "No OpenIDConnect provider found in your account for https://nope.example",
+        ),
+        (
+            base(&mint(&["sts.amazonaws.com"], None, ORDERS)),
+            400,
+            "InvalidIdentityToken",
+            "Missing a required claim: iss",
+        ),
+        (
+            base(&forged),
+            400,
+            "InvalidIdentityToken",
+            "could not be verified",
+        ),
+        (
+            base(&expired),
+            400,
+            "ExpiredTokenException",
+            "Token expired: current date/time",
+        ),
+        (
+            base("not.a.jwt"),
+            400,
+            "InvalidIdentityToken",
+            "not base64url",
+        ),
+        (
+            base(&mint(
+                &["sts.amazonaws.com"],
+                Some("https://oidc.example.org"),
+                "spiffe://other.org/x",
+            )),
+            403,
+            "AccessDenied",
+            "Not authorized to perform sts:AssumeRoleWithWebIdentity",
+        ),
+        (
+            {
+                let mut f = base(&good);
+                f.retain(|(k, _)| k != "RoleArn");
+                f
+            },
+            400,
+            "ValidationError",
+            "'roleArn'",
+        ),
+        (
+            {
+                let mut f = base(&good);
+                f.push(("DurationSeconds".into(), "899".into()));
+                f
+            },
+            400,
+            "ValidationError",
+            "'durationSeconds'",
+        ),
+        (
+            {
+                let mut f = base(&good);
+                f[3].1 = "a b".into();
+                f
+            },
+            400,
+            "ValidationError",
+            "'roleSessionName'",
+        ),
+    ];
+    for (form, want_status, want_code, want_message) in cases {
+        let (status, body) = send(form).await;
+        assert_eq!(status, want_status, "{body}");
+        let (fault, code, message) = error(&body);
+        assert_eq!(fault, "Sender", "{body}");
+        assert_eq!(code, want_code, "{body}");
+        assert!(message.contains(want_message), "{message}");
+    }
+    assert_eq!(
+        fx.double.web_identity_sessions().len(),
+        1,
+        "nothing more issued"
+    );
+
+    // An array audience that includes a client ID is accepted, as STS does.
+    let multi = mint(
+        &["x", "sts.amazonaws.com"],
+        Some("https://oidc.example.org"),
+        ORDERS,
+    );
+    assert_eq!(send(base(&multi)).await.0, 200);
+}

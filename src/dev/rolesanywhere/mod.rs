@@ -446,7 +446,8 @@ impl RolesAnywhereDouble {
 }
 
 /// Builds the TLS acceptor from the compiled-in test PKI (HTTP/1.1 only, like the client uses).
-fn tls_acceptor() -> Result<TlsAcceptor, RolesAnywhereDoubleError> {
+/// The AWS services double serves its HTTPS listener with it too.
+pub(crate) fn tls_acceptor() -> Result<TlsAcceptor, RolesAnywhereDoubleError> {
     let certs = CertificateDer::pem_slice_iter(pki::TLS_SERVER_CERT_PEM.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| RolesAnywhereDoubleError::TlsIdentity(format!("certificate: {e}")))?;

@@ -13,7 +13,10 @@
 //!   with `PermissionDenied` "no identity issued", and so do streams already open; the
 //!   `spiffe` crate maps that message to `WorkloadApiError::NoIdentityIssued`;
 //! - `FetchX509Bundles` streams the trust bundle under the same rules;
-//! - the JWT RPCs answer `Unimplemented`.
+//! - `FetchJWTSVID` mints a JWT-SVID per identity (or only the one asked for by `spiffe_id`)
+//!   for the audiences asked for, signed by the trust domain's [`JwtAuthority`]; no audience is
+//!   `InvalidArgument` "audience must be specified", as in SPIRE. `FetchJWTBundles` streams
+//!   the trust domain's JWKS; `ValidateJWTSVID` verifies a token against it.
 //!
 //! The double serves what it is given without validating it, so tests can also send broken
 //! material (a key that does not match its certificate, a wrong SPIFFE ID).
@@ -44,6 +47,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::{Request, Response, Status};
+
+use crate::dev::jwt::{self, JwtAuthority};
 
 pub use delegated::{DelegatedIdentityDouble, Registration};
 pub use svid::{SvidEntry, SvidIssuer};
@@ -175,6 +180,8 @@ pub enum WorkloadApiDoubleError {
 struct Snapshot {
     svids: Arc<Vec<SvidEntry>>,
     bundle_der: Arc<Vec<Vec<u8>>>,
+    /// How JWT-SVIDs are minted.
+    jwt: Arc<JwtSettings>,
     /// Set by [`WorkloadApiDouble::deny`]; cleared by a non-empty `set_svids`.
     denied: bool,
     /// Set on shutdown so open streams end instead of holding the server open.
@@ -234,10 +241,144 @@ impl Snapshot {
     }
 }
 
+/// The issuer `iss` of the double's JWT-SVIDs unless changed: a SPIRE server's `jwt_issuer`,
+/// the URL its OIDC discovery provider serves and IAM registers as an OIDC identity provider.
+pub const DEV_JWT_ISSUER: &str = "https://oidc-discovery.example.org";
+/// How long the double's JWT-SVIDs live unless changed (SPIRE's default JWT-SVID TTL).
+pub const DEV_JWT_TTL: Duration = Duration::from_secs(300);
+
+/// How JWT-SVIDs are minted: the trust domain's signing key, the `iss` claim, and validity.
+struct JwtSettings {
+    authority: Arc<JwtAuthority>,
+    issuer: Option<String>,
+    /// `iat` is this long before now (0 unless a test wants a stale token).
+    issued_ago: Duration,
+    ttl: Duration,
+}
+
+impl Snapshot {
+    /// SPIRE's `FetchJWTSVID`: audience required; one token per identity, or the one asked
+    /// for; none at all is "no identity issued".
+    fn jwt_svid_response(
+        &self,
+        request: &pb::JwtsvidRequest,
+    ) -> Result<pb::JwtsvidResponse, Status> {
+        if request.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if !request.spiffe_id.is_empty() {
+            spiffe::SpiffeId::new(&request.spiffe_id).map_err(|e| {
+                Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}"))
+            })?;
+        }
+        self.check_identity()?;
+        let now = std::time::SystemTime::now();
+        let jwt = &self.jwt;
+        let mut svids = Vec::new();
+        for svid in self.svids.iter() {
+            if !request.spiffe_id.is_empty() && svid.spiffe_id != request.spiffe_id {
+                continue;
+            }
+            let token = jwt
+                .authority
+                .mint_svid(
+                    &svid.spiffe_id,
+                    &request.audience,
+                    jwt.issuer.as_deref(),
+                    now - jwt.issued_ago,
+                    jwt.ttl,
+                )
+                .ok_or_else(|| Status::internal("could not sign the JWT-SVID"))?;
+            svids.push(pb::Jwtsvid {
+                spiffe_id: svid.spiffe_id.clone(),
+                svid: token,
+                hint: svid.hint.clone(),
+            });
+        }
+        if svids.is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY_ISSUED));
+        }
+        Ok(pb::JwtsvidResponse { svids })
+    }
+
+    /// The trust domain's JWKS, keyed by the trust domain ID.
+    fn jwt_bundles_response(&self) -> Result<pb::JwtBundlesResponse, Status> {
+        self.check_identity()?;
+        let jwks = jwt::jwks(&[&self.jwt.authority]).into_bytes();
+        let bundles = self
+            .svids
+            .iter()
+            .filter_map(|svid| spiffe::SpiffeId::new(&svid.spiffe_id).ok())
+            .map(|id| (id.trust_domain().id_string(), jwks.clone()))
+            .collect();
+        Ok(pb::JwtBundlesResponse { bundles })
+    }
+
+    /// SPIRE's `ValidateJWTSVID`: signature, expiry and audience, against the trust
+    /// domain's JWKS; failures are `InvalidArgument`.
+    fn validate_jwt_svid(
+        &self,
+        request: &pb::ValidateJwtsvidRequest,
+    ) -> Result<pb::ValidateJwtsvidResponse, Status> {
+        if request.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if request.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let jwks = jwt::jwks(&[&self.jwt.authority]);
+        let verified = jwt::verify(&request.svid, &jwks, std::time::SystemTime::now())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !verified.audiences().contains(&request.audience.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "expected audience in {:?} (audience={:?})",
+                request.audience,
+                verified.audiences()
+            )));
+        }
+        let spiffe_id = verified
+            .str_claim("sub")
+            .filter(|s| spiffe::SpiffeId::new(s).is_ok())
+            .ok_or_else(|| Status::invalid_argument("the sub claim is not a SPIFFE ID"))?
+            .to_owned();
+        let claims = prost_types::Struct {
+            fields: verified
+                .claims
+                .iter()
+                .map(|(k, v)| (k.clone(), to_prost(v)))
+                .collect(),
+        };
+        Ok(pb::ValidateJwtsvidResponse {
+            spiffe_id,
+            claims: Some(claims),
+        })
+    }
+}
+
+/// A JSON value as a `google.protobuf.Value`.
+fn to_prost(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_prost).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), to_prost(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
 /// State shared by the handle and the gRPC service.
 struct Shared {
     state: watch::Sender<Snapshot>,
     fetch_x509_svid_calls: AtomicUsize,
+    /// Every `FetchJWTSVID` request that carried the security header: (audiences, spiffe_id).
+    jwt_svid_requests: std::sync::Mutex<Vec<(Vec<String>, String)>>,
 }
 
 /// A running Workload API double; see the [module docs](self).
@@ -293,15 +434,23 @@ impl WorkloadApiDouble {
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));
 
+        let authority = JwtAuthority::generate().map_err(|_| WorkloadApiDoubleError::Random)?;
         let (state, _) = watch::channel(Snapshot {
             svids: Arc::new(svids),
             bundle_der: Arc::new(bundle_der),
+            jwt: Arc::new(JwtSettings {
+                authority: Arc::new(authority),
+                issuer: Some(DEV_JWT_ISSUER.to_owned()),
+                issued_ago: Duration::ZERO,
+                ttl: DEV_JWT_TTL,
+            }),
             denied: false,
             closing: false,
         });
         let shared = Arc::new(Shared {
             state,
             fetch_x509_svid_calls: AtomicUsize::new(0),
+            jwt_svid_requests: std::sync::Mutex::new(Vec::new()),
         });
         let service = SpiffeWorkloadApiServer::new(Service {
             shared: Arc::clone(&shared),
@@ -367,6 +516,58 @@ impl WorkloadApiDouble {
     /// behaviour.
     pub fn fetch_x509_svid_calls(&self) -> usize {
         self.shared.fetch_x509_svid_calls.load(Ordering::SeqCst)
+    }
+
+    /// The trust domain's JWT bundle (JWKS): what `FetchJWTBundles` serves and what an IAM
+    /// OIDC identity provider for [`DEV_JWT_ISSUER`] would fetch.
+    pub fn jwt_bundle(&self) -> String {
+        jwt::jwks(&[&self.shared.state.borrow().jwt.authority])
+    }
+
+    /// Replaces the JWT signing key (a new `kid`), as SPIRE does when its JWT key rotates;
+    /// `FetchJWTBundles` streams push the new JWKS.
+    pub fn rotate_jwt_authority(&self) -> Result<(), WorkloadApiDoubleError> {
+        let authority = JwtAuthority::generate().map_err(|_| WorkloadApiDoubleError::Random)?;
+        self.shared.state.send_modify(|state| {
+            state.jwt = Arc::new(JwtSettings {
+                authority: Arc::new(authority),
+                issuer: state.jwt.issuer.clone(),
+                issued_ago: state.jwt.issued_ago,
+                ttl: state.jwt.ttl,
+            });
+        });
+        Ok(())
+    }
+
+    /// Sets the `iss` claim of new JWT-SVIDs (`None`: none, as SPIRE without `jwt_issuer`).
+    pub fn set_jwt_issuer(&self, issuer: Option<&str>) {
+        self.shared.state.send_modify(|state| {
+            state.jwt = Arc::new(JwtSettings {
+                authority: Arc::clone(&state.jwt.authority),
+                issuer: issuer.map(str::to_owned),
+                issued_ago: state.jwt.issued_ago,
+                ttl: state.jwt.ttl,
+            });
+        });
+    }
+
+    /// Mints new JWT-SVIDs issued `issued_ago` before now and valid for `ttl` from then: a
+    /// token already expired when `issued_ago > ttl` (a SPIRE agent with a skewed clock).
+    pub fn set_jwt_validity(&self, issued_ago: Duration, ttl: Duration) {
+        self.shared.state.send_modify(|state| {
+            state.jwt = Arc::new(JwtSettings {
+                authority: Arc::clone(&state.jwt.authority),
+                issuer: state.jwt.issuer.clone(),
+                issued_ago,
+                ttl,
+            });
+        });
+    }
+
+    /// Every `FetchJWTSVID` request so far (with the security header): its audiences and
+    /// requested SPIFFE ID (empty: all).
+    pub fn jwt_svid_requests(&self) -> Vec<(Vec<String>, String)> {
+        crate::dev::lock(&self.shared.jwt_svid_requests).clone()
     }
 
     /// Ends open streams (`Unavailable`), stops the server and removes the socket file. Waits
@@ -529,9 +730,11 @@ impl SpiffeWorkloadApi for Service {
         request: Request<pb::JwtsvidRequest>,
     ) -> Result<Response<pb::JwtsvidResponse>, Status> {
         check_security_header(&request)?;
-        Err(Status::unimplemented(
-            "the Workload API double serves X.509-SVIDs only",
-        ))
+        let request = request.into_inner();
+        crate::dev::lock(&self.shared.jwt_svid_requests)
+            .push((request.audience.clone(), request.spiffe_id.clone()));
+        let state = self.shared.state.borrow().clone();
+        Ok(Response::new(state.jwt_svid_response(&request)?))
     }
 
     async fn fetch_jwt_bundles(
@@ -539,9 +742,11 @@ impl SpiffeWorkloadApi for Service {
         request: Request<pb::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_security_header(&request)?;
-        Err(Status::unimplemented(
-            "the Workload API double serves X.509-SVIDs only",
-        ))
+        let stream = state_stream(
+            self.shared.state.subscribe(),
+            Snapshot::jwt_bundles_response,
+        )?;
+        Ok(Response::new(stream))
     }
 
     async fn validate_jwtsvid(
@@ -549,8 +754,7 @@ impl SpiffeWorkloadApi for Service {
         request: Request<pb::ValidateJwtsvidRequest>,
     ) -> Result<Response<pb::ValidateJwtsvidResponse>, Status> {
         check_security_header(&request)?;
-        Err(Status::unimplemented(
-            "the Workload API double serves X.509-SVIDs only",
-        ))
+        let state = self.shared.state.borrow().clone();
+        Ok(Response::new(state.validate_jwt_svid(request.get_ref())?))
     }
 }

@@ -385,21 +385,176 @@ async fn calls_without_the_security_header_are_rejected_like_spire() {
 }
 
 #[tokio::test]
-async fn jwt_rpcs_are_unimplemented() {
+async fn fetch_jwt_svid_mints_verifiable_tokens_like_spire() {
     let dir = tempfile::tempdir().unwrap();
     let double = start(&dir, orders_and_reviews()).await;
     let mut raw = raw_client(&double).await;
-    let request = pb::JwtsvidRequest {
-        audience: vec!["sts.amazonaws.com".to_owned()],
-        spiffe_id: String::new(),
+    let request = |audience: Vec<&str>, spiffe_id: &str| pb::JwtsvidRequest {
+        audience: audience.into_iter().map(str::to_owned).collect(),
+        spiffe_id: spiffe_id.to_owned(),
     };
+
+    // SPIRE: no audience is InvalidArgument; the header is required as for every call.
     let status = within(
-        "FetchJWTSVID",
-        raw.fetch_jwtsvid(with_header(request, "true")),
+        "no audience",
+        raw.fetch_jwtsvid(with_header(request(vec![], ""), "true")),
     )
     .await
     .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "audience must be specified");
+    let status = within("no header", raw.fetch_jwtsvid(request(vec!["a"], "")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "security header missing from request");
+
+    // One token per identity, with its hint, signed by the key FetchJWTBundles publishes.
+    let response = within(
+        "FetchJWTSVID",
+        raw.fetch_jwtsvid(with_header(request(vec!["sts.amazonaws.com"], ""), "true")),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let ids: Vec<(&str, &str)> = response
+        .svids
+        .iter()
+        .map(|s| (s.spiffe_id.as_str(), s.hint.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (pki::ORDERS_SPIFFE_ID, "orders"),
+            (pki::REVIEWS_SPIFFE_ID, "reviews")
+        ]
+    );
+    let bundles = within("FetchJWTBundles", client(&double).await.fetch_jwt_bundles())
+        .await
+        .unwrap();
+    let trust_domain = spiffe::TrustDomain::new(pki::TRUST_DOMAIN).unwrap();
+    assert!(
+        bundles.get(&trust_domain).is_some(),
+        "the trust domain's JWKS"
+    );
+    let jwks = double.jwt_bundle();
+    for svid in &response.svids {
+        let verified = jwt::verify(&svid.svid, &jwks, std::time::SystemTime::now()).unwrap();
+        assert_eq!(verified.str_claim("sub"), Some(svid.spiffe_id.as_str()));
+        assert_eq!(verified.audiences(), vec!["sts.amazonaws.com"]);
+        assert_eq!(verified.str_claim("iss"), Some(DEV_JWT_ISSUER));
+        let lifetime =
+            verified.claims["exp"].as_i64().unwrap() - verified.claims["iat"].as_i64().unwrap();
+        assert_eq!(lifetime, DEV_JWT_TTL.as_secs() as i64);
+    }
+    // The spiffe crate reads them too.
+    let parsed = within(
+        "fetch_all_jwt_svids",
+        client(&double).await.fetch_all_jwt_svids(["a", "b"], None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(parsed.len(), 2);
+    assert_eq!(parsed[1].hint(), Some("reviews"));
+    assert_eq!(parsed[0].audience(), ["a", "b"]);
+
+    // Asked by SPIFFE ID: that one only; an ID the workload does not have: no identity.
+    let one = within(
+        "by id",
+        raw.fetch_jwtsvid(with_header(
+            request(vec!["a"], pki::REVIEWS_SPIFFE_ID),
+            "true",
+        )),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(one.svids.len(), 1);
+    assert_eq!(one.svids[0].spiffe_id, pki::REVIEWS_SPIFFE_ID);
+    let status = within(
+        "other id",
+        raw.fetch_jwtsvid(with_header(
+            request(vec!["a"], "spiffe://example.org/other"),
+            "true",
+        )),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = within(
+        "bad id",
+        raw.fetch_jwtsvid(with_header(request(vec!["a"], "not an id"), "true")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        double.jwt_svid_requests().len(),
+        6,
+        "requests with the header are recorded: {:?}",
+        double.jwt_svid_requests()
+    );
+
+    // Withdrawn: no identity issued.
+    double.deny();
+    let status = within(
+        "denied",
+        raw.fetch_jwtsvid(with_header(request(vec!["a"], ""), "true")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "no identity issued");
+    double.shutdown().await;
+}
+
+#[tokio::test]
+async fn jwt_bundles_follow_key_rotation_and_validate_checks_signature_and_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let double = start(&dir, orders_and_reviews()).await;
+    let client = client(&double).await;
+    let trust_domain = spiffe::TrustDomain::new(pki::TRUST_DOMAIN).unwrap();
+    let mut stream = within("stream", client.stream_jwt_bundles()).await.unwrap();
+    let first = within("first", stream.next()).await.unwrap().unwrap();
+    let old_kid = first
+        .get(&trust_domain)
+        .unwrap()
+        .jwt_authorities()
+        .next()
+        .unwrap()
+        .key_id()
+        .to_owned();
+
+    let token = within("token", client.fetch_jwt_token(["svc"], None))
+        .await
+        .unwrap();
+    let validated = within("validate", client.validate_jwt_token("svc", &token))
+        .await
+        .unwrap();
+    assert_eq!(validated.spiffe_id().to_string(), pki::ORDERS_SPIFFE_ID);
+    let wrong = within("wrong audience", client.validate_jwt_token("other", &token)).await;
+    assert!(wrong.is_err(), "{wrong:?}");
+
+    double.rotate_jwt_authority().unwrap();
+    let second = within("rotated", stream.next()).await.unwrap().unwrap();
+    let new_kid = second
+        .get(&trust_domain)
+        .unwrap()
+        .jwt_authorities()
+        .next()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    assert_ne!(old_kid, new_kid);
+    // A token of the old key no longer validates; a new one does.
+    let old = within("old token", client.validate_jwt_token("svc", &token)).await;
+    assert!(old.is_err(), "{old:?}");
+    let token = within("new token", client.fetch_jwt_token(["svc"], None))
+        .await
+        .unwrap();
+    within("validate new", client.validate_jwt_token("svc", &token))
+        .await
+        .unwrap();
     double.shutdown().await;
 }
 
