@@ -72,7 +72,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast
 # TPM 2.0 keys are behind the `tpm` feature (it links libtss2): lint it and run its tests
 # against swtpm.
 echo "== cargo clippy/test --features tpm"

@@ -137,6 +137,17 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         args.iter().any(|a| a == "--admin"),
         "ExecStart has no --admin: {args:?}"
     );
+    assert_agent_accepts(&args);
+}
+
+/// The agent's own command-line parser accepts `argv` (the program, then its arguments), so a
+/// renamed or removed flag breaks this test rather than a deployment.
+fn assert_agent_accepts<S: AsRef<str>>(argv: &[S]) {
+    use clap::Parser as _;
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    if let Err(e) = spiffe_aws_agent::cli::Cli::try_parse_from(&argv) {
+        panic!("the agent refuses {argv:?}:\n{e}");
+    }
 }
 
 #[test]
@@ -305,6 +316,7 @@ fn assert_agent_daemonset(ds: &serde_json::Value, image: &str) {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
+    assert_agent_accepts(&[&["spiffe-aws-agent"], args.as_slice()].concat());
     let admin = args
         .iter()
         .find_map(|a| a.strip_prefix("--admin="))

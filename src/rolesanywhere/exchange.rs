@@ -14,7 +14,6 @@ use super::client::ErrorClass;
 use super::client::{
     ClientConfig, ConfigError, CreateSessionError, Credentials, RolesAnywhereClient, SessionRequest,
 };
-use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::identity::X509Identity;
 
@@ -27,8 +26,6 @@ pub const MAX_SESSION_DURATION: u32 = 43_200;
 /// How long one CreateSession call (with its retries) may take unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// First and longest wait between one-shot retries.
-const RETRY_MIN_BACKOFF: Duration = Duration::from_millis(200);
-const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 /// Everything needed to exchange an identity for one role's credentials, unvalidated.
 #[derive(Debug, Clone)]
@@ -227,29 +224,18 @@ impl Exchange {
         &self,
         identity: &X509Identity,
     ) -> Result<Credentials, CreateSessionError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut backoff = Backoff::new(RETRY_MIN_BACKOFF, RETRY_MAX_BACKOFF);
-        loop {
-            let attempt = tokio::time::timeout_at(deadline, self.run(identity))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(CreateSessionError::Timeout {
-                        endpoint: self.client.url().to_owned(),
-                        seconds: self.timeout.as_secs(),
-                    })
-                });
-            let error = match attempt {
-                Ok(credentials) => return Ok(credentials),
-                Err(e) => e,
-            };
-            let retryable = matches!(error.class(), ErrorClass::Transient | ErrorClass::Throttled);
-            let delay = backoff.next_delay();
-            if !retryable || tokio::time::Instant::now() + delay >= deadline {
-                return Err(error);
-            }
-            tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "CreateSession failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
+        crate::backoff::retry_within(
+            self.timeout,
+            || self.run(identity),
+            |e: &CreateSessionError| {
+                matches!(e.class(), ErrorClass::Transient | ErrorClass::Throttled)
+            },
+            || CreateSessionError::Timeout {
+                endpoint: self.client.url().to_owned(),
+                seconds: self.timeout.as_secs(),
+            },
+        )
+        .await
     }
 }
 

@@ -323,7 +323,7 @@ mod tests {
         );
         let lines = readiness(&state, &spire).unwrap();
         assert!(
-            lines.contains("role reviews: ready, credentials expire in 3600 s; the last refresh failed: Roles Anywhere issued credentials valid for 1 s"),
+            lines.contains("role reviews: ready, credentials expire in 3600 s; the last refresh failed: the exchange issued credentials valid for 1 s"),
             "{lines}"
         );
         // Credentials with less than the minimum left are not ready.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::{endpoint_url, AssumeRequest, AssumeRoleError, ClientConfig, StsClient};
-use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::identity::jwt_svid::{self, JwtSvidError, SvidSelector};
 use crate::rolesanywhere::{ArnError, ConfigError, Credentials, ErrorClass, RegionError};
@@ -23,8 +22,6 @@ pub const MIN_SESSION_DURATION: u32 = 900;
 pub const MAX_SESSION_DURATION: u32 = 43_200;
 /// How long one exchange (JWT-SVID fetch and STS call, with retries) may take unless told.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-const RETRY_MIN_BACKOFF: Duration = Duration::from_millis(200);
-const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 /// Everything needed to exchange a JWT-SVID for one role's credentials, unvalidated.
 #[derive(Debug, Clone)]
@@ -252,29 +249,20 @@ impl WebIdentityExchange {
         &self,
         selector: &SvidSelector,
     ) -> Result<Credentials, WebIdentityError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut backoff = Backoff::new(RETRY_MIN_BACKOFF, RETRY_MAX_BACKOFF);
-        loop {
-            let attempt = tokio::time::timeout_at(deadline, self.run(selector))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(WebIdentityError::Sts(AssumeRoleError::Timeout {
-                        endpoint: self.client.url().to_owned(),
-                        seconds: self.timeout.as_secs(),
-                    }))
-                });
-            let error = match attempt {
-                Ok(credentials) => return Ok(credentials),
-                Err(e) => e,
-            };
-            let retryable = matches!(error.class(), ErrorClass::Transient | ErrorClass::Throttled);
-            let delay = backoff.next_delay();
-            if !retryable || tokio::time::Instant::now() + delay >= deadline {
-                return Err(error);
-            }
-            tracing::debug!(%error, retry_in_ms = delay.as_millis() as u64, "AssumeRoleWithWebIdentity failed; retrying");
-            tokio::time::sleep(delay).await;
-        }
+        crate::backoff::retry_within(
+            self.timeout,
+            || self.run(selector),
+            |e: &WebIdentityError| {
+                matches!(e.class(), ErrorClass::Transient | ErrorClass::Throttled)
+            },
+            || {
+                WebIdentityError::Sts(AssumeRoleError::Timeout {
+                    endpoint: self.client.url().to_owned(),
+                    seconds: self.timeout.as_secs(),
+                })
+            },
+        )
+        .await
     }
 }
 
