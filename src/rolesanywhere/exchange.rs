@@ -25,7 +25,6 @@ pub const MIN_SESSION_DURATION: u32 = 900;
 pub const MAX_SESSION_DURATION: u32 = 43_200;
 /// How long one CreateSession call (with its retries) may take unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-/// First and longest wait between one-shot retries.
 
 /// Everything needed to exchange an identity for one role's credentials, unvalidated.
 #[derive(Debug, Clone)]
