@@ -15,6 +15,13 @@ if ! command -v python3 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
 fi
 
+# The openssl CLI makes the PKCS#12 files of tests/compat_signing_helper.rs (Debian installs it
+# with ca-certificates; a minimal image may lack it).
+if ! command -v openssl >/dev/null; then
+    echo "scripts/test.sh: installing openssl from Debian" >&2
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
+
 # The venv lives in .venv (git-ignored); tests find it there (tests/common/mod.rs).
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/kubernetes-validate ] \
     || ! .venv/bin/python -c 'import boto3, cryptography, prometheus_client' 2>/dev/null; then

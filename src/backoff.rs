@@ -104,7 +104,7 @@ mod tests {
         // A first attempt that never answers is a timeout.
         let result: Result<(), String> = retry_within(
             Duration::from_secs(2),
-            || std::future::pending(),
+            std::future::pending,
             |_| true,
             || "timed out".to_owned(),
         )

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::identity::files::KeyPassword;
 use crate::identity::DEFAULT_WORKLOAD_API_TIMEOUT;
 use crate::rolesanywhere::exchange::{DEFAULT_SESSION_DURATION, DEFAULT_TIMEOUT};
 use crate::serve::{DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFILE};
@@ -21,6 +22,11 @@ use crate::serve::{DEFAULT_CONTAINER_LISTEN, DEFAULT_IMDS_LISTEN, DEFAULT_PROFIL
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=spiffe_aws_agent=debug) for more detail."
 )]
 pub struct Cli {
+    /// `--debug` before the command, as aws-spiffe-workload-helper's root flag (the same as
+    /// `--debug` after it).
+    #[arg(long = "debug", hide = true)]
+    pub debug_before_command: bool,
+
     #[command(subcommand)]
     pub command: Command,
 
@@ -63,7 +69,10 @@ pub enum Command {
     /// --private-key), exchanges it with IAM Roles Anywhere CreateSession, prints
     /// {"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"} on stdout and
     /// exits 0. On failure it prints one line on stderr and exits non-zero.
-    #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES)]
+    ///
+    /// Also runs as `x509-credential-process` (aws-spiffe-workload-helper's name, with its
+    /// flags: --workload-api-addr is --workload-api-socket).
+    #[command(after_long_help = CREDENTIAL_PROCESS_EXAMPLES, visible_alias = "x509-credential-process")]
     CredentialProcess(Box<CredentialProcessArgs>),
 
     /// Print AWS credentials from a JWT-SVID as `credential_process` JSON (STS
@@ -122,6 +131,34 @@ pub enum Command {
 
     /// Print the version (as `aws_signing_helper version`).
     Version,
+
+    /// Keep the default profile of a credentials file current (as aws-spiffe-workload-helper
+    /// `x509-credential-file`; the same as `update --profile default` on that file).
+    ///
+    /// Unlike that helper, a failed exchange is retried with backoff instead of ending the
+    /// daemon, and the file is written atomically with mode 0600, other profiles kept.
+    X509CredentialFile(Box<X509CredentialFileArgs>),
+
+    /// Write the default profile of a credentials file once and exit (as
+    /// aws-spiffe-workload-helper `x509-credential-file-oneshot`).
+    X509CredentialFileOneshot(Box<X509CredentialFileArgs>),
+
+    /// Sign aws_signing_helper's fixed test string with a private key (as
+    /// `aws_signing_helper sign-string`), to check a key and a digest.
+    ///
+    /// The string is "AWS Roles Anywhere Credential Helper Signing Test" || "1" ||
+    /// SHA256("IAM RA" || public key) (the key's PKCS#1 RSAPublicKey DER or uncompressed EC
+    /// point); stdin is not read. RSA signs PKCS#1 v1.5, ECDSA an ASN.1 DER signature. The
+    /// key comes from --private-key, else from the --certificate file (PEM holding the key,
+    /// or PKCS#12). Printed without a newline.
+    SignString(Box<SignStringArgs>),
+
+    /// Print a certificate's data as JSON (as `aws_signing_helper read-certificate-data`).
+    ///
+    /// {"keyType":"RSA"|"EC","certificateData":<base64 DER>,"serialNumber":<decimal>,
+    /// "supportedAlgorithms":[...]} for the file's first PEM certificate (or a PKCS#12
+    /// file's end-entity certificate), printed without a newline.
+    ReadCertificateData(Box<ReadCertificateDataArgs>),
 
     /// Run the whole flow on this machine: doubles of SPIRE, Roles Anywhere, STS and VPC
     /// Lattice, and the agent with every server on.
@@ -236,7 +273,13 @@ Examples:
 #[command(next_help_heading = "Identity (SPIFFE Workload API by default, or certificate files)")]
 pub struct IdentityArgs {
     /// SPIFFE Workload API address: unix:///path/to/agent.sock or tcp://IP:port.
-    #[arg(long, value_name = "ADDRESS", env = "SPIFFE_ENDPOINT_SOCKET")]
+    /// (--workload-api-addr, aws-spiffe-workload-helper's name, is the same flag.)
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        visible_alias = "workload-api-addr"
+    )]
     pub workload_api_socket: Option<String>,
 
     /// Use the SVID with this SPIFFE ID (or Workload API hint) when the workload has several.
@@ -248,19 +291,27 @@ pub struct IdentityArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WORKLOAD_API_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
     pub workload_api_timeout: u64,
 
-    /// PEM certificate file instead of the Workload API: the leaf, optionally followed by
-    /// its intermediates. Or a PKCS#11 URI (RFC 7512) of a certificate in a token, e.g.
+    /// Certificate file instead of the Workload API: PEM (the leaf, optionally followed by
+    /// its intermediates). Without --private-key, as aws_signing_helper takes it, the file
+    /// holds the key too: PEM with both, or PKCS#12 (.p12/.pfx, opened with the empty
+    /// password unless --pkcs8-password is given; its chain comes from the file). Or a
+    /// PKCS#11 URI (RFC 7512) of a certificate in a token, e.g.
     /// 'pkcs11:token=ra;object=orders?pin-value=1234': the key is then found with the same
     /// URI unless --private-key names it.
     #[arg(long, value_name = "FILE|URI")]
     pub certificate: Option<PathBuf>,
 
-    /// PEM private key for --certificate: PKCS#8, PKCS#1 RSA or SEC1 EC (unencrypted).
-    /// Or a PKCS#11 URI of a key in a token (the certificate may then be a file, a URI, or
-    /// omitted: it is looked for with the key's URI). RSA (2048+ bits), ECDSA P-256 and
-    /// P-384 are supported.
+    /// PEM private key for --certificate: PKCS#8, PKCS#1 RSA or SEC1 EC, or encrypted
+    /// PKCS#8 with --pkcs8-password. Or a PKCS#11 URI of a key in a token (the certificate
+    /// may then be a file, a URI, or omitted: it is looked for with the key's URI). RSA
+    /// (2048+ bits), ECDSA P-256 and P-384 are supported.
     #[arg(long, value_name = "FILE|URI")]
     pub private_key: Option<PathBuf>,
+
+    /// Password of an encrypted PKCS#8 --private-key (PBES2: PBKDF2 or scrypt, AES-CBC), or
+    /// of a PKCS#12 --certificate.
+    #[arg(long, value_name = "PASSWORD", requires = "certificate", value_parser = parse_password)]
+    pub pkcs8_password: Option<KeyPassword>,
 
     /// PEM file with intermediate certificates, sent in X-Amz-X509-Chain.
     #[arg(long, value_name = "FILE")]
@@ -275,6 +326,11 @@ pub struct IdentityArgs {
     /// give it the token's user PIN instead of asking on the terminal.
     #[arg(long)]
     pub reuse_pin: bool,
+}
+
+/// A password flag's value, kept out of `Debug` output.
+fn parse_password(s: &str) -> Result<KeyPassword, String> {
+    Ok(KeyPassword::new(s.to_owned()))
 }
 
 /// What to ask Roles Anywhere for, and how to reach it.
@@ -298,7 +354,10 @@ pub struct SessionArgs {
     pub region: Option<String>,
 
     /// Roles Anywhere endpoint, e.g. https://rolesanywhere.us-east-1.amazonaws.com or a
-    /// VPC endpoint. https only. Default: https://rolesanywhere.<region>.amazonaws.com.
+    /// VPC endpoint. https only. Default: https://rolesanywhere.<region>.amazonaws.com, or as
+    /// the AWS SDKs choose with AWS_USE_FIPS_ENDPOINT=true (rolesanywhere-fips.<region>.…)
+    /// and AWS_USE_DUALSTACK_ENDPOINT=true (….<region>.api.aws); the signing region stays
+    /// the region.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
 
@@ -349,18 +408,16 @@ pub struct HelperCompatArgs {
     /// Not supported (certificate stores).
     #[arg(long, hide = true)]
     pub use_latest_expiring_certificate: bool,
-    /// Not supported yet: encrypted PKCS#8 keys.
-    #[arg(long, value_name = "PASSWORD", hide = true)]
-    pub pkcs8_password: Option<String>,
     /// Not supported yet: TPM keys with a password.
     #[arg(long, value_name = "PASSWORD", hide = true)]
     pub tpm_key_password: Option<String>,
     /// Accepted for compatibility: TPM keys are used with an empty authorization value.
     #[arg(long, hide = true)]
     pub no_tpm_key_password: bool,
-    /// Not supported: the agent always verifies the endpoint's TLS certificate (use
-    /// --ca-bundle for a private CA).
-    #[arg(long, hide = true)]
+    /// Do not verify the Roles Anywhere endpoint's TLS certificate (as aws_signing_helper's
+    /// flag; a warning is logged at every start). Anyone on the network path can then read
+    /// the credentials: prefer --ca-bundle for a private CA or TLS-inspecting proxy.
+    #[arg(long)]
     pub no_verify_ssl: bool,
 }
 
@@ -368,7 +425,6 @@ impl HelperCompatArgs {
     /// The first flag given that this build cannot honour, and why.
     pub fn unsupported(&self) -> Option<(&'static str, &'static str)> {
         const STORES: &str = "certificate stores exist on Windows and macOS only; on Linux give --certificate and --private-key (PEM files)";
-        const LATER: &str = "not supported by this version; decrypt the key or export it to a PEM file for --private-key";
         if self.cert_selector.is_some() {
             return Some(("--cert-selector", STORES));
         }
@@ -378,17 +434,11 @@ impl HelperCompatArgs {
         if self.use_latest_expiring_certificate {
             return Some(("--use-latest-expiring-certificate", STORES));
         }
-        if self.pkcs8_password.is_some() {
-            return Some(("--pkcs8-password", LATER));
-        }
         if self.tpm_key_password.is_some() {
             return Some((
                 "--tpm-key-password",
                 "TPM keys with a password are not supported by this version (keys with an empty authorization value are)",
             ));
-        }
-        if self.no_verify_ssl {
-            return Some(("--no-verify-ssl", "the agent always verifies Roles Anywhere's TLS certificate: give a private CA with --ca-bundle"));
         }
         None
     }
@@ -410,6 +460,74 @@ pub struct CredentialProcessArgs {
     pub identity: IdentityArgs,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+/// `sign-string`'s output format (aws_signing_helper's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignatureFormat {
+    /// The hex signature as a JSON string.
+    #[value(name = "json")]
+    Json,
+    /// The hex signature.
+    #[value(name = "text")]
+    Text,
+    /// The raw signature bytes.
+    #[value(name = "bin")]
+    Bin,
+}
+
+/// `sign-string`'s digest (aws_signing_helper's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignatureDigest {
+    #[value(name = "SHA256")]
+    Sha256,
+    #[value(name = "SHA384")]
+    Sha384,
+    #[value(name = "SHA512")]
+    Sha512,
+}
+
+/// `aws_signing_helper sign-string` compatible flags.
+#[derive(Debug, Args, Clone)]
+pub struct SignStringArgs {
+    /// PEM private key (PKCS#8, PKCS#1 RSA, SEC1 EC, or encrypted PKCS#8 with
+    /// --pkcs8-password).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["certificate", "cert_selector"])]
+    pub private_key: Option<PathBuf>,
+
+    /// Without --private-key: a file holding the key (PEM with the key, or PKCS#12).
+    #[arg(long, value_name = "FILE")]
+    pub certificate: Option<PathBuf>,
+
+    /// Password of an encrypted PKCS#8 key or a PKCS#12 file.
+    #[arg(long, value_name = "PASSWORD", value_parser = parse_password)]
+    pub pkcs8_password: Option<KeyPassword>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: SignatureFormat,
+
+    /// Digest of the string that is signed.
+    #[arg(long, value_enum, default_value = "SHA256")]
+    pub digest: SignatureDigest,
+
+    #[command(flatten)]
+    pub compat: HelperCompatArgs,
+}
+
+/// `aws_signing_helper read-certificate-data` compatible flags.
+#[derive(Debug, Args, Clone)]
+pub struct ReadCertificateDataArgs {
+    /// Certificate file: PEM (the first certificate is read) or PKCS#12.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["cert_selector"])]
+    pub certificate: Option<PathBuf>,
+
+    /// Password of a PKCS#12 file (default: the empty password).
+    #[arg(long, value_name = "PASSWORD", value_parser = parse_password)]
+    pub pkcs8_password: Option<KeyPassword>,
+
+    #[command(flatten)]
+    pub compat: HelperCompatArgs,
 }
 
 /// `jwt-credential-process`: a JWT-SVID for STS AssumeRoleWithWebIdentity.
@@ -493,6 +611,11 @@ pub struct RunArgs {
     /// Start the IMDSv2-style endpoint on this address (repeatable; IPv6 as [::1]:9911).
     #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_IMDS_LISTEN)]
     pub imds: Vec<String>,
+
+    /// IP TTL / IPv6 hop limit of the IMDS endpoint's responses, 1..255 (as `serve
+    /// --hop-limit`; 1 keeps them on this host). Default: the system's.
+    #[arg(long, value_name = "HOPS", requires = "imds", value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub hop_limit: Option<u32>,
 
     /// Start the container-credentials endpoint on this address.
     #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_CONTAINER_LISTEN)]
@@ -598,12 +721,35 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::serve::DEFAULT_IMDS_PORT)]
     pub port: u16,
 
-    /// IP TTL (hop limit) of the endpoint's responses; 1 keeps them on this host.
+    /// IP TTL (IPv4) / hop limit (IPv6) of the endpoint's responses; 1 keeps them on this
+    /// host.
     #[arg(long, value_name = "HOPS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub hop_limit: u32,
 
     #[command(flatten)]
     pub admin: AdminArgs,
+
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// aws-spiffe-workload-helper `x509-credential-file[-oneshot]` compatible flags.
+#[derive(Debug, Args, Clone)]
+pub struct X509CredentialFileArgs {
+    /// The credentials file to write (its `default` profile).
+    #[arg(long, value_name = "FILE")]
+    pub aws_credentials_path: PathBuf,
+
+    /// If the existing file cannot be loaded (not text, not a regular file), replace it
+    /// instead of failing.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Start from an empty file: every profile this command does not write is removed.
+    #[arg(long)]
+    pub replace: bool,
 
     #[command(flatten)]
     pub identity: IdentityArgs,

@@ -20,6 +20,7 @@ mod bounded_file;
 pub mod cli;
 mod clock;
 pub mod credentials;
+pub mod diagnose;
 mod display;
 pub mod identity;
 pub mod inspect;

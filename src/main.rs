@@ -11,7 +11,7 @@ use spiffe_aws_agent::cli::{Cli, Command, LogFormat};
 use spiffe_aws_agent::identity::workload_api::WorkloadApiError;
 use spiffe_aws_agent::identity::IdentityError;
 use spiffe_aws_agent::webidentity::WebIdentityError;
-use spiffe_aws_agent::{agent, plan, serve, Clock, TokioClock};
+use spiffe_aws_agent::{agent, cli, diagnose, plan, serve, Clock, TokioClock};
 
 fn main() -> ExitCode {
     // The TPM2 Software Stack logs its own errors to stderr; ours already carry them, and a
@@ -21,17 +21,23 @@ fn main() -> ExitCode {
         std::env::set_var("TSS2_LOG", "all+NONE");
     }
     let cli = Cli::parse();
-    let session = match &cli.command {
-        Command::CredentialProcess(a) => Some(&a.session),
-        Command::Run(a) => Some(&a.session),
-        Command::Serve(a) => Some(&a.session),
-        Command::Update(a) => Some(&a.session),
+    let compat = match &cli.command {
+        Command::CredentialProcess(a) => Some(&a.session.compat),
+        Command::Run(a) => Some(&a.session.compat),
+        Command::Serve(a) => Some(&a.session.compat),
+        Command::Update(a) => Some(&a.session.compat),
+        Command::X509CredentialFile(a) | Command::X509CredentialFileOneshot(a) => {
+            Some(&a.session.compat)
+        }
+        Command::SignString(a) => Some(&a.compat),
+        Command::ReadCertificateData(a) => Some(&a.compat),
         _ => None,
     };
-    if let Some((flag, why)) = session.and_then(|s| s.compat.unsupported()) {
+    if let Some((flag, why)) = compat.and_then(|c| c.unsupported()) {
         return fail(&format!("{flag}: {why}"), 2);
     }
-    let debug = session.is_some_and(|s| s.compat.debug)
+    let debug = cli.debug_before_command
+        || compat.is_some_and(|c| c.debug)
         || matches!(&cli.command, Command::JwtCredentialProcess(a) if a.debug);
     // credential-process output is read by SDKs: keep stderr quiet unless asked.
     init_logging(
@@ -42,6 +48,14 @@ fn main() -> ExitCode {
         },
         cli.log_format,
     );
+    if compat.is_some_and(|c| c.no_verify_ssl)
+        && !matches!(
+            cli.command,
+            Command::SignString(_) | Command::ReadCertificateData(_)
+        )
+    {
+        tracing::warn!("--no-verify-ssl: the Roles Anywhere endpoint's TLS certificate is not verified; whoever is on the network path can impersonate it and read the credentials (use --ca-bundle for a private CA instead)");
+    }
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     match cli.command {
         Command::CredentialProcess(args) => {
@@ -84,8 +98,20 @@ fn main() -> ExitCode {
         Command::Run(args) => run_agent(plan::run(&args, &clock), false),
         Command::Serve(args) => run_agent(plan::serve(&args, &clock), false),
         Command::Update(args) => run_agent(plan::update(&args, &clock), args.once),
+        Command::X509CredentialFile(args) => x509_credential_file(&args, &clock, false),
+        Command::X509CredentialFileOneshot(args) => x509_credential_file(&args, &clock, true),
         Command::Inspect(args) => inspect(&args, &*clock),
         Command::Version => print_line(env!("CARGO_PKG_VERSION")),
+        Command::SignString(args) => sign_string(&args),
+        Command::ReadCertificateData(args) => {
+            let Some(path) = &args.certificate else {
+                return fail("--certificate FILE is required", 2);
+            };
+            match diagnose::certificate_data::read(path, args.pkcs8_password.as_ref()) {
+                Ok(data) => print_bytes(diagnose::certificate_data::render(&data).as_bytes()),
+                Err(e) => fail(&e.to_string(), 1),
+            }
+        }
         #[cfg(not(feature = "dev"))]
         Command::Dev { .. } => fail(
             "this build has no `dev` (its doubles carry test keys, so it is opt-in): run `cargo run --release --features dev -- dev`",
@@ -174,6 +200,70 @@ fn build_runtime(
 fn print_line(line: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
+        return fail("cannot write to stdout", 1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `x509-credential-file[-oneshot]`: `--replace` / `--force` applied to the file, then the
+/// credentials-file writer of `update`.
+fn x509_credential_file(
+    args: &cli::X509CredentialFileArgs,
+    clock: &Arc<dyn Clock>,
+    once: bool,
+) -> ExitCode {
+    let plan = plan::x509_credential_file(args, clock);
+    if plan.is_ok() {
+        let prep = serve::credentials_file::Preparation {
+            replace: args.replace,
+            force: args.force,
+        };
+        match serve::credentials_file::prepare(&args.aws_credentials_path, prep) {
+            Ok(true) => {
+                tracing::info!(path = %args.aws_credentials_path.display(), "removed the existing credentials file (--replace or --force)")
+            }
+            Ok(false) => {}
+            Err(e) => return fail(&e.to_string(), 1),
+        }
+    }
+    run_agent(plan, once)
+}
+
+/// `sign-string`: the fixed test string's signature, in the asked format.
+fn sign_string(args: &cli::SignStringArgs) -> ExitCode {
+    use diagnose::sign_string::{self, Digest, Format};
+    let key = match sign_string::load_key(
+        args.private_key.as_deref(),
+        args.certificate.as_deref(),
+        args.pkcs8_password.as_ref(),
+    ) {
+        Ok(key) => key,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    let digest = match args.digest {
+        cli::SignatureDigest::Sha256 => Digest::Sha256,
+        cli::SignatureDigest::Sha384 => Digest::Sha384,
+        cli::SignatureDigest::Sha512 => Digest::Sha512,
+    };
+    let format = match args.format {
+        cli::SignatureFormat::Json => Format::Json,
+        cli::SignatureFormat::Text => Format::Text,
+        cli::SignatureFormat::Bin => Format::Bin,
+    };
+    match sign_string::run(&key, digest, format) {
+        Ok(out) => print_bytes(&out),
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+/// Prints `bytes` as they are (aws_signing_helper's diagnostic output has no newline).
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(bytes)
         .and_then(|_| stdout.flush())
         .is_err()
     {

@@ -603,9 +603,7 @@ async fn aws_signing_helper_flags_work_or_say_why_not() {
             None,
             "Windows and macOS",
         ),
-        ("--pkcs8-password", Some("pw"), "not supported"),
         ("--tpm-key-password", Some("pw"), "TPM"),
-        ("--no-verify-ssl", None, "--ca-bundle"),
     ] {
         let mut extra = vec![flag];
         extra.extend(value);

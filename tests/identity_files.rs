@@ -218,3 +218,80 @@ fn special_files_and_long_chains_are_refused_without_hanging() {
         "{e}"
     );
 }
+
+/// Encrypted PKCS#8 keys as `openssl pkcs8 -topk8` writes them, in the variants
+/// aws_signing_helper's later releases read: PBKDF2 with HMAC-SHA-256/384/512 and scrypt,
+/// AES-128/192/256-CBC.
+#[test]
+fn encrypted_pkcs8_variants_from_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::cert("orders-p256.key");
+    for (name, args) in [
+        (
+            "sha512-aes128",
+            vec!["-v2", "aes-128-cbc", "-v2prf", "hmacWithSHA512"],
+        ),
+        (
+            "sha384-aes192",
+            vec!["-v2", "aes-192-cbc", "-v2prf", "hmacWithSHA384"],
+        ),
+        (
+            "sha256-aes256",
+            vec!["-v2", "aes-256-cbc", "-v2prf", "hmacWithSHA256"],
+        ),
+        ("scrypt", vec!["-scrypt"]),
+    ] {
+        let out_path = dir.path().join(format!("{name}.key"));
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["pkcs8", "-topk8", "-in"])
+            .arg(&key)
+            .args(["-passout", "pass:pw", "-out"])
+            .arg(&out_path)
+            .args(&args);
+        let out = cmd.output().expect("openssl");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let password = files::KeyPassword::new("pw".into());
+        let id = files::load_any(
+            &common::cert("orders-p256.pem"),
+            Some(&out_path),
+            None,
+            Some(&password),
+            SystemTime::now(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(id.key().kind(), KeyKind::P256, "{name}");
+        let wrong = files::KeyPassword::new("nope".into());
+        let e = files::load_any(
+            &common::cert("orders-p256.pem"),
+            Some(&out_path),
+            None,
+            Some(&wrong),
+            SystemTime::now(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("password is wrong"), "{name}: {e}");
+    }
+}
+
+#[test]
+fn a_certificate_without_its_key_says_which_flag_is_missing() {
+    let e = files::load_any(
+        &common::cert("orders-p256.pem"),
+        None,
+        None,
+        None,
+        SystemTime::now(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("without --private-key, so it must hold the key too")
+            && e.contains("PRIVATE KEY"),
+        "{e}"
+    );
+}

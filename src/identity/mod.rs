@@ -12,6 +12,7 @@ pub mod jwt_svid;
 pub mod key;
 mod pattern;
 pub mod pkcs11;
+pub mod pkcs12;
 mod source;
 #[cfg(feature = "tpm")]
 pub mod tpm;
@@ -58,8 +59,12 @@ pub enum IdentityError {
         path: String,
         expected: &'static str,
     },
-    #[error("the private key file {path} is encrypted; decrypt it first (openssl pkcs8 -in {path} -out key.pem) and keep the result readable only by the agent")]
+    #[error("the private key file {path} is encrypted: give its password with --pkcs8-password (or decrypt it: openssl pkcs8 -in {path} -out key.pem, readable only by the agent)")]
     EncryptedKey { path: String },
+    #[error("cannot decrypt the private key file {path}: {reason}")]
+    KeyPassword { path: String, reason: String },
+    #[error("cannot use the PKCS#12 file {path}: {reason}")]
+    Pkcs12 { path: String, reason: String },
     #[error("the {which} certificate is not valid X.509: {reason}")]
     MalformedCertificate { which: String, reason: String },
     #[error("the certificate {subject} expired at {not_after} (now {now}): {hint}")]

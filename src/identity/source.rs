@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::files::KeyPassword;
 use super::pkcs11::{self, Pkcs11Spec};
 use super::watch::{spawn_files, spawn_pkcs11, spawn_workload_api, ConnectionState, Snapshot};
 use super::{files, workload_api, IdentityError, X509Identity};
@@ -20,11 +21,14 @@ pub(super) const FILE_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// An identity source, resolved but not yet contacted.
 #[derive(Debug, Clone)]
 pub enum IdentitySpec {
-    /// PEM files, as `aws_signing_helper` takes them.
+    /// Files, as `aws_signing_helper` takes them: PEM certificate and key, or (no
+    /// `private_key`) one file with both, PEM or PKCS#12.
     Files {
         certificate: PathBuf,
-        private_key: PathBuf,
+        private_key: Option<PathBuf>,
         intermediates: Option<PathBuf>,
+        /// For an encrypted PKCS#8 key or a PKCS#12 file.
+        password: Option<KeyPassword>,
     },
     /// A key (and maybe its certificate) in a PKCS#11 token.
     Pkcs11(Pkcs11Spec),
@@ -47,10 +51,12 @@ impl IdentitySpec {
                 certificate,
                 private_key,
                 intermediates,
-            } => files::load(
+                password,
+            } => files::load_any(
                 certificate,
-                private_key,
+                private_key.as_deref(),
                 intermediates.as_deref(),
+                password.as_ref(),
                 clock.now(),
             ),
             IdentitySpec::Pkcs11(spec) => {
@@ -91,10 +97,12 @@ impl IdentitySpec {
                 certificate,
                 private_key,
                 intermediates,
+                password,
             } => spawn_files(
                 certificate.clone(),
                 private_key.clone(),
                 intermediates.clone(),
+                password.clone(),
                 FILE_POLL_INTERVAL,
                 clock,
             ),

@@ -351,8 +351,9 @@ async fn follow(source: &X509Source, address: &str, clock: &dyn Clock, publisher
 /// job are picked up without a restart).
 pub fn spawn_files(
     certificate: PathBuf,
-    private_key: PathBuf,
+    private_key: Option<PathBuf>,
     intermediates: Option<PathBuf>,
+    password: Option<files::KeyPassword>,
     poll: Duration,
     clock: Arc<dyn Clock>,
 ) -> (watch::Receiver<Snapshot>, tokio::task::JoinHandle<()>) {
@@ -363,7 +364,7 @@ pub fn spawn_files(
         while !publisher.tx.is_closed() {
             let stamp = [
                 Some(&certificate),
-                Some(&private_key),
+                private_key.as_ref(),
                 intermediates.as_ref(),
             ]
             .into_iter()
@@ -372,10 +373,11 @@ pub fn spawn_files(
             .collect::<Vec<_>>();
             if last_stamp.as_ref() != Some(&stamp) {
                 last_stamp = Some(stamp);
-                let loaded = files::load(
+                let loaded = files::load_any(
                     &certificate,
-                    &private_key,
+                    private_key.as_deref(),
                     intermediates.as_deref(),
+                    password.as_ref(),
                     clock.now(),
                 );
                 let entry = Entry {

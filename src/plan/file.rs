@@ -6,6 +6,8 @@
 //! workload_api_socket = "unix:///run/spire/agent/public/api.sock"  # else SPIFFE_ENDPOINT_SOCKET
 //! # endpoint = "https://rolesanywhere.us-east-1.amazonaws.com"
 //! # ca_bundle = "/etc/ssl/private-ca.pem"
+//! # certificate = "/etc/pki/agent.p12"   # files instead of the Workload API: PKCS#12 alone,
+//! #   or with private_key (PEM), intermediates and pkcs8_password as the flags
 //! # min_remaining_seconds = 300   # never hand out credentials with less left
 //! # spire_admin_socket = "unix:///run/spire/agent/admin/admin.sock"  # per-caller mode
 //! # per_caller_idle_seconds = 900  # per-caller: drop credentials unused this long
@@ -31,6 +33,7 @@
 //! [imds]                          # IMDSv2-style endpoint
 //! listen = ["127.0.0.1:9911"]
 //! # roles = ["orders"]            # the role it lists and serves (default: the first role)
+//! # hop_limit = 1                 # IP TTL / IPv6 hop limit of responses (1: this host only)
 //! [container]                     # container-credentials endpoint
 //! listen = "127.0.0.1:9912"
 //! token_file = "/run/spiffe-aws-agent/container-token"
@@ -58,6 +61,7 @@ use crate::bounded_file::Links;
 use crate::clock::Clock;
 use crate::credentials::per_caller::DEFAULT_IDLE;
 use crate::identity::delegated::{self, DEFAULT_ATTEST_TIMEOUT};
+use crate::identity::files::KeyPassword;
 use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::SpiffeIdPattern;
@@ -81,6 +85,7 @@ struct FileConfig {
     workload_api_timeout: Option<Spanned<u64>>,
     certificate: Option<Spanned<String>>,
     private_key: Option<Spanned<String>>,
+    pkcs8_password: Option<Spanned<String>>,
     intermediates: Option<Spanned<String>>,
     pkcs11_lib: Option<Spanned<String>>,
     reuse_pin: Option<Spanned<bool>>,
@@ -135,6 +140,7 @@ struct RoleToml {
 struct ImdsToml {
     listen: Option<Spanned<OneOrMany>>,
     roles: Option<Spanned<Vec<String>>>,
+    hop_limit: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +371,8 @@ fn roles_anywhere_exchange(
             .timeout
             .as_ref()
             .map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(*s.get_ref())),
+        // The endpoint variant comes from the agent's environment, as for the flags.
+        endpoint_options: super::endpoint_options(false)?,
     };
     let exchange = Exchange::new(&spec, Arc::clone(clock)).map_err(|e| {
         let (key, span) = blame(e.field(), role, config, role_span);
@@ -511,18 +519,20 @@ fn identity(config: &FileConfig, loc: &Locator<'_>) -> Result<IdentitySpec, Plan
         return Ok(IdentitySpec::Pkcs11(spec));
     }
     match (&config.certificate, &config.private_key) {
-        (Some(certificate), Some(private_key)) => {
+        // A certificate alone holds the key too (PKCS#12, or PEM with both), as the flags.
+        (Some(certificate), private_key) => {
             if let Some(socket) = &config.workload_api_socket {
                 return Err(loc.err(socket.span(), None, Problem::TwoIdentitySources));
             }
             Ok(IdentitySpec::Files {
                 certificate: PathBuf::from(certificate.get_ref()),
-                private_key: PathBuf::from(private_key.get_ref()),
+                private_key: value(private_key.as_ref()).map(PathBuf::from),
                 intermediates: value(config.intermediates.as_ref()).map(PathBuf::from),
+                password: value(config.pkcs8_password.as_ref()).map(KeyPassword::new),
             })
         }
-        (Some(_), None) | (None, Some(_)) => Err(loc.err(
-            span(config.certificate.as_ref().or(config.private_key.as_ref())),
+        (None, Some(_)) => Err(loc.err(
+            span(config.private_key.as_ref()),
             None,
             Problem::CertificateWithoutKey,
         )),
@@ -607,6 +617,21 @@ fn servers(
             );
         }
     }
+    let hop_limit = match config
+        .imds
+        .as_ref()
+        .and_then(|s| s.get_ref().hop_limit.as_ref())
+    {
+        None => None,
+        Some(h) if (1..=255).contains(h.get_ref()) => Some(*h.get_ref()),
+        Some(h) => {
+            return Err(loc.err(
+                h.span(),
+                Some("imds.hop_limit".into()),
+                Problem::HopLimit(*h.get_ref()),
+            ))
+        }
+    };
     let imds_roles = match config
         .imds
         .as_ref()
@@ -720,7 +745,7 @@ fn servers(
         allowed_hosts,
         imds,
         imds_roles,
-        hop_limit: None,
+        hop_limit,
         container,
         agent_socket,
         credentials_files,
@@ -1090,5 +1115,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no server is configured"));
+    }
+
+    #[test]
+    fn certificate_files_in_the_file() {
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        let role = "[[role]]\nname = \"orders\"\ntrust_anchor_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/8a9f3d2e-0000-4000-8000-000000000001\"\nprofile_arn = \"arn:aws:rolesanywhere:us-east-1:123456789012:profile/8a9f3d2e-0000-4000-8000-000000000002\"\nrole_arn = \"arn:aws:iam::123456789012:role/orders\"\n[agent_socket]\npath = \"/tmp/a.sock\"\n";
+        let path = Path::new("agent.toml");
+        let text = format!("certificate = \"/etc/pki/agent.p12\"\npkcs8_password = \"pw\"\n{role}");
+        let plan = parse(path, &text, &clock).unwrap();
+        match plan.identity {
+            Some(IdentitySpec::Files {
+                certificate,
+                private_key,
+                password,
+                ..
+            }) => {
+                assert_eq!(certificate, PathBuf::from("/etc/pki/agent.p12"));
+                assert_eq!(private_key, None, "the PKCS#12 file holds the key");
+                assert_eq!(password, Some(KeyPassword::new("pw".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = format!("private_key = \"/etc/pki/agent.key\"\n{role}");
+        let e = parse(path, &text, &clock).unwrap_err().to_string();
+        assert!(
+            e.starts_with("agent.toml:1: private_key needs certificate"),
+            "{e}"
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::agent::{self, AgentPlan, OneShotPlan, PerCallerPlan, RolePlan, WebIdentityOneShotPlan};
 use crate::cli::{
     AdminArgs, CredentialProcessArgs, IdentityArgs, JwtCredentialProcessArgs, RunArgs, ServeArgs,
-    SessionArgs, UpdateArgs,
+    SessionArgs, UpdateArgs, X509CredentialFileArgs,
 };
 use crate::clock::Clock;
 use crate::identity::delegated::{self, DelegatedError, DEFAULT_ATTEST_TIMEOUT};
@@ -27,6 +27,7 @@ use crate::identity::jwt_svid::SvidSelector;
 use crate::identity::pkcs11::{CertificateSource, Pkcs11Spec, Pkcs11Uri, UriError};
 use crate::identity::workload_api::normalize_address;
 use crate::identity::{IdentitySpec, PatternError, SpiffeIdPattern};
+use crate::rolesanywhere::exchange::{EndpointOptions, EnvFlagError};
 use crate::rolesanywhere::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 use crate::serve::admin::AdminSpec;
 use crate::serve::credentials_file::{self, CredentialsFileError};
@@ -87,6 +88,8 @@ pub enum Problem {
     WebIdentity(#[from] WebIdentitySpecError),
     #[error(transparent)]
     CredentialsFile(#[from] CredentialsFileError),
+    #[error(transparent)]
+    EnvFlag(#[from] EnvFlagError),
     #[error("is required (or use --agent SOCKET --role NAME to read from a running agent)")]
     Required,
     #[error("no SPIFFE Workload API address: pass --workload-api-socket or set SPIFFE_ENDPOINT_SOCKET (e.g. unix:///run/spire/agent.sock)")]
@@ -134,13 +137,11 @@ pub enum Problem {
     #[error("spiffe_id must not be empty (omit it to use the first SVID)")]
     EmptySpiffeId,
     #[error(
-        "certificate and private_key go together: set both, or neither to use the Workload API"
+        "private_key needs certificate (a certificate alone is a PKCS#12 file, or a PEM file that holds the key too); set neither to use the Workload API"
     )]
     CertificateWithoutKey,
     #[error("workload_api_socket and certificate exclude each other: pick one identity source")]
     TwoIdentitySources,
-    #[error("needs --private-key (a PEM file, or a pkcs11: URI)")]
-    NeedsKeyFlag,
     #[error("needs --certificate (a PEM file), unless the key is a pkcs11: URI")]
     NeedsCertificateFlag,
     #[error("needs --certificate or --private-key: the Workload API sends its own chain")]
@@ -161,6 +162,8 @@ pub enum Problem {
     PerCallerWithoutSocket,
     #[error("{0} must be at least 1")]
     Zero(u64),
+    #[error("{0} is out of range: a hop limit is 1 to 255")]
+    HopLimit(u32),
     #[error("only applies in per-caller mode: set spire_admin_socket too")]
     PerCallerIdleWithoutSocket,
     #[error("{0:?} is not an exchange: use \"roles-anywhere\" (the default) or \"web-identity\"")]
@@ -341,6 +344,17 @@ pub fn serving_window(roles: &[RolePlan], min_remaining: Duration) -> Result<(),
     Ok(())
 }
 
+/// `--no-verify-ssl`, and the endpoint variant from `AWS_USE_FIPS_ENDPOINT` /
+/// `AWS_USE_DUALSTACK_ENDPOINT` (the process environment, as the AWS SDKs read it).
+pub fn endpoint_options(no_verify_ssl: bool) -> Result<EndpointOptions, PlanError> {
+    EndpointOptions {
+        no_verify_ssl,
+        ..EndpointOptions::default()
+    }
+    .from_env(|name| std::env::var(name).ok())
+    .map_err(|e| PlanError::new(Location::Flags, Problem::EnvFlag(e)))
+}
+
 /// The Roles Anywhere flags, validated into a ready exchange.
 fn exchange(args: &SessionArgs, clock: &Arc<dyn Clock>) -> Result<Exchange, PlanError> {
     let required =
@@ -355,6 +369,7 @@ fn exchange(args: &SessionArgs, clock: &Arc<dyn Clock>) -> Result<Exchange, Plan
         session_duration: args.session_duration,
         role_session_name: args.role_session_name.clone(),
         timeout: Duration::from_secs(args.timeout),
+        endpoint_options: endpoint_options(args.compat.no_verify_ssl)?,
     };
     Exchange::new(&spec, Arc::clone(clock)).map_err(|e| PlanError::new(exchange_flag(e.field()), e))
 }
@@ -366,14 +381,16 @@ fn identity(args: &IdentityArgs) -> Result<IdentitySpec, PlanError> {
         return Ok(IdentitySpec::Pkcs11(spec));
     }
     match (&args.certificate, &args.private_key) {
-        (Some(certificate), Some(private_key)) => {
+        // Without --private-key the certificate file holds the key too (PKCS#12, or PEM
+        // with both), as aws_signing_helper takes it.
+        (Some(certificate), private_key) => {
             return Ok(IdentitySpec::Files {
                 certificate: certificate.clone(),
                 private_key: private_key.clone(),
                 intermediates: args.intermediates.clone(),
+                password: args.pkcs8_password.clone(),
             })
         }
-        (Some(_), None) => return Err(PlanError::flag("--certificate", Problem::NeedsKeyFlag)),
         (None, Some(_)) => {
             return Err(PlanError::flag(
                 "--private-key",
@@ -540,7 +557,7 @@ pub fn run(args: &RunArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, PlanErro
     let servers = ServersSpec {
         imds,
         imds_roles: None,
-        hop_limit: None,
+        hop_limit: args.hop_limit,
         container,
         agent_socket: args
             .agent_socket
@@ -633,6 +650,28 @@ pub fn update(args: &UpdateArgs, clock: &Arc<dyn Clock>) -> Result<AgentPlan, Pl
     })
 }
 
+/// `x509-credential-file[-oneshot]`: the default profile of `--aws-credentials-path`.
+pub fn x509_credential_file(
+    args: &X509CredentialFileArgs,
+    clock: &Arc<dyn Clock>,
+) -> Result<AgentPlan, PlanError> {
+    let (identity, role) = single_role(&args.identity, &args.session, None, clock)?;
+    Ok(AgentPlan {
+        identity: Some(identity?),
+        per_caller: None,
+        servers: ServersSpec {
+            credentials_files: vec![CredentialsFileSpec {
+                role: role.name.clone(),
+                profile: crate::serve::DEFAULT_PROFILE.to_owned(),
+                path: Some(args.aws_credentials_path.clone()),
+            }],
+            ..ServersSpec::default()
+        },
+        roles: vec![role],
+        min_remaining: agent::DEFAULT_MIN_REMAINING,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,8 +711,9 @@ mod tests {
     async fn identity_flags_pair_up_and_pkcs11_uris_are_checked() {
         for (extra, expected) in [
             (
+                // The certificate file holds the key too (PKCS#12, or PEM with both).
                 &["--certificate", "c.pem"][..],
-                "--certificate needs --private-key",
+                "",
             ),
             (
                 &["--private-key", "k.pem"],
@@ -748,6 +788,58 @@ mod tests {
         };
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
         run(&args, &clock)
+    }
+
+    #[tokio::test]
+    async fn hop_limit_applies_to_runs_imds_listeners() {
+        let ws = ["--workload-api-socket", "unix:///tmp/a.sock"];
+        let plan = run_plan(&[
+            ws[0],
+            ws[1],
+            "--imds",
+            "--imds",
+            "[::1]:9911",
+            "--hop-limit",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(plan.servers.imds.len(), 2);
+        assert_eq!(plan.servers.hop_limit, Some(1));
+        let plan = run_plan(&[ws[0], ws[1], "--imds"]).unwrap();
+        assert_eq!(plan.servers.hop_limit, None);
+        for bad in ["0", "256"] {
+            let argv = [
+                "spiffe-aws-agent",
+                "run",
+                "--trust-anchor-arn",
+                TA,
+                "--profile-arn",
+                PR,
+                "--role-arn",
+                ROLE,
+                "--imds",
+                "--hop-limit",
+                bad,
+            ];
+            assert!(Cli::try_parse_from(argv).is_err(), "--hop-limit {bad}");
+        }
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::TokioClock::new());
+        let role = format!(
+            "[[role]]\nname = \"orders\"\ntrust_anchor_arn = \"{TA}\"\nprofile_arn = \"{PR}\"\nrole_arn = \"{ROLE}\"\n"
+        );
+        let text =
+            format!("workload_api_socket = \"unix:///tmp/a.sock\"\n{role}[imds]\nhop_limit = 1\n");
+        let plan = file::parse(std::path::Path::new("agent.toml"), &text, &clock).unwrap();
+        assert_eq!(plan.servers.hop_limit, Some(1));
+        let text =
+            format!("workload_api_socket = \"unix:///tmp/a.sock\"\n{role}[imds]\nhop_limit = 0\n");
+        let e = file::parse(std::path::Path::new("agent.toml"), &text, &clock)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.toml:8: imds.hop_limit: 0 is out of range"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -35,6 +35,8 @@ pub(super) struct ClientConfig {
     pub ca_bundle: Option<std::path::PathBuf>,
     /// Whole-request deadline.
     pub timeout: Duration,
+    /// FIPS / dual-stack endpoint, TLS verification.
+    pub options: super::exchange::EndpointOptions,
 }
 
 /// What to ask CreateSession for.
@@ -187,7 +189,11 @@ impl RolesAnywhereClient {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
-        let tls = tls_config(config.ca_bundle.as_deref())?;
+        let tls = if config.options.no_verify_ssl {
+            tls_config_unverified()?
+        } else {
+            tls_config(config.ca_bundle.as_deref())?
+        };
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .user_agent(concat!("spiffe-aws-agent/", env!("CARGO_PKG_VERSION")))
@@ -334,12 +340,19 @@ fn endpoint_url(config: &ClientConfig, partition: &str) -> Result<reqwest::Url, 
         Some(e) if e.contains("://") => e.clone(),
         Some(e) => format!("https://{e}"),
         None => {
-            let domain = if partition == "aws-cn" {
-                "amazonaws.com.cn"
-            } else {
-                "amazonaws.com"
+            // The AWS SDKs' endpoint variants (aws-sdk-go's partition defaults).
+            let domain = match (partition == "aws-cn", config.options.dualstack) {
+                (true, true) => "api.amazonwebservices.com.cn",
+                (true, false) => "amazonaws.com.cn",
+                (false, true) => "api.aws",
+                (false, false) => "amazonaws.com",
             };
-            format!("https://rolesanywhere.{}.{domain}", config.region)
+            let service = if config.options.fips {
+                "rolesanywhere-fips"
+            } else {
+                "rolesanywhere"
+            };
+            format!("https://{service}.{}.{domain}", config.region)
         }
     };
     let bad = |reason: &str| ConfigError::Endpoint {
@@ -399,6 +412,69 @@ pub(crate) fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfi
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// TLS that accepts any server certificate (`--no-verify-ssl`, as aws_signing_helper's): the
+/// handshake signatures are still checked, so the connection is encrypted to whoever
+/// answered, but who answered is not checked.
+fn tls_config_unverified() -> Result<rustls::ClientConfig, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(ConfigError::Tls)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// The verifier of [`tls_config_unverified`].
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The JSON body, keys sorted as the AWS SDKs send them.
@@ -639,7 +715,97 @@ mod tests {
             endpoint: endpoint.map(str::to_owned),
             ca_bundle: None,
             timeout: Duration::from_secs(5),
+            options: Default::default(),
         }
+    }
+
+    #[test]
+    fn fips_and_dualstack_variants_keep_the_region_for_signing() {
+        use super::super::exchange::EndpointOptions;
+        let cases = [
+            (false, false, "aws", "rolesanywhere.us-east-1.amazonaws.com"),
+            (
+                true,
+                false,
+                "aws",
+                "rolesanywhere-fips.us-east-1.amazonaws.com",
+            ),
+            (false, true, "aws", "rolesanywhere.us-east-1.api.aws"),
+            (true, true, "aws", "rolesanywhere-fips.us-east-1.api.aws"),
+            (
+                true,
+                false,
+                "aws-us-gov",
+                "rolesanywhere-fips.us-east-1.amazonaws.com",
+            ),
+            (
+                false,
+                true,
+                "aws-cn",
+                "rolesanywhere.us-east-1.api.amazonwebservices.com.cn",
+            ),
+            (
+                true,
+                true,
+                "aws-cn",
+                "rolesanywhere-fips.us-east-1.api.amazonwebservices.com.cn",
+            ),
+        ];
+        for (fips, dualstack, partition, host) in cases {
+            let mut c = config(None);
+            c.options = EndpointOptions {
+                fips,
+                dualstack,
+                no_verify_ssl: false,
+            };
+            let client =
+                RolesAnywhereClient::new(&c, partition, Arc::new(crate::clock::TokioClock::new()))
+                    .unwrap();
+            assert_eq!(client.url(), format!("https://{host}/sessions"));
+            assert_eq!(client.host, host);
+            // The signing scope takes the region, never the -fips host label.
+            assert_eq!(client.region, "us-east-1", "{host}");
+        }
+        // An explicit endpoint wins over the variants, as in the AWS SDKs.
+        let mut c = config(Some("https://vpce.example:8443"));
+        c.options.fips = true;
+        c.options.dualstack = true;
+        let url = endpoint_url(&c, "aws").unwrap();
+        assert_eq!(url.as_str(), "https://vpce.example:8443/sessions");
+    }
+
+    #[test]
+    fn endpoint_variant_environment() {
+        use super::super::exchange::EndpointOptions;
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let o = EndpointOptions::default()
+            .from_env(env(&[
+                ("AWS_USE_FIPS_ENDPOINT", "TRUE"),
+                ("AWS_USE_DUALSTACK_ENDPOINT", ""),
+            ]))
+            .unwrap();
+        assert!(o.fips && !o.dualstack);
+        let o = EndpointOptions::default()
+            .from_env(env(&[
+                ("AWS_USE_DUALSTACK_ENDPOINT", "true"),
+                ("AWS_USE_FIPS_ENDPOINT", "false"),
+            ]))
+            .unwrap();
+        assert!(!o.fips && o.dualstack);
+        let e = EndpointOptions::default()
+            .from_env(env(&[("AWS_USE_FIPS_ENDPOINT", "yes")]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the environment variable AWS_USE_FIPS_ENDPOINT=\"yes\" must be true or false"
+        );
     }
 
     #[test]

@@ -25,7 +25,6 @@ pub const MIN_SESSION_DURATION: u32 = 900;
 pub const MAX_SESSION_DURATION: u32 = 43_200;
 /// How long one CreateSession call (with its retries) may take unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
-/// First and longest wait between one-shot retries.
 
 /// Everything needed to exchange an identity for one role's credentials, unvalidated.
 #[derive(Debug, Clone)]
@@ -42,6 +41,49 @@ pub struct ExchangeSpec {
     pub session_duration: u32,
     pub role_session_name: Option<String>,
     pub timeout: Duration,
+    /// Endpoint variant and TLS verification.
+    pub endpoint_options: EndpointOptions,
+}
+
+/// How to reach Roles Anywhere beyond the URL: the endpoint variants AWS SDKs choose with
+/// `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT` (an explicit endpoint wins over
+/// both), and `--no-verify-ssl`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointOptions {
+    /// `rolesanywhere-fips.{region}…`: FIPS 140 validated TLS endpoints. The signing region
+    /// stays the region.
+    pub fips: bool,
+    /// `….api.aws` (`api.amazonwebservices.com.cn` in China): IPv4 and IPv6.
+    pub dualstack: bool,
+    /// Accept any TLS certificate from the Roles Anywhere endpoint (`--no-verify-ssl`).
+    pub no_verify_ssl: bool,
+}
+
+/// An endpoint-variant environment variable holds something other than true or false.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the environment variable {name}={value:?} must be true or false")]
+pub struct EnvFlagError {
+    pub name: &'static str,
+    pub value: String,
+}
+
+impl EndpointOptions {
+    /// The FIPS and dual-stack choices from `AWS_USE_FIPS_ENDPOINT` and
+    /// `AWS_USE_DUALSTACK_ENDPOINT`, read through `var` (`true`/`false` in any case; unset
+    /// or empty is false), as the AWS SDKs read them.
+    pub fn from_env(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, EnvFlagError> {
+        let flag = |name: &'static str| -> Result<bool, EnvFlagError> {
+            match var(name) {
+                None => Ok(false),
+                Some(v) if v.is_empty() || v.eq_ignore_ascii_case("false") => Ok(false),
+                Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+                Some(value) => Err(EnvFlagError { name, value }),
+            }
+        };
+        self.fips = flag("AWS_USE_FIPS_ENDPOINT")?;
+        self.dualstack = flag("AWS_USE_DUALSTACK_ENDPOINT")?;
+        Ok(self)
+    }
 }
 
 impl ExchangeSpec {
@@ -57,6 +99,7 @@ impl ExchangeSpec {
             session_duration: DEFAULT_SESSION_DURATION,
             role_session_name: None,
             timeout: DEFAULT_TIMEOUT,
+            endpoint_options: EndpointOptions::default(),
         }
     }
 }
@@ -143,6 +186,7 @@ impl Exchange {
             endpoint: spec.endpoint.clone(),
             ca_bundle: spec.ca_bundle.clone(),
             timeout: spec.timeout,
+            options: spec.endpoint_options,
         };
         let client = RolesAnywhereClient::new(&config, &arns.partition, clock)?;
         Ok(Exchange {

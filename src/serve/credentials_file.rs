@@ -146,6 +146,42 @@ pub fn clear_profile(path: &Path, profile: &str) -> Result<(), CredentialsFileEr
     .map(|_| ())
 }
 
+/// What to do with an existing file before the first write, for aws-spiffe-workload-helper's
+/// `x509-credential-file` flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Preparation {
+    /// `--replace`: start from an empty file (every other profile goes).
+    pub replace: bool,
+    /// `--force`: a file that cannot be loaded (not UTF-8 text, not a regular file, too
+    /// large, a symbolic link) is removed instead of stopping the writer.
+    pub force: bool,
+}
+
+/// Applies `prep` to the file at `path` (under the writers' lock): removes it when asked to
+/// replace it, or when forced and it cannot be loaded. Returns whether it was removed.
+pub fn prepare(path: &Path, prep: Preparation) -> Result<bool, CredentialsFileError> {
+    if !prep.replace && !prep.force {
+        return Ok(false);
+    }
+    let _lock = lock(path)?;
+    let remove = prep.replace
+        || matches!(
+            read_existing(path),
+            Err(CredentialsFileError::NotUtf8 { .. } | CredentialsFileError::Read { .. })
+        );
+    if !remove {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(CredentialsFileError::Write {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// How many times a rewrite starts over when another writer replaced the file meanwhile.
 const REWRITE_ATTEMPTS: usize = 5;
 
@@ -1078,5 +1114,38 @@ aws_session_token = TKOTHER
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn prepare_replaces_or_forces_out_what_cannot_be_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, "[other]\naws_access_key_id = A\n").unwrap();
+        // Neither flag: the file stays.
+        assert!(!prepare(&path, Preparation::default()).unwrap());
+        // --force keeps a loadable file.
+        let force = Preparation {
+            force: true,
+            replace: false,
+        };
+        assert!(!prepare(&path, force).unwrap());
+        assert!(path.exists());
+        // --replace removes it: the writer then starts from nothing.
+        let replace = Preparation {
+            force: false,
+            replace: true,
+        };
+        assert!(prepare(&path, replace).unwrap());
+        assert!(!path.exists());
+        // --force removes what the writer would refuse to load.
+        std::fs::write(&path, b"\xff\xfe not text").unwrap();
+        assert!(read_existing(&path).is_err());
+        assert!(prepare(&path, force).unwrap());
+        assert!(!path.exists());
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
+        assert!(prepare(&path, force).unwrap());
+        assert!(std::fs::symlink_metadata(&path).is_err());
+        // Nothing there: nothing to do.
+        assert!(!prepare(&path, replace).unwrap());
     }
 }

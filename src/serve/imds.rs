@@ -204,9 +204,10 @@ fn percent_decode(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
 /// How one IMDS endpoint behaves beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct ImdsConfig {
-    /// IP TTL of every response (`serve --hop-limit`, as EC2's `HttpPutResponseHopLimit`):
-    /// with 1, responses cannot leave the host, so a container behind a NAT hop cannot use
-    /// the endpoint. Applies to IPv4 connections; on IPv6 the system default stays.
+    /// IP TTL / IPv6 hop limit of every response (`--hop-limit`, as EC2's
+    /// `HttpPutResponseHopLimit`): with 1, responses cannot leave the host, so a container
+    /// behind a NAT hop cannot use the endpoint. `IP_TTL` on IPv4 connections,
+    /// `IPV6_UNICAST_HOPS` on IPv6 ones (and `IP_TTL` too for IPv4-mapped peers).
     pub hop_limit: Option<u32>,
     /// The roles this endpoint lists and serves; `None` for every role in the store.
     pub roles: Option<Vec<String>>,
@@ -252,18 +253,59 @@ impl http::Accept for HopLimited {
     type Io = tokio::net::TcpStream;
     async fn accept_io(&self) -> std::io::Result<Self::Io> {
         let stream = self.listener.accept_io().await?;
-        if stream.local_addr().is_ok_and(|a| a.is_ipv4()) {
-            if let Err(e) = stream.set_ttl(self.ttl) {
-                // Serving with the default TTL would silently drop the protection the
-                // operator asked for: refuse the connection instead.
-                tracing::warn!(error = %e, "cannot set the IMDS hop limit; closing the connection");
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    e,
-                ));
-            }
+        if let Err(e) = set_hop_limit(&stream, self.ttl) {
+            // Serving with the default TTL would silently drop the protection the
+            // operator asked for: refuse the connection instead.
+            tracing::warn!(error = %e, "cannot set the IMDS hop limit; closing the connection");
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                e,
+            ));
         }
         Ok(stream)
+    }
+}
+
+/// Sets the hop limit of a connection's outgoing packets: `IP_TTL` for IPv4,
+/// `IPV6_UNICAST_HOPS` for IPv6 (plus `IP_TTL` when the peer is IPv4-mapped, since those
+/// packets leave as IPv4).
+fn set_hop_limit(stream: &tokio::net::TcpStream, hops: u32) -> std::io::Result<()> {
+    match stream.local_addr()? {
+        std::net::SocketAddr::V4(_) => stream.set_ttl(hops),
+        std::net::SocketAddr::V6(local) => {
+            set_int_option(stream, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, hops)?;
+            if local.ip().to_ipv4_mapped().is_some() {
+                set_int_option(stream, libc::IPPROTO_IP, libc::IP_TTL, hops)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn set_int_option(
+    stream: &tokio::net::TcpStream,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: u32,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(value)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: the fd is open for the lifetime of `stream`; the option value is a c_int
+    // whose size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -1019,6 +1061,64 @@ mod tests {
         let client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let server_side = limited.accept_io().await.unwrap();
         assert_eq!(server_side.ttl().unwrap(), 1);
+        drop(client);
+    }
+
+    /// Reads an int socket option back, as the kernel holds it.
+    fn int_option(stream: &tokio::net::TcpStream, level: libc::c_int, name: libc::c_int) -> i32 {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                level,
+                name,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        value
+    }
+
+    #[tokio::test]
+    async fn hop_limit_is_applied_on_ipv6_too() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            // No IPv6 loopback on this machine: the IPv4 test above still runs.
+            eprintln!("skipping: no IPv6 loopback");
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        let limited = HopLimited { listener, ttl: 3 };
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = limited.accept_io().await.unwrap();
+        assert_eq!(
+            int_option(&server_side, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+            3
+        );
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn hop_limit_is_applied_to_ipv4_mapped_peers_of_an_ipv6_listener() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::]:0").await else {
+            eprintln!("skipping: no IPv6");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let limited = HopLimited { listener, ttl: 2 };
+        // A dual-stack listener takes IPv4 clients as ::ffff:127.0.0.1.
+        let Ok(client) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            eprintln!("skipping: IPv6 listener is v6-only here");
+            return;
+        };
+        let server_side = limited.accept_io().await.unwrap();
+        assert_eq!(int_option(&server_side, libc::IPPROTO_IP, libc::IP_TTL), 2);
+        assert_eq!(
+            int_option(&server_side, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+            2
+        );
         drop(client);
     }
 
