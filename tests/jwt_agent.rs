@@ -1,7 +1,7 @@
 //! `spiffe-aws-agent run` with `exchange = "web-identity"` roles: the agent keeps them fresh
 //! with STS AssumeRoleWithWebIdentity (a fresh JWT-SVID of the role's SPIFFE ID each time)
-//! and serves them on every channel, to boto3 through IMDS and the container endpoint and to
-//! `credential-process --agent`.
+//! and serves them on every channel, to boto3 through IMDS and the container endpoint, to the
+//! AWS CLI through a `credential_process … --agent` profile, and to `credential-process --agent`.
 
 mod common;
 
@@ -135,6 +135,31 @@ async fn run_keeps_web_identity_roles_fresh_and_serves_them_on_every_channel() {
     let got = caller_identity(&stack, &agent, Via::Container("reviews")).await;
     assert_eq!(
         got["arn"],
+        "arn:aws:sts::123456789012:assumed-role/reviews/example.org.service.reviews"
+    );
+    // The AWS CLI, through a `credential_process = … --agent` profile.
+    let out = common::run_client(
+        common::aws_cli(),
+        vec![
+            "sts".into(),
+            "get-caller-identity".into(),
+            "--endpoint-url".into(),
+            stack.aws.endpoint(),
+            "--output".into(),
+            "json".into(),
+        ],
+        agent.client_env(Via::CredentialProcess("reviews")),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "aws sts get-caller-identity: {}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        got["Arn"],
         "arn:aws:sts::123456789012:assumed-role/reviews/example.org.service.reviews"
     );
     let json = parse_process_output(&agent.credential_process("orders").await);
