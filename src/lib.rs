@@ -15,6 +15,7 @@
 #![warn(unreachable_pub)]
 
 pub mod agent;
+mod aws_http;
 mod backoff;
 mod bounded_file;
 pub mod cli;

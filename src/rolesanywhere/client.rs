@@ -249,23 +249,15 @@ impl RolesAnywhereClient {
         for (name, value) in &signed.headers {
             builder = builder.header(*name, value);
         }
-        let response = builder
-            .send()
+        let response = crate::aws_http::send(builder, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| self.transport_error(e, None))?;
-        let status = response.status().as_u16();
+            .map_err(|f| self.failure(f))?;
+        let (status, body) = (response.status, response.body);
         let error_type_header = response
-            .headers()
+            .headers
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(':').next().unwrap_or(v).to_owned());
-        let body = read_limited(response).await.map_err(|e| match e {
-            BodyError::Transport(e) => self.transport_error(e, Some(status)),
-            BodyError::TooLarge => CreateSessionError::BadResponse {
-                status,
-                reason: format!("the body is larger than {MAX_RESPONSE_BYTES} bytes"),
-            },
-        })?;
         if (200..300).contains(&status) {
             parse_success(status, &body, &request.arns.role, self.clock.now())
         } else {
@@ -276,63 +268,24 @@ impl RolesAnywhereClient {
         }
     }
 
-    /// A failure of the connection itself, while sending (`status` None) or while reading
-    /// the body: a timeout, or the cause that made the endpoint unreachable.
-    fn transport_error(&self, e: reqwest::Error, status: Option<u16>) -> CreateSessionError {
+    /// No whole response: a timeout, an untrusted or unreachable endpoint, a broken body.
+    fn failure(&self, failure: crate::aws_http::Failure) -> CreateSessionError {
+        use crate::aws_http::Failure;
         let endpoint = self.url.as_str().to_owned();
-        if e.is_timeout() {
-            return CreateSessionError::Timeout {
+        match failure {
+            Failure::TimedOut => CreateSessionError::Timeout {
                 endpoint,
                 seconds: self.timeout.as_secs(),
-            };
-        }
-        // reqwest's own top line repeats the URL; the causes say what went wrong.
-        let reason = match std::error::Error::source(&e) {
-            Some(cause) => crate::display::error_chain(cause),
-            None => crate::display::error_chain(&e),
-        };
-        match status {
-            None if refused_certificate(&e) => {
+            },
+            Failure::UntrustedCertificate { reason } => {
                 CreateSessionError::UntrustedEndpoint { endpoint, reason }
             }
-            None => CreateSessionError::Unreachable { endpoint, reason },
-            Some(status) => CreateSessionError::BadResponse { status, reason },
+            Failure::Unreachable { reason } => CreateSessionError::Unreachable { endpoint, reason },
+            Failure::BadBody { status, reason } => {
+                CreateSessionError::BadResponse { status, reason }
+            }
         }
     }
-}
-
-/// Whether the TLS handshake failed because the endpoint's certificate was refused.
-///
-/// rustls' error reaches us wrapped in an `io::Error`, whose `source()` skips the error it
-/// wraps, so each `io::Error` in the chain is opened with `get_ref()`.
-pub(crate) fn refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if matches!(
-            err.downcast_ref::<rustls::Error>(),
-            Some(
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
-            )
-        ) {
-            return true;
-        }
-        next = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    false
-}
-
-/// Why a response body could not be read.
-enum BodyError {
-    Transport(reqwest::Error),
-    TooLarge,
 }
 
 fn endpoint_url(config: &ClientConfig, partition: &str) -> Result<reqwest::Url, ConfigError> {
@@ -503,17 +456,6 @@ fn request_body(request: &SessionRequest) -> String {
         serde_json::Value::from(request.arns.trust_anchor.clone()),
     );
     serde_json::Value::Object(body).to_string()
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,7 @@ pub use exchange::{Exchange, ExchangeField, ExchangeSpec, SpecError};
 // Shared with the web-identity exchange, which checks the same role ARNs and regions and
 // trusts the same roots.
 pub(crate) use arn::{parse_role, validate_region};
-pub(crate) use client::{refused_certificate, tls_config};
+pub(crate) use client::tls_config;
 
 #[cfg(fuzzing)]
 pub(crate) use client::{map_error, parse_success};

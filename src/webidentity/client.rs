@@ -154,21 +154,13 @@ impl StsClient {
             ("WebIdentityToken", token),
             ("DurationSeconds", &duration),
         ];
-        let response = self
-            .http
-            .post(self.url.clone())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e, None))?;
-        let status = response.status().as_u16();
-        let body = read_limited(response).await.map_err(|e| match e {
-            BodyError::Transport(e) => self.transport_error(e, Some(status)),
-            BodyError::TooLarge => AssumeRoleError::BadResponse {
-                status,
-                reason: format!("the body is larger than {MAX_RESPONSE_BYTES} bytes"),
-            },
-        })?;
+        let response = crate::aws_http::send(
+            self.http.post(self.url.clone()).form(&form),
+            MAX_RESPONSE_BYTES,
+        )
+        .await
+        .map_err(|f| self.failure(f))?;
+        let (status, body) = (response.status, response.body);
         if (200..300).contains(&status) {
             parse_success(status, &body, &request.role_arn, self.clock.now())
         } else {
@@ -176,24 +168,20 @@ impl StsClient {
         }
     }
 
-    fn transport_error(&self, e: reqwest::Error, status: Option<u16>) -> AssumeRoleError {
+    /// No whole response: a timeout, an untrusted or unreachable endpoint, a broken body.
+    fn failure(&self, failure: crate::aws_http::Failure) -> AssumeRoleError {
+        use crate::aws_http::Failure;
         let endpoint = self.url.as_str().to_owned();
-        if e.is_timeout() {
-            return AssumeRoleError::Timeout {
+        match failure {
+            Failure::TimedOut => AssumeRoleError::Timeout {
                 endpoint,
                 seconds: self.timeout.as_secs(),
-            };
-        }
-        let reason = match std::error::Error::source(&e) {
-            Some(cause) => crate::display::error_chain(cause),
-            None => crate::display::error_chain(&e),
-        };
-        match status {
-            None if crate::rolesanywhere::refused_certificate(&e) => {
+            },
+            Failure::UntrustedCertificate { reason } => {
                 AssumeRoleError::UntrustedEndpoint { endpoint, reason }
             }
-            None => AssumeRoleError::Unreachable { endpoint, reason },
-            Some(status) => AssumeRoleError::BadResponse { status, reason },
+            Failure::Unreachable { reason } => AssumeRoleError::Unreachable { endpoint, reason },
+            Failure::BadBody { status, reason } => AssumeRoleError::BadResponse { status, reason },
         }
     }
 }
@@ -229,22 +217,6 @@ pub(super) fn endpoint_url(
         return Err("give the base URL only, without query or fragment".into());
     }
     Ok(url)
-}
-
-enum BodyError {
-    Transport(reqwest::Error),
-    TooLarge,
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The text of the first descendant of `node` named `name` (namespace ignored).
