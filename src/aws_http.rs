@@ -3,6 +3,34 @@
 //! [`crate::webidentity`]): send, read a bounded body, and sort what went wrong into the few
 //! cases that matter to a caller, so the same network problem reads the same in both.
 
+/// The longest session either service issues (12 h), plus the clock skew allowed on top.
+const LONGEST_SESSION: std::time::Duration = std::time::Duration::from_secs(43_200);
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Reads a credentials expiration (RFC 3339, as both services write it) found at `field`,
+/// refusing one already past or further away than any session lasts: either means a wrong
+/// clock here or a broken answer, and serving such credentials would fail or never refresh.
+pub(crate) fn checked_expiration(
+    text: &str,
+    field: &str,
+    now: std::time::SystemTime,
+) -> Result<std::time::SystemTime, String> {
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{field} {text:?} is not RFC 3339 ({e})"))?;
+    let expiration = std::time::SystemTime::from(parsed);
+    if expiration <= now {
+        return Err(format!(
+            "the credentials expired already ({text}); check the system clock"
+        ));
+    }
+    if expiration > now + LONGEST_SESSION + CLOCK_SKEW {
+        return Err(format!(
+            "{field} {text} is further away than any session lasts; check the system clock"
+        ));
+    }
+    Ok(expiration)
+}
+
 /// A whole response: status, headers and a body of bounded size.
 pub(crate) struct Response {
     pub status: u16,

@@ -254,15 +254,15 @@ impl Metrics {
                 })
                 .clone()
         };
-        EndpointCounters {
+        EndpointCounters(Arc::new(EndpointCountersInner {
             name,
-            by_status: Arc::new(STATUSES.map(|(code, label)| (code, counter(label)))),
+            by_status: STATUSES.map(|(code, label)| (code, counter(label))),
             other: counter("other"),
             shed: self
                 .shed
                 .get_or_create(&EndpointLabels { endpoint: name })
                 .clone(),
-        }
+        }))
     }
 
     /// The whole registry in the OpenMetrics text format.
@@ -282,11 +282,15 @@ fn class_label(class: ErrorClass) -> &'static str {
     }
 }
 
-/// One endpoint's request and connection counters (cheap to clone: shared atomics).
+/// One endpoint's request and connection counters. A clone is one reference count: each
+/// request's future holds one.
 #[derive(Clone, Debug)]
-pub struct EndpointCounters {
+pub struct EndpointCounters(Arc<EndpointCountersInner>);
+
+#[derive(Debug)]
+struct EndpointCountersInner {
     name: &'static str,
-    by_status: Arc<[(u16, Counter); STATUSES.len()]>,
+    by_status: [(u16, Counter); STATUSES.len()],
     other: Counter,
     shed: Counter,
 }
@@ -294,20 +298,20 @@ pub struct EndpointCounters {
 impl EndpointCounters {
     /// The endpoint's name (also its log name).
     pub fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     /// Counts one answered request.
     pub fn request(&self, status: u16) {
-        match self.by_status.iter().find(|(code, _)| *code == status) {
+        match self.0.by_status.iter().find(|(code, _)| *code == status) {
             Some((_, counter)) => counter.inc(),
-            None => self.other.inc(),
+            None => self.0.other.inc(),
         };
     }
 
     /// Counts one connection closed or refused by load shedding.
     pub fn shed(&self) {
-        self.shed.inc();
+        self.0.shed.inc();
     }
 }
 

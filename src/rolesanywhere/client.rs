@@ -510,30 +510,9 @@ pub(crate) fn parse_success(
     let secret_access_key = Zeroizing::new(field(creds.secret_access_key, "secretAccessKey")?);
     let session_token = Zeroizing::new(field(creds.session_token, "sessionToken")?);
     let expiration_text = field(creds.expiration, "expiration")?;
-    let expiration = time::OffsetDateTime::parse(
-        &expiration_text,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_err(|e| {
-        bad(format!(
-            "credentials.expiration {expiration_text:?} is not RFC 3339 ({e})"
-        ))
-    })?;
-    let expiration = SystemTime::from(expiration);
-    if expiration <= now {
-        return Err(bad(format!(
-            "the credentials expired already ({expiration_text}); check the system clock"
-        )));
-    }
-    // No session lasts longer than the longest duration (12 h); allow an hour of clock skew.
-    let latest = now
-        + Duration::from_secs(u64::from(super::exchange::MAX_SESSION_DURATION))
-        + Duration::from_secs(3600);
-    if expiration > latest {
-        return Err(bad(format!(
-            "credentials.expiration {expiration_text} is further away than any session lasts; check the system clock"
-        )));
-    }
+    let expiration =
+        crate::aws_http::checked_expiration(&expiration_text, "credentials.expiration", now)
+            .map_err(bad)?;
     Ok(Credentials {
         access_key_id,
         secret_access_key,

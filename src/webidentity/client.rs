@@ -21,9 +21,6 @@ use crate::rolesanywhere::{ConfigError, Credentials, ErrorClass};
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// The Query API version of STS.
 const API_VERSION: &str = "2011-06-15";
-/// The longest session STS issues, for the sanity check of `Expiration`.
-const MAX_SESSION: Duration = Duration::from_secs(43_200);
-
 /// Where STS is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub(super) struct ClientConfig {
@@ -262,26 +259,9 @@ pub(crate) fn parse_success(
     let secret_access_key = Zeroizing::new(field("SecretAccessKey")?);
     let session_token = Zeroizing::new(field("SessionToken")?);
     let expiration_text = field("Expiration")?;
-    let expiration = time::OffsetDateTime::parse(
-        &expiration_text,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_err(|e| {
-        bad(format!(
-            "Credentials/Expiration {expiration_text:?} is not RFC 3339 ({e})"
-        ))
-    })?;
-    let expiration = SystemTime::from(expiration);
-    if expiration <= now {
-        return Err(bad(format!(
-            "the credentials expired already ({expiration_text}); check the system clock"
-        )));
-    }
-    if expiration > now + MAX_SESSION + Duration::from_secs(3600) {
-        return Err(bad(format!(
-            "Credentials/Expiration {expiration_text} is further away than any session lasts; check the system clock"
-        )));
-    }
+    let expiration =
+        crate::aws_http::checked_expiration(&expiration_text, "Credentials/Expiration", now)
+            .map_err(bad)?;
     let assumed_role_arn =
         child(result, "AssumedRoleUser").and_then(|u| child_text(u, "Arn").map(str::to_owned));
     Ok(Credentials {
