@@ -10,16 +10,32 @@ if ! command -v cargo >/dev/null; then
     echo "scripts/test.sh: cargo is not installed (https://rustup.rs)" >&2
     exit 1
 fi
-if ! command -v python3 >/dev/null; then
-    echo "scripts/test.sh: installing python3 from Debian" >&2
-    apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
-fi
-
-# The openssl CLI makes the PKCS#12 files of tests/compat_signing_helper.rs (Debian installs it
-# with ca-certificates; a minimal image may lack it).
-if ! command -v openssl >/dev/null; then
-    echo "scripts/test.sh: installing openssl from Debian" >&2
-    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+# Debian packages the tests use, installed in one step when any is missing:
+#   python3, python3-venv  the venv below;
+#   openssl                makes the PKCS#12 files of tests/compat_signing_helper.rs;
+#   softhsm2, opensc       a PKCS#11 token in files and pkcs11-tool, for tests/pkcs11.rs;
+#   libtss2-dev, pkg-config, swtpm, tpm2-tools, bsdutils
+#                          the `tpm` feature's TPM2 Software Stack, the swtpm simulator and
+#                          tpm2-tools for tests/tpm.rs (`script` lends aws_signing_helper a tty);
+#   systemd, umoci, binutils
+#                          tests/deploy.rs: systemd-analyze and systemd-sysusers (PID 1 need not
+#                          be systemd), umoci (unpacks the image), readelf.
+missing=""
+need() { missing="$missing $*"; }
+command -v python3 >/dev/null || need python3 python3-venv
+command -v openssl >/dev/null || need openssl
+{ [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; } || need softhsm2
+command -v pkcs11-tool >/dev/null || need opensc
+pkg-config --exists tss2-esys 2>/dev/null || need libtss2-dev pkg-config
+command -v swtpm >/dev/null || need swtpm
+command -v tpm2_encodeobject >/dev/null || need tpm2-tools
+command -v script >/dev/null || need bsdutils
+command -v systemd-analyze >/dev/null || need systemd
+command -v umoci >/dev/null || need umoci
+command -v readelf >/dev/null || need binutils
+if [ -n "$missing" ]; then
+    echo "== installing$missing from Debian"
+    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
 fi
 
 # The venv lives in .venv (git-ignored); tests find it there (tests/common/mod.rs).
@@ -30,40 +46,14 @@ if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/aws ] || [ ! -x .venv/bin/kuber
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
-# SoftHSM2 (a PKCS#11 token in files) and OpenSC's pkcs11-tool for tests/pkcs11.rs.
-if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null \
-    || ! command -v pkcs11-tool >/dev/null; then
-    echo "== installing softhsm2 and opensc from Debian"
-    apt-get update -qq && apt-get install -y -qq softhsm2 opensc >/dev/null
-fi
-
-# For the `tpm` feature (tests/tpm.rs): the TPM2 Software Stack to build against, the swtpm
-# simulator and tpm2-tools to make keys in it; `script` (util-linux) lends aws_signing_helper
-# a terminal.
-if ! pkg-config --exists tss2-esys 2>/dev/null || ! command -v swtpm >/dev/null \
-    || ! command -v tpm2_encodeobject >/dev/null || ! command -v script >/dev/null; then
-    echo "== installing libtss2-dev, swtpm and tpm2-tools from Debian"
-    apt-get update -qq && apt-get install -y -qq libtss2-dev pkg-config swtpm tpm2-tools bsdutils >/dev/null
-fi
-
 # Real SPIRE (server + agent) and aws_signing_helper for tests/real_spire*.rs and
 # tests/peer_signing_helper.rs, and helm for tests/deploy.rs, in target/peers/bin (each
 # skipped when up to date).
 echo "== building the real peers (scripts/build-peers.sh)"
 scripts/build-peers.sh
 
-# tests/deploy.rs checks deploy/ with the tools that consume it: systemd-analyze and
-# systemd-sysusers (Debian's systemd; PID 1 need not be systemd), umoci (unpacks the image),
-# readelf (binutils). And the image itself, built in the dev profile: the same packaging as the
-# release build in a fraction of the time.
-missing=""
-command -v systemd-analyze >/dev/null || missing="$missing systemd"
-command -v umoci >/dev/null || missing="$missing umoci"
-command -v readelf >/dev/null || missing="$missing binutils"
-if [ -n "$missing" ]; then
-    echo "== installing$missing from Debian"
-    apt-get update -qq && apt-get install -y -qq $missing >/dev/null
-fi
+# The container image, built in the dev profile for tests/deploy.rs: the same packaging as
+# the release build in a fraction of the time.
 echo "== building the container image (scripts/build-image.sh --profile dev)"
 scripts/build-image.sh --profile dev
 
