@@ -69,14 +69,27 @@ async fn run(program: PathBuf, args: Vec<String>, stack: &Stack, env: Env) -> Ou
 /// The README's credential-process example: certificate, key, role, trust anchor, profile
 /// (plus the double's endpoint and the chain, which a real trust anchor also needs).
 fn readme_credential_process(stack: &Stack) -> Vec<String> {
-    vec![
+    readme_credential_process_with(stack, "orders-p256.pem", "orders-p256.key")
+}
+
+/// [`readme_credential_process`] with another certificate and key from `certs/`.
+fn readme_credential_process_with(stack: &Stack, certificate: &str, key: &str) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "credential-process".into(),
         "--certificate".into(),
-        cert("orders-p256.pem"),
+        cert(certificate),
         "--private-key".into(),
-        cert("orders-p256.key"),
+        cert(key),
         "--intermediates".into(),
         cert("intermediate-ca.pem"),
+    ];
+    args.extend(readme_session_flags(stack));
+    args
+}
+
+/// The README's ARN flags, in its order, and the double's endpoint.
+fn readme_session_flags(stack: &Stack) -> Vec<String> {
+    vec![
         "--role-arn".into(),
         DEV_ROLE_ARN_ORDERS.into(),
         "--trust-anchor-arn".into(),
@@ -185,23 +198,11 @@ async fn credential_process_command_lines_of_the_readme() {
         ),
         (
             "RSA key, PKCS#1",
-            vec![
-                "credential-process".into(),
-                "--certificate".into(),
-                cert("orders-rsa2048.pem"),
-                "--private-key".into(),
-                cert("orders-rsa2048.pkcs1.key"),
-                "--intermediates".into(),
-                cert("intermediate-ca.pem"),
-                "--role-arn".into(),
-                DEV_ROLE_ARN_ORDERS.into(),
-                "--trust-anchor-arn".into(),
-                DEV_TRUST_ANCHOR_ARN.into(),
-                "--profile-arn".into(),
-                DEV_PROFILE_ARN.into(),
-                "--endpoint".into(),
-                stack.rolesanywhere.endpoint(),
-            ],
+            readme_credential_process_with(
+                &stack,
+                "orders-rsa2048.pem",
+                "orders-rsa2048.pkcs1.key",
+            ),
             None,
         ),
     ];
@@ -519,15 +520,8 @@ fn single_file_args(stack: &Stack, file: &Path, extra: &[&str]) -> Vec<String> {
         "credential-process".into(),
         "--certificate".into(),
         file.display().to_string(),
-        "--role-arn".into(),
-        DEV_ROLE_ARN_ORDERS.into(),
-        "--trust-anchor-arn".into(),
-        DEV_TRUST_ANCHOR_ARN.into(),
-        "--profile-arn".into(),
-        DEV_PROFILE_ARN.into(),
-        "--endpoint".into(),
-        stack.rolesanywhere.endpoint(),
     ];
+    args.extend(readme_session_flags(stack));
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
